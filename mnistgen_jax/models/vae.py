@@ -1,0 +1,74 @@
+"""Variational auto-encoders: MLP (`vae`), convolutional (`conv_vae`), class-conditional (`cond_vae`).
+
+Bernoulli likelihood on grayscale pixels in [0,1] (as in pytorch/examples), diagonal Gaussian
+posterior, N(0, I) prior, analytic KL; `losses` is the one-sample negative ELBO in nats per image.
+"""
+from typing import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mnistgen_jax.models.nets import Decoder, Encoder, bernoulli_nll
+from mnistgen_jax.models.registry import Family, register
+
+
+def gaussian_kl(mean: jnp.ndarray, logvar: jnp.ndarray) -> jnp.ndarray:
+  """KL(N(mean, exp(logvar)) || N(0, I)) per example, summed over latent dims."""
+  return 0.5 * jnp.sum(jnp.exp(logvar) + mean**2 - 1.0 - logvar, axis=-1)
+
+
+class VAE(nn.Module):
+  arch: str = "mlp"
+  latent_dim: int = 20
+  hidden: Sequence[int] = (400,)
+  channels: Sequence[int] = (32, 64)
+  conditional: bool = False
+
+  def setup(self):
+    self.encoder = Encoder(self.arch, 2 * self.latent_dim, self.hidden, self.channels)
+    self.decoder = Decoder(self.arch, self.hidden, self.channels)
+
+  def _label(self, y):
+    return y if self.conditional else None
+
+  def posterior(self, x, y):
+    mean, logvar = jnp.split(self.encoder(x, self._label(y)), 2, axis=-1)
+    return mean, logvar
+
+  def losses(self, x, y):
+    mean, logvar = self.posterior(x, y)
+    eps = jax.random.normal(self.make_rng("sample"), mean.shape, mean.dtype)
+    z = mean + jnp.exp(0.5 * logvar) * eps  # Reparameterisation: gradients flow to mean/logvar.
+    recon = bernoulli_nll(self.decoder(z, self._label(y)), x)
+    kl = gaussian_kl(mean, logvar)
+    return {"loss": recon + kl, "recon": recon, "kl": kl}
+
+  def encode(self, x, y):
+    return self.posterior(x, y)[0]
+
+  def reconstruct(self, x, y):
+    return nn.sigmoid(self.decoder(self.encode(x, y), self._label(y)))
+
+  def sample(self, y):
+    z = jax.random.normal(self.make_rng("sample"), (y.shape[0], self.latent_dim))
+    return nn.sigmoid(self.decoder(z, self._label(y)))
+
+
+def _builder(conditional: bool):
+  def build(config):
+    return VAE(arch=config.arch, latent_dim=config.latent_dim, hidden=tuple(config.hidden),
+               channels=tuple(config.channels), conditional=conditional)
+  return build
+
+
+register(Family(
+    "vae", _builder(False), dict(arch="mlp", hidden=(400,), latent_dim=20), loss_name="neg_elbo",
+    description="MLP VAE, pytorch/examples recipe (784-400-20)"))
+register(Family(
+    "conv_vae", _builder(False), dict(arch="conv", hidden=(256,), latent_dim=20), loss_name="neg_elbo",
+    description="convolutional VAE (the seed's CVAE)"))
+register(Family(
+    "cond_vae", _builder(True), dict(arch="conv", hidden=(256,), latent_dim=20), conditional=True,
+    loss_name="neg_elbo",
+    description="class-conditional convolutional VAE (Sohn et al. 2015)"))

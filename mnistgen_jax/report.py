@@ -1,0 +1,75 @@
+"""A finished run's outputs: reconstructions.png, samples.png, latent.png, curves.png, eval.json."""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mnistgen_jax import viz
+from mnistgen_jax import train as train_lib
+
+
+def sampling_variables(family, model, variables, train_data, batch_size: int):
+  """The variables to sample with: for families without a prior, one fitted to training codes."""
+  if family.fit_prior is None:
+    return variables
+  codes = train_lib.make_applier(model, "encode", batch_size)(variables, *train_data)
+  return family.fit_prior(variables, np.asarray(codes))
+
+
+def sample_labels(family, num_samples: int) -> jnp.ndarray:
+  """Conditional families: 10 of each digit (a 10x10 grid, a row per digit)."""
+  if family.conditional:
+    return jnp.repeat(jnp.arange(10, dtype=jnp.int32), 10)
+  return jnp.zeros((num_samples,), jnp.int32)
+
+
+def draw_samples(model, variables, labels, key):
+  return jax.jit(lambda v, y, k: model.apply(v, y, method="sample", rngs={"sample": k}))(
+      variables, labels, key)
+
+
+def _series(records, split):
+  out = {}
+  for r in records:
+    if r["split"] == split:
+      for k, v in r.items():
+        if k not in ("step", "epoch", "split", "train_seconds"):
+          out.setdefault(k, ([], []))
+          out[k][0].append(r["step"])
+          out[k][1].append(v)
+  return out
+
+
+def write_json(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+def write_outputs(family, model, variables, config, workdir, train_data, test_data, records,
+                  result) -> None:
+  test_x, test_y = test_data
+  keys = train_lib.root_keys(config.seed)
+  n = 16
+  recon = train_lib.make_applier(model, "reconstruct", n)(variables, test_x[:n], test_y[:n])
+  viz.save_grid(os.path.join(workdir, "reconstructions.png"),
+                np.concatenate([viz.to_uint8(test_x[:n]), viz.to_uint8(recon)]), ncol=n)
+
+  variables = sampling_variables(family, model, variables, train_data, config.eval_batch_size)
+  labels = sample_labels(family, config.num_samples)
+  samples = draw_samples(model, variables, labels, keys["sample"])
+  ncol = 10 if family.conditional else int(np.ceil(np.sqrt(len(labels))))
+  viz.save_grid(os.path.join(workdir, "samples.png"), samples, ncol=ncol)
+
+  if config.latent_dim == 2:
+    codes = train_lib.make_applier(model, "encode", config.eval_batch_size)(variables, test_x, test_y)
+    viz.save_latent_scatter(os.path.join(workdir, "latent.png"), codes, np.asarray(test_y),
+                            f"{config.model}: test-set latent means")
+  viz.save_curves(os.path.join(workdir, "curves.png"), _series(records, "train"),
+                  _series(records, "test"), f"{config.model} on {config.dataset}")
+  write_json(os.path.join(workdir, "eval.json"), result)

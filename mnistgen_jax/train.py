@@ -1,0 +1,136 @@
+"""One training loop for every family: a pure jitted step, scanned over device-resident batches.
+
+The whole run is a function of the config: parameters from fold_in(seed, 0), per-step randomness
+from fold_in(state.rng, step), and each epoch's shuffle from fold_in(data key, epoch). So the
+position in the data is the step alone, and a restored checkpoint resumes bit-for-bit.
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jnp.ndarray         # int32 scalar: optimisation steps done
+  params: Any
+  opt_state: Any
+  model_state: Any          # non-trainable variable collections, e.g. {'prior': ...}
+  rng: jnp.ndarray          # key for per-step randomness
+
+  def variables(self):
+    return {"params": self.params, **self.model_state}
+
+
+def root_keys(seed: int):
+  root = jax.random.PRNGKey(seed)
+  return {name: jax.random.fold_in(root, i)
+          for i, name in enumerate(("init", "train", "data", "eval", "sample"))}
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  return optax.adam(config.learning_rate)
+
+
+def to_float(images: jnp.ndarray) -> jnp.ndarray:
+  """uint8 pixels -> float32 in [0, 1]; done inside the step so the data stays uint8 on device."""
+  return images.astype(jnp.float32) / 255.0
+
+
+def init_state(model, tx, seed: int) -> TrainState:
+  keys = root_keys(seed)
+  x = jnp.zeros((1, 28, 28, 1), jnp.float32)
+  y = jnp.zeros((1,), jnp.int32)
+  variables = dict(model.init({"params": keys["init"], "sample": keys["sample"]}, x, y,
+                              method="losses"))
+  params = variables.pop("params")
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    model_state=variables, rng=keys["train"])
+
+
+def make_train_step(model, tx) -> Callable:
+  """(state, x uint8, y) -> (state, metrics): one optimisation step on the batch mean loss."""
+
+  def loss_fn(params, state, x, y, key):
+    losses = model.apply({"params": params, **state.model_state}, x, y, method="losses",
+                         rngs={"sample": key})
+    means = {k: v.mean() for k, v in losses.items()}
+    return means["loss"], means
+
+  def step(state: TrainState, x, y):
+    key = jax.random.fold_in(state.rng, state.step)
+    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state, to_float(x), y, key)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+
+  return step
+
+
+def make_chunk_runner(model, tx) -> Callable:
+  """Runs `length` consecutive steps of an epoch as one jitted lax.scan, from batch `start`."""
+  step = make_train_step(model, tx)
+
+  @functools.partial(jax.jit, static_argnames="length", donate_argnums=0)
+  def run(state, images, labels, batch_indices, start, length):
+    chunk = lax.dynamic_slice_in_dim(batch_indices, start, length)
+
+    def body(state, idx):
+      return step(state, images[idx], labels[idx])
+
+    return lax.scan(body, state, chunk)
+
+  return run
+
+
+@functools.partial(jax.jit, static_argnames=("num_examples", "batch_size"))
+def epoch_batches(data_key, epoch, num_examples: int, batch_size: int) -> jnp.ndarray:
+  """(steps_per_epoch, batch_size) example indices; the incomplete last batch is dropped."""
+  steps = num_examples // batch_size
+  perm = jax.random.permutation(jax.random.fold_in(data_key, epoch), num_examples)
+  return perm[: steps * batch_size].reshape(steps, batch_size)
+
+
+def map_batches(fn: Callable, images, labels, batch_size: int):
+  """Applies fn(x_float, y, batch_index) over the data in batches (lax.map); returns the
+  concatenated per-example outputs for the N real examples (the last batch is padded)."""
+  n = images.shape[0]
+  num_batches = -(-n // batch_size)
+  pad = num_batches * batch_size - n
+  xs = jnp.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1))
+  ys = jnp.pad(labels, (0, pad))
+  xs = xs.reshape(num_batches, batch_size, *images.shape[1:])
+  ys = ys.reshape(num_batches, batch_size)
+  out = lax.map(lambda a: fn(to_float(a[0]), a[1], a[2]), (xs, ys, jnp.arange(num_batches)))
+  return jax.tree.map(lambda v: v.reshape(num_batches * batch_size, *v.shape[2:])[:n], out)
+
+
+def make_evaluator(model, batch_size: int) -> Callable:
+  """(variables, images, labels, key) -> mean of each per-example loss term over the set."""
+
+  @jax.jit
+  def evaluate(variables, images, labels, key):
+    def losses(x, y, i):
+      return model.apply(variables, x, y, method="losses",
+                         rngs={"sample": jax.random.fold_in(key, i)})
+    per_example = map_batches(losses, images, labels, batch_size)
+    return {k: v.mean() for k, v in per_example.items()}
+
+  return evaluate
+
+
+def make_applier(model, method: str, batch_size: int) -> Callable:
+  """Jitted batched model.apply(method) over a whole dataset: encode / reconstruct."""
+
+  @jax.jit
+  def apply(variables, images, labels):
+    return map_batches(lambda x, y, i: model.apply(variables, x, y, method=method),
+                       images, labels, batch_size)
+
+  return apply

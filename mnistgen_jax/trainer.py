@@ -1,0 +1,131 @@
+"""The run driver: data, state, resume, the scanned epochs, progress, checkpoints, final outputs."""
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from mnistgen_jax import checkpoint, data, models, report
+from mnistgen_jax import train as train_lib
+
+
+class MetricsLog:
+  """Appends JSON lines to workdir/metrics.jsonl; on resume, drops lines past the restored step."""
+
+  def __init__(self, workdir: str, resume_step: int):
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.records = []
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        for line in f:
+          try:
+            record = json.loads(line)
+          except ValueError:
+            continue  # A line cut by a crash.
+          if record["step"] <= resume_step:
+            self.records.append(record)
+    with open(self.path, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in self.records)
+
+  def write(self, records) -> None:
+    self.records.extend(records)
+    with open(self.path, "a") as f:
+      f.writelines(json.dumps(r) + "\n" for r in records)
+
+  def train_seconds(self) -> float:
+    return max([r.get("train_seconds", 0.0) for r in self.records], default=0.0)
+
+
+def _format_seconds(s: float) -> str:
+  s = int(round(s))
+  return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+def load_data(config):
+  limit = config.train_size or None
+  kw = dict(source=config.data_source, data_dir=config.data_dir or None)
+  train = data.load(config.dataset, "train", limit=limit, **kw)
+  test = data.load(config.dataset, "test", **kw)
+  return train, test
+
+
+def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
+  """Trains (or resumes) config in workdir; writes checkpoints, metrics, pictures and eval.json."""
+  family = models.get(config.model)
+  checkpoint.check_workdir_config(workdir, config)  # Before anything is written.
+  (train_x, train_y), (test_x, test_y) = load_data(config)
+  model = family.build(config)
+  tx = train_lib.make_optimizer(config)
+  state = train_lib.init_state(model, tx, config.seed)
+  checkpoint.write_workdir_config(workdir, config)
+  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
+  if ckpt.latest_step() is not None:
+    state = ckpt.restore(state)
+    print_fn(f"resumed from {ckpt.directory} at step {int(state.step)}")
+
+  steps_per_epoch = len(train_x) // config.batch_size
+  total_steps = steps_per_epoch * config.num_epochs
+  step = int(state.step)
+  log = MetricsLog(workdir, step)
+  keys = train_lib.root_keys(config.seed)
+  run_chunk = train_lib.make_chunk_runner(model, tx)
+  evaluate = train_lib.make_evaluator(model, config.eval_batch_size)
+  train_x, train_y, test_x, test_y = jax.device_put((train_x, train_y, test_x, test_y))
+  num_params = sum(x.size for x in jax.tree.leaves(state.params))
+  print_fn(f"{config.model}: {num_params:,} parameters, {len(train_x):,} training images, "
+           f"{steps_per_epoch} steps/epoch, {total_steps} steps")
+
+  train_seconds = log.train_seconds()
+  rate, batches, batches_epoch = None, None, -1
+  while step < total_steps:
+    epoch, position = divmod(step, steps_per_epoch)
+    if epoch != batches_epoch:
+      batches = train_lib.epoch_batches(keys["data"], epoch, len(train_x), config.batch_size)
+      batches_epoch = epoch
+    length = min(config.log_every, steps_per_epoch - position)
+    if config.checkpoint_every_steps:
+      length = min(length, config.checkpoint_every_steps - step % config.checkpoint_every_steps)
+    start = time.perf_counter()
+    state, metrics = run_chunk(state, train_x, train_y, batches, position, length)
+    metrics = jax.device_get(metrics)
+    seconds = time.perf_counter() - start
+    train_seconds += seconds
+    step += length
+    log.write([{"step": step - length + i + 1, "epoch": epoch + 1, "split": "train",
+                "train_seconds": round(train_seconds, 3),
+                **{k: float(v[i]) for k, v in metrics.items()}} for i in range(length)])
+    chunk_rate = length * config.batch_size / seconds
+    rate = chunk_rate if rate is None else 0.7 * rate + 0.3 * chunk_rate  # first chunk compiles
+    eta = (total_steps - step) * config.batch_size / rate
+    terms = " ".join(f"{k} {float(np.mean(v)):.3f}" for k, v in metrics.items())
+    print_fn(f"step {step}/{total_steps} epoch {epoch + 1}/{config.num_epochs} | {terms} | "
+             f"{chunk_rate:,.0f} img/s | ETA {_format_seconds(eta)}")
+
+    end_of_epoch = step % steps_per_epoch == 0
+    eval_metrics = None
+    if end_of_epoch:
+      eval_metrics = {k: float(v) for k, v in jax.device_get(
+          evaluate(state.variables(), test_x, test_y, keys["eval"])).items()}
+      log.write([{"step": step, "epoch": epoch + 1, "split": "test",
+                  "train_seconds": round(train_seconds, 3), **eval_metrics}])
+      print_fn(f"epoch {epoch + 1} test: " + " ".join(f"{k} {v:.3f}" for k, v in eval_metrics.items()))
+    every = config.checkpoint_every_steps
+    if end_of_epoch or (every and step % every == 0):
+      ckpt.save(step, state, metrics=eval_metrics)
+  ckpt.close()
+
+  final = {k: float(v) for k, v in jax.device_get(
+      evaluate(state.variables(), test_x, test_y, keys["eval"])).items()}
+  result = {
+      "model": config.model, "dataset": config.dataset, "step": step,
+      "epochs": step / steps_per_epoch, "num_params": int(num_params),
+      "train_seconds": round(train_seconds, 2), "loss_name": family.loss_name,
+      "test": {(family.loss_name if k == "loss" else k): v for k, v in final.items()},
+  }
+  report.write_outputs(family, model, state.variables(), config, workdir, (train_x, train_y),
+                       (test_x, test_y), log.records, result)
+  return result

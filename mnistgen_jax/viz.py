@@ -1,0 +1,67 @@
+"""Pictures: image grids (PIL), latent scatter plots and loss curves (matplotlib, Agg)."""
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")  # Headless: no display on servers or CI.
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+
+
+def to_uint8(images) -> np.ndarray:
+  """float images in [0,1] (or uint8) -> uint8 (N, 28, 28)."""
+  images = np.asarray(images)
+  if images.dtype != np.uint8:
+    images = np.rint(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8)
+  return images.reshape(images.shape[0], images.shape[1], images.shape[2])
+
+
+def grid(images, ncol: int, pad: int = 2) -> np.ndarray:
+  """Tiles N images into rows of `ncol`, white-on-black with `pad` grey pixels between them."""
+  images = to_uint8(images)
+  n, h, w = images.shape
+  nrow = -(-n // ncol)
+  canvas = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad), 128, np.uint8)
+  for i, img in enumerate(images):
+    r, c = divmod(i, ncol)
+    canvas[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = img
+  return canvas
+
+
+def save_grid(path: str, images, ncol: int, scale: int = 2) -> None:
+  canvas = grid(images, ncol)
+  Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale),
+                                 Image.NEAREST).save(path)
+
+
+def save_latent_scatter(path: str, codes, labels, title: str) -> None:
+  codes = np.asarray(codes)
+  fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=120)
+  points = ax.scatter(codes[:, 0], codes[:, 1], c=np.asarray(labels), cmap="tab10", s=2,
+                      alpha=0.6, vmin=-0.5, vmax=9.5)
+  fig.colorbar(points, ax=ax, ticks=range(10), label="digit")
+  ax.set(title=title, xlabel="z[0]", ylabel="z[1]")
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
+def save_curves(path: str, train: dict, evals: dict, title: str) -> None:
+  """train/evals: {metric: (steps, values)}; one panel per metric, train and test overlaid."""
+  names = sorted(train, key=lambda k: k != "loss")  # 'loss' first.
+  fig, axes = plt.subplots(1, len(names), figsize=(4.5 * len(names), 3.5), dpi=110, squeeze=False)
+  for ax, name in zip(axes[0], names):
+    ax.plot(*train[name], lw=0.8, alpha=0.7, label="train (per step)")
+    if name in evals:
+      ax.plot(*evals[name], "o-", label="test (epoch end)")
+    tail = np.asarray(train[name][1])[len(train[name][1]) // 50:]
+    if tail.size:  # Zoom past the first steps, whose loss dwarfs the rest.
+      low, high = np.percentile(tail, [0, 99.5])
+      ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+    ax.set(title=name, xlabel="step")
+    ax.legend()
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
