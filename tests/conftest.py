@@ -1,0 +1,23 @@
+import os
+import sys
+
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mnistgen_jax import configs, data  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def mnist_slice():
+  """The first 256 real MNIST training images and labels (uint8, int32)."""
+  return data.load("mnist", "train", limit=256)
+
+
+def tiny_config(model: str, **overrides):
+  """A config that trains in seconds: 256 real images, 4 steps per epoch, small networks."""
+  settings = dict(train_size=256, test_size=200, batch_size=64, num_epochs=2, log_every=3,
+                  eval_batch_size=100, hidden=(64,), channels=(8, 16), latent_dim=4,
+                  num_samples=16)
+  settings.update(overrides)
+  return configs.get_config(model, **settings)

@@ -1,0 +1,119 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from scipy import stats
+
+from conftest import tiny_config
+from mnistgen_jax import models
+from mnistgen_jax import train as train_lib
+from mnistgen_jax.models.vae import gaussian_kl
+
+FAMILIES = ["ae", "vae", "conv_vae", "cond_vae"]
+
+
+def _model_and_state(name, **overrides):
+  config = tiny_config(name, **overrides)
+  model = models.get(name).build(config)
+  tx = train_lib.make_optimizer(config)
+  return config, model, tx, train_lib.init_state(model, tx, config.seed)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_shapes_and_finite_values(name, arch, mnist_slice):
+  config, model, _, state = _model_and_state(name, arch=arch)
+  x = train_lib.to_float(jnp.asarray(mnist_slice[0][:8]))
+  y = jnp.asarray(mnist_slice[1][:8])
+  rngs = {"sample": jax.random.PRNGKey(1)}
+  losses = model.apply(state.variables(), x, y, method="losses", rngs=rngs)
+  assert all(v.shape == (8,) and bool(jnp.isfinite(v).all()) for v in losses.values())
+  assert float(losses["loss"].mean()) > 0
+  for method in ("reconstruct", "sample"):
+    args = (x, y) if method == "reconstruct" else (y,)
+    out = model.apply(state.variables(), *args, method=method, rngs=rngs)
+    assert out.shape == (8, 28, 28, 1)
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+  codes = model.apply(state.variables(), x, y, method="encode")
+  assert codes.shape == (8, config.latent_dim)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_loss_decreases_on_real_mnist(name, mnist_slice):
+  config, model, tx, state = _model_and_state(name, arch="conv")
+  step = jax.jit(train_lib.make_train_step(model, tx))
+  images, labels = jnp.asarray(mnist_slice[0][:64]), jnp.asarray(mnist_slice[1][:64])
+  first = None
+  for _ in range(40):
+    state, metrics = step(state, images, labels)
+    first = float(metrics["loss"]) if first is None else first
+    assert np.isfinite(float(metrics["loss"]))
+  assert float(metrics["loss"]) < 0.8 * first, (first, float(metrics["loss"]))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_every_parameter_gets_a_gradient(name, mnist_slice):
+  _, model, _, state = _model_and_state(name, arch="conv")
+  x = train_lib.to_float(jnp.asarray(mnist_slice[0][:16]))
+  y = jnp.asarray(mnist_slice[1][:16])
+
+  def loss(params):
+    out = model.apply({**state.variables(), "params": params}, x, y, method="losses",
+                      rngs={"sample": jax.random.PRNGKey(0)})
+    return out["loss"].mean()
+
+  grads = jax.grad(loss)(state.params)
+  for path, g in jax.tree_util.tree_leaves_with_path(grads):
+    assert bool(jnp.isfinite(g).all()) and float(jnp.abs(g).max()) > 0, path
+
+
+def test_gaussian_kl_against_closed_form_and_monte_carlo():
+  rng = np.random.default_rng(0)
+  mean = rng.normal(size=(3, 5)).astype(np.float32)
+  logvar = rng.normal(scale=0.5, size=(3, 5)).astype(np.float32)
+  kl = np.asarray(gaussian_kl(jnp.asarray(mean), jnp.asarray(logvar)))
+  std = np.exp(0.5 * logvar.astype(np.float64))
+  # Closed form per dimension: log(1/s) + (s^2 + m^2)/2 - 1/2.
+  closed = np.sum(-np.log(std) + (std**2 + mean**2) / 2 - 0.5, axis=-1)
+  np.testing.assert_allclose(kl, closed, rtol=1e-5)
+  # Monte Carlo E_q[log q(z) - log p(z)] with scipy densities.
+  z = mean + std * rng.normal(size=(200000, 3, 5))
+  mc = (stats.norm.logpdf(z, mean, std) - stats.norm.logpdf(z)).sum(-1).mean(0)
+  np.testing.assert_allclose(kl, mc, rtol=0.02, atol=0.02)
+  assert float(gaussian_kl(jnp.zeros((1, 4)), jnp.zeros((1, 4)))[0]) == 0.0
+
+
+def test_bernoulli_nll_is_optax_bce_summed():
+  from mnistgen_jax.models.nets import bernoulli_nll
+  logits = jnp.linspace(-30, 30, 784).reshape(1, 28, 28, 1)
+  x = jnp.linspace(0, 1, 784).reshape(1, 28, 28, 1)
+  p = 1 / (1 + np.exp(-np.asarray(logits, np.float64)))
+  ref = -(np.asarray(x) * np.log(p) + (1 - np.asarray(x)) * np.log1p(-p)).sum()
+  np.testing.assert_allclose(float(bernoulli_nll(logits, x)[0]), ref, rtol=1e-4)
+
+
+def test_conditional_sampling_follows_the_label():
+  _, model, _, state = _model_and_state("cond_vae")
+  key = {"sample": jax.random.PRNGKey(3)}
+  a = model.apply(state.variables(), jnp.zeros(4, jnp.int32), method="sample", rngs=key)
+  b = model.apply(state.variables(), jnp.full(4, 7, jnp.int32), method="sample", rngs=key)
+  assert float(jnp.abs(a - b).max()) > 1e-4
+  _, model, _, state = _model_and_state("vae")
+  a = model.apply(state.variables(), jnp.zeros(4, jnp.int32), method="sample", rngs=key)
+  b = model.apply(state.variables(), jnp.full(4, 7, jnp.int32), method="sample", rngs=key)
+  np.testing.assert_array_equal(a, b)
+
+
+def test_ae_prior_is_fitted_to_codes():
+  codes = np.random.default_rng(0).normal([1.0, -2.0], [0.5, 3.0], size=(20000, 2))
+  variables = models.get("ae").fit_prior({"params": {}}, codes)
+  prior = variables["prior"]
+  np.testing.assert_allclose(prior["mean"], [1.0, -2.0], atol=0.06)
+  cov = np.asarray(prior["scale_tril"]) @ np.asarray(prior["scale_tril"]).T
+  np.testing.assert_allclose(cov, np.cov(codes, rowvar=False), rtol=1e-4, atol=1e-5)
+
+
+def test_unknown_model_is_a_clear_error():
+  with pytest.raises(ValueError, match="unknown model 'gan'; choose one of: ae, cond_vae"):
+    models.get("gan")

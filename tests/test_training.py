@@ -1,0 +1,149 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import tiny_config
+from mnistgen_jax import checkpoint, configs, trainer
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _params(workdir, step=None):
+  return trainer.restore_run(workdir, step)[3].params
+
+
+def _assert_trees_equal(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def _quiet(*args):
+  del args
+
+
+def test_run_writes_outputs_and_is_deterministic(tmp_path):
+  config = tiny_config("vae", latent_dim=2)
+  result = trainer.train_and_evaluate(config, str(tmp_path / "a"), print_fn=_quiet)
+  trainer.train_and_evaluate(config, str(tmp_path / "b"), print_fn=_quiet)
+  _assert_trees_equal(_params(tmp_path / "a"), _params(tmp_path / "b"))
+
+  a = tmp_path / "a"
+  for name in ("reconstructions.png", "samples.png", "latent.png", "curves.png"):
+    assert (a / name).stat().st_size > 1000, name
+  assert json.loads((a / "config.json").read_text()) == json.loads(config.to_json())
+  assert Image.open(a / "samples.png").size == (2 * (4 * 30 + 2),) * 2  # 16 samples, 4x4 grid
+  assert Image.open(a / "reconstructions.png").size == (2 * (16 * 30 + 2), 2 * (2 * 30 + 2))
+  saved = json.loads((a / "eval.json").read_text())
+  assert saved == json.loads(json.dumps(result))
+  assert saved["step"] == 8 and set(saved["test"]) == {"neg_elbo", "recon", "kl"}
+  np.testing.assert_allclose(saved["test"]["neg_elbo"],
+                             saved["test"]["recon"] + saved["test"]["kl"], rtol=1e-5)
+  records = [json.loads(line) for line in (a / "metrics.jsonl").read_text().splitlines()]
+  assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 9))
+  assert [r["step"] for r in records if r["split"] == "test"] == [4, 8]
+  assert sorted(os.listdir(a / "checkpoints")) == ["4", "8"]
+
+
+def test_different_seed_gives_different_params(tmp_path):
+  trainer.train_and_evaluate(tiny_config("ae", num_epochs=1), str(tmp_path / "a"), print_fn=_quiet)
+  trainer.train_and_evaluate(tiny_config("ae", num_epochs=1, seed=1), str(tmp_path / "b"),
+                             print_fn=_quiet)
+  a, b = jax.tree.leaves(_params(tmp_path / "a")), jax.tree.leaves(_params(tmp_path / "b"))
+  assert any(not np.array_equal(x, y) for x, y in zip(a, b))
+
+
+@pytest.mark.parametrize("name", ["ae", "cond_vae"])
+def test_resume_equals_uninterrupted_run(name, tmp_path):
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  trainer.train_and_evaluate(tiny_config(name, num_epochs=2), straight, print_fn=_quiet)
+  trainer.train_and_evaluate(tiny_config(name, num_epochs=1), resumed, print_fn=_quiet)
+  lines = []
+  trainer.train_and_evaluate(tiny_config(name, num_epochs=2), resumed, print_fn=lines.append)
+  assert lines[0].startswith("resumed from") and "at step 4" in lines[0]
+  _assert_trees_equal(_params(straight), _params(resumed))
+  with open(os.path.join(resumed, "metrics.jsonl")) as f:
+    steps = [json.loads(line)["step"] for line in f if '"train"' in line]
+  assert steps == list(range(1, 9))
+
+
+def test_resume_from_the_middle_of_an_epoch(tmp_path):
+  """Checkpoints every 3 steps; drop those after step 6 (mid epoch 2) and resume from it."""
+  config = tiny_config("vae", num_epochs=3, checkpoint_every_steps=3, keep_checkpoints=10)
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  trainer.train_and_evaluate(config, straight, print_fn=_quiet)
+  shutil.copytree(straight, resumed)
+  for step in os.listdir(os.path.join(resumed, "checkpoints")):
+    if int(step) > 6:
+      shutil.rmtree(os.path.join(resumed, "checkpoints", step))
+  lines = []
+  trainer.train_and_evaluate(config, resumed, print_fn=lines.append)
+  assert "at step 6" in lines[0]
+  _assert_trees_equal(_params(straight), _params(resumed))
+
+
+def test_checkpoints_keep_the_last_k_and_the_best(tmp_path):
+  config = tiny_config("vae", num_epochs=5, keep_checkpoints=2)
+  trainer.train_and_evaluate(config, str(tmp_path), print_fn=_quiet)
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  test_loss = {r["step"]: r["loss"] for r in records if r["split"] == "test"}
+  best = min(test_loss, key=test_loss.get)
+  kept = sorted(int(s) for s in os.listdir(tmp_path / "checkpoints"))
+  assert kept == sorted({16, 20, best})
+
+
+def test_workdir_of_another_run_is_refused_untouched(tmp_path):
+  trainer.train_and_evaluate(tiny_config("ae", num_epochs=1), str(tmp_path), print_fn=_quiet)
+  before = {p: os.path.getmtime(os.path.join(d, p)) for d, _, fs in os.walk(tmp_path) for p in fs}
+  with pytest.raises(checkpoint.CheckpointError, match="holds a 'ae' run, not 'vae'"):
+    trainer.train_and_evaluate(tiny_config("vae", num_epochs=1), str(tmp_path), print_fn=_quiet)
+  with pytest.raises(checkpoint.CheckpointError, match="trained with latent_dim=4 .now 8."):
+    trainer.train_and_evaluate(tiny_config("ae", num_epochs=2, latent_dim=8), str(tmp_path),
+                               print_fn=_quiet)
+  after = {p: os.path.getmtime(os.path.join(d, p)) for d, _, fs in os.walk(tmp_path) for p in fs}
+  assert before == after
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (dict(batch_size=0), "--batch_size must be a positive integer, got 0"),
+    (dict(latent_dim=0), "--latent_dim must be a positive integer, got 0"),
+    (dict(learning_rate=-1.0), "--learning_rate must be > 0"),
+    (dict(arch="resnet"), "--arch='resnet' is unknown"),
+    (dict(dataset="cifar"), "--dataset='cifar' is unknown"),
+    (dict(channels="8,16,32"), "--channels must be 1 or 2"),
+    (dict(train_size=10, batch_size=64), "--train_size=10 is smaller than --batch_size=64"),
+    (dict(nonsense=1), "unknown config field 'nonsense'"),
+])
+def test_bad_config_values(overrides, message):
+  with pytest.raises(ValueError, match=message):
+    configs.get_config("vae", **overrides)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model=gan"], "error: unknown model 'gan'; choose one of: ae, cond_vae, conv_vae, vae"),
+    (["--batch_size=-3"], "error: --batch_size must be a positive integer, got -3"),
+])
+def test_binary_bad_input_is_one_clear_line(args, message, tmp_path):
+  workdir = tmp_path / "w"
+  proc = subprocess.run([sys.executable, "-m", "experiments.train", f"--workdir={workdir}", *args],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1] == message
+  assert not workdir.exists()  # Nothing written.
+
+
+def test_binary_trains_a_tiny_run(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.train", "--model=cond_vae", f"--workdir={tmp_path}",
+       "--num_epochs=1", "--train_size=256", "--test_size=100", "--batch_size=64",
+       "--hidden=32", "--channels=8", "--log_every=2"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "img/s | ETA" in proc.stdout and "done: 4 steps" in proc.stdout
+  assert Image.open(tmp_path / "samples.png").size == (2 * (10 * 30 + 2),) * 2  # 10x10 digits
