@@ -22,6 +22,7 @@ flags.DEFINE_integer("seed", None, "random seed: same seed and flags give the sa
 flags.DEFINE_integer("num_epochs", None, "epochs to train in total (a resumed run continues)")
 flags.DEFINE_integer("batch_size", None, "training batch size")
 flags.DEFINE_float("learning_rate", None, "Adam learning rate")
+flags.DEFINE_string("lr_schedule", None, "constant | cosine")
 flags.DEFINE_string("arch", None, "mlp | conv")
 flags.DEFINE_integer("latent_dim", None, "latent dimension (2 draws latent.png)")
 flags.DEFINE_list("hidden", None, "dense widths, e.g. 400 or 512,256")

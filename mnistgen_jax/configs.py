@@ -23,6 +23,7 @@ def base_config() -> ml_collections.ConfigDict:
       num_epochs=10,
       batch_size=128,
       learning_rate=1e-3,
+      lr_schedule="constant",    # constant | cosine (to 0 over num_epochs)
       arch="mlp",                # mlp | conv
       latent_dim=20,
       hidden=(400,),             # dense widths after the (optional) conv stack
@@ -46,6 +47,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f"--dataset={config.dataset!r} is unknown; choose one of {', '.join(data.DATASETS)}")
   _check(config.data_source in data.SOURCES,
          f"--data_source={config.data_source!r} is unknown; choose one of {', '.join(data.SOURCES)}")
+  _check(config.lr_schedule in ("constant", "cosine"),
+         f"--lr_schedule={config.lr_schedule!r} is unknown; choose constant or cosine")
   _check(config.arch in ("mlp", "conv"), f"--arch={config.arch!r} is unknown; choose mlp or conv")
   for name in ("batch_size", "latent_dim", "eval_batch_size", "log_every", "keep_checkpoints",
                "num_samples"):

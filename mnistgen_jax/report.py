@@ -53,6 +53,11 @@ def write_json(path: str, obj) -> None:
 
 def write_outputs(family, model, variables, config, workdir, train_data, test_data, records,
                   result) -> None:
+  viz.save_curves(os.path.join(workdir, "curves.png"), _series(records, "train"),
+                  _series(records, "test"), f"{config.model} on {config.dataset}")
+  write_json(os.path.join(workdir, "eval.json"), result)
+  if not hasattr(model, "sample"):
+    return  # Not generative (the evaluation classifier): no pictures of digits to draw.
   test_x, test_y = test_data
   keys = train_lib.root_keys(config.seed)
   n = 16
@@ -70,6 +75,14 @@ def write_outputs(family, model, variables, config, workdir, train_data, test_da
     codes = train_lib.make_applier(model, "encode", config.eval_batch_size)(variables, test_x, test_y)
     viz.save_latent_scatter(os.path.join(workdir, "latent.png"), codes, np.asarray(test_y),
                             f"{config.model}: test-set latent means")
-  viz.save_curves(os.path.join(workdir, "curves.png"), _series(records, "train"),
-                  _series(records, "test"), f"{config.model} on {config.dataset}")
-  write_json(os.path.join(workdir, "eval.json"), result)
+
+
+def markdown_table(header, rows) -> str:
+  """A GitHub markdown table; floats get 3 decimals (4 significant digits when small)."""
+  def cell(v):
+    if isinstance(v, float):
+      return f"{v:.3f}" if abs(v) >= 0.1 else f"{v:.4g}"
+    return "" if v is None else str(v)
+  lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+  lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+  return "\n".join(lines)

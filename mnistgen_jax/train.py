@@ -34,7 +34,10 @@ def root_keys(seed: int):
           for i, name in enumerate(("init", "train", "data", "eval", "sample"))}
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
+def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+  """Adam; with lr_schedule='cosine' the rate decays to 0 over total_steps."""
+  if config.lr_schedule == "cosine":
+    return optax.adam(optax.cosine_decay_schedule(config.learning_rate, max(total_steps, 1)))
   return optax.adam(config.learning_rate)
 
 
@@ -58,8 +61,8 @@ def make_train_step(model, tx) -> Callable:
   """(state, x uint8, y) -> (state, metrics): one optimisation step on the batch mean loss."""
 
   def loss_fn(params, state, x, y, key):
-    losses = model.apply({"params": params, **state.model_state}, x, y, method="losses",
-                         rngs={"sample": key})
+    losses = model.apply({"params": params, **state.model_state}, x, y, train=True,
+                         method="losses", rngs={"sample": key})
     means = {k: v.mean() for k, v in losses.items()}
     return means["loss"], means
 

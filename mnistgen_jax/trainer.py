@@ -58,7 +58,9 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
   checkpoint.check_workdir_config(workdir, config)  # Before anything is written.
   (train_x, train_y), (test_x, test_y) = load_data(config)
   model = family.build(config)
-  tx = train_lib.make_optimizer(config)
+  steps_per_epoch = len(train_x) // config.batch_size
+  total_steps = steps_per_epoch * config.num_epochs
+  tx = train_lib.make_optimizer(config, total_steps)
   state = train_lib.init_state(model, tx, config.seed)
   checkpoint.write_workdir_config(workdir, config)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
@@ -66,8 +68,6 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
     state = ckpt.restore(state)
     print_fn(f"resumed from {ckpt.directory} at step {int(state.step)}")
 
-  steps_per_epoch = len(train_x) // config.batch_size
-  total_steps = steps_per_epoch * config.num_epochs
   step = int(state.step)
   log = MetricsLog(workdir, step)
   keys = train_lib.root_keys(config.seed)
@@ -141,7 +141,8 @@ def restore_run(workdir: str, step: int | None = None):
   config = configs.get_config(saved.pop("model"), **saved)
   family = models.get(config.model)
   model = family.build(config)
-  target = train_lib.init_state(model, train_lib.make_optimizer(config), config.seed)
+  tx = train_lib.make_optimizer(config, total_steps=0)  # Same state structure for any length.
+  target = train_lib.init_state(model, tx, config.seed)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   if ckpt.latest_step() is None:
     raise checkpoint.CheckpointError(f"{workdir} holds no checkpoint yet; train it first")

@@ -16,7 +16,7 @@ FAMILIES = ["ae", "vae", "conv_vae", "cond_vae"]
 def _model_and_state(name, **overrides):
   config = tiny_config(name, **overrides)
   model = models.get(name).build(config)
-  tx = train_lib.make_optimizer(config)
+  tx = train_lib.make_optimizer(config, total_steps=100)
   return config, model, tx, train_lib.init_state(model, tx, config.seed)
 
 

@@ -27,7 +27,8 @@ class AutoEncoder(nn.Module):
     self.prior_mean = self.variable("prior", "mean", jnp.zeros, (d,))
     self.prior_scale_tril = self.variable("prior", "scale_tril", jnp.eye, d)
 
-  def losses(self, x, y):
+  def losses(self, x, y, train: bool = False):
+    del train  # Same computation in training and evaluation.
     recon = bernoulli_nll(self.decoder(self.encoder(x)), x)
     return {"loss": recon, "recon": recon}
 

@@ -2,10 +2,12 @@
 
 A family's module implements these methods (x: float images (B,28,28,1) in [0,1], y: int labels (B,),
 ignored by unconditional models; randomness comes from the 'sample' rng stream):
-  losses(x, y)       -> dict of per-example (B,) arrays; 'loss' is the term that is optimised
-  reconstruct(x, y)  -> images in [0,1]
-  encode(x, y)       -> (B, latent_dim) deterministic codes (posterior means)
-  sample(y)          -> len(y) images in [0,1]
+  losses(x, y, train)  -> dict of per-example (B,) arrays; 'loss' is the term that is optimised
+  reconstruct(x, y)    -> images in [0,1]
+  encode(x, y)         -> (B, latent_dim) deterministic codes (posterior means)
+  sample(y)            -> len(y) images in [0,1]
+Only `losses` is required; the outputs that need the others are skipped for a module without them
+(the evaluation classifier). Optional: log_importance_weights(x, y, num_samples) for IWAE bounds.
 """
 from __future__ import annotations
 

@@ -36,13 +36,27 @@ class VAE(nn.Module):
     mean, logvar = jnp.split(self.encoder(x, self._label(y)), 2, axis=-1)
     return mean, logvar
 
-  def losses(self, x, y):
+  def losses(self, x, y, train: bool = False):
+    del train  # Same computation in training and evaluation.
     mean, logvar = self.posterior(x, y)
     eps = jax.random.normal(self.make_rng("sample"), mean.shape, mean.dtype)
     z = mean + jnp.exp(0.5 * logvar) * eps  # Reparameterisation: gradients flow to mean/logvar.
     recon = bernoulli_nll(self.decoder(z, self._label(y)), x)
     kl = gaussian_kl(mean, logvar)
     return {"loss": recon + kl, "recon": recon, "kl": kl}
+
+  def log_importance_weights(self, x, y, num_samples: int, eps=None):
+    """(B, K) log p(x, z_k) - log q(z_k | x), z_k ~ q(z | x): the terms of the IWAE bound.
+    eps (K, B, d): the standard-normal draws, sampled from the 'sample' stream when None."""
+    mean, logvar = self.posterior(x, y)
+    if eps is None:
+      eps = jax.random.normal(self.make_rng("sample"), (num_samples,) + mean.shape, mean.dtype)
+    z = mean + jnp.exp(0.5 * logvar) * eps  # (K, B, d)
+    label = self._label(y)
+    log_px = jax.vmap(lambda zk: -bernoulli_nll(self.decoder(zk, label), x))(z)
+    log_pz = -0.5 * jnp.sum(z**2 + jnp.log(2 * jnp.pi), axis=-1)
+    log_qz = -0.5 * jnp.sum(eps**2 + logvar + jnp.log(2 * jnp.pi), axis=-1)
+    return (log_px + log_pz - log_qz).T
 
   def encode(self, x, y):
     return self.posterior(x, y)[0]

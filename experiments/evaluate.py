@@ -1,0 +1,75 @@
+r"""Evaluates a trained run of any family and adds the results to its eval.json.
+
+  python -m experiments.evaluate --workdir=runs/conv_vae
+
+FID, KID and precision/recall use the committed LeNet classifier's 128-d features (fid_lenet,
+...), not Inception-v3: they are comparable with each other, not with Inception FIDs in papers.
+"""
+import json
+import os
+import sys
+
+from absl import app, flags, logging
+
+from mnistgen_jax import checkpoint, data
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", None, "a run written by experiments.train")
+flags.DEFINE_integer("num_samples", 10000, "samples drawn for the sample metrics")
+flags.DEFINE_integer("iwae_samples", 50, "importance samples K of the IWAE bound (0: skip)")
+flags.DEFINE_bool("calibration", True, "also compute the calibration rows")
+flags.DEFINE_bool("progress", True, "progress bars")
+flags.mark_flag_as_required("workdir")
+
+SAMPLE_COLUMNS = ["fid_lenet", "kid_lenet", "precision", "recall", "classifier_score"]
+
+
+def main(argv):
+  del argv
+  logging.set_verbosity(logging.WARNING)
+  import jax
+  from mnistgen_jax import report
+  from mnistgen_jax.metrics import evaluate, features
+  if FLAGS.num_samples <= 0:
+    sys.exit(f"error: --num_samples must be a positive integer, got {FLAGS.num_samples}")
+  try:
+    result = evaluate.evaluate_run(FLAGS.workdir, FLAGS.num_samples, FLAGS.iwae_samples,
+                                   progress=FLAGS.progress)
+    with open(os.path.join(FLAGS.workdir, "config.json")) as f:
+      config = json.load(f)
+    rows = []
+    if FLAGS.calibration:
+      ref = evaluate.Reference.load(config["dataset"], progress=FLAGS.progress)
+      result["calibration"] = evaluate.calibration(ref, jax.random.PRNGKey(0), FLAGS.num_samples)
+  except (ValueError, data.DataError, checkpoint.CheckpointError,
+          features.FeatureNetworkError) as e:
+    sys.exit(f"error: {e}")
+
+  path = os.path.join(FLAGS.workdir, "eval.json")
+  saved = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+  saved["evaluation"] = result
+  report.write_json(path, saved)
+
+  name = config["model"]
+  if "reconstructions" in result:
+    rows.append([f"{name}: reconstructions of test", result["reconstructions"]["fid_lenet"]]
+                + [None] * (len(SAMPLE_COLUMNS) - 1))
+  if "samples" in result:
+    rows.append([f"{name}: {FLAGS.num_samples} samples"]
+                + [result["samples"][c] for c in SAMPLE_COLUMNS])
+  for label, metrics in result.get("calibration", {}).items():
+    rows.append([f"calibration: {label}"] + [metrics[c] for c in SAMPLE_COLUMNS])
+  print(report.markdown_table([f"vs {config['dataset']} test"] + SAMPLE_COLUMNS, rows))
+  for key, value in result.items():
+    if key.startswith("iwae_nll"):
+      print(f"{key}: {value:.3f} nats")
+  if "label_accuracy" in result.get("samples", {}):
+    print(f"label accuracy of conditional samples: {result['samples']['label_accuracy']:.4f}")
+  print(f"written to {path}")
+
+
+if __name__ == "__main__":
+  app.run(main)

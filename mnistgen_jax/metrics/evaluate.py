@@ -1,0 +1,127 @@
+"""Evaluation plug-ins for any family's run, all on the committed LeNet's features (fid_lenet etc.).
+
+`evaluate_run(workdir)` restores the run and applies every evaluator that fits the model:
+reconstruction FID, sample metrics (FID, KID, precision/recall, classifier score, digit accuracy
+of conditional samples) and the IWAE bound. `calibration(dataset)` gives the reference rows
+computed the same way: real train vs real test (the floor), degraded test images, pure noise.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from scipy import ndimage
+from tqdm import tqdm
+
+from mnistgen_jax import data, report, trainer
+from mnistgen_jax import train as train_lib
+from mnistgen_jax.metrics import features as features_lib
+from mnistgen_jax.metrics import fid, likelihood, sample_metrics
+
+
+@dataclasses.dataclass
+class Reference:
+  """The test set's classifier features and statistics: what every FID here is measured against."""
+  dataset: str
+  extract: Callable
+  classifier_variables: Any
+  test_images: np.ndarray
+  test_labels: np.ndarray
+  test_features: Any = None
+  test_stats: Any = None
+  progress: bool = True
+
+  @classmethod
+  def load(cls, dataset: str, progress: bool = True, **data_kw):
+    model, variables = features_lib.load_classifier(dataset)
+    images, labels = data.load(dataset, "test", **data_kw)
+    ref = cls(dataset, features_lib.make_extractor(model), variables, images, labels,
+              progress=progress)
+    ref.test_features, _ = ref.features(images, "test features")
+    ref.test_stats = fid.stats_of(np.asarray(ref.test_features))
+    return ref
+
+  def features(self, images, desc: str):
+    return self.extract(self.classifier_variables, images, desc=desc, progress=self.progress)
+
+  def fid(self, images, desc: str) -> float:
+    feats, _ = self.features(images, desc)
+    return fid.fid_from_stats(fid.stats_of(np.asarray(feats)), self.test_stats)
+
+
+def sample_quality(ref: Reference, images, key, labels=None) -> dict:
+  """fid_lenet, kid_lenet, precision/recall (k=3) and the classifier score of a set of images."""
+  feats, probs = ref.features(images, "sample features")
+  kid_mean, kid_std = sample_metrics.kid(np.asarray(ref.test_features), np.asarray(feats), key)
+  precision, recall = sample_metrics.precision_recall(ref.test_features, feats)
+  out = {"fid_lenet": fid.fid_from_stats(fid.stats_of(np.asarray(feats)), ref.test_stats),
+         "kid_lenet": kid_mean, "kid_lenet_std": kid_std, "precision": precision,
+         "recall": recall, "classifier_score": sample_metrics.classifier_score(probs)}
+  if labels is not None:  # Conditional samples: does the classifier read the requested digit?
+    out["label_accuracy"] = float((np.asarray(probs).argmax(1) == np.asarray(labels)).mean())
+  return out
+
+
+def _to_uint8(images) -> np.ndarray:
+  return np.rint(np.clip(np.asarray(images, np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+
+
+def calibration(ref: Reference, key, num: int = 10000, **data_kw) -> dict:
+  """Reference rows: train vs test (floor), blurred / noisy test images, Gaussian noise (ceiling)."""
+  test = ref.test_images[:num].astype(np.float32) / 255.0
+  k_noise, k_pure, k_kid = jax.random.split(key, 3)
+  noise = np.asarray(jax.random.normal(k_noise, test.shape))
+  pure = np.asarray(jax.random.normal(k_pure, test.shape)) * 0.5 + 0.5
+  train = data.load(ref.dataset, "train", limit=num, **data_kw)[0]
+  rows = {
+      "real train vs test": train,
+      "test, Gaussian blur sigma=1px": _to_uint8(ndimage.gaussian_filter(test, (0, 1, 1, 0))),
+      "test + N(0, 0.1^2) pixel noise": _to_uint8(test + 0.1 * noise),
+      "test + N(0, 0.3^2) pixel noise": _to_uint8(test + 0.3 * noise),
+      "pure noise, clip(N(0.5, 0.5^2))": _to_uint8(pure),
+  }
+  return {name: sample_quality(ref, images, k_kid) for name, images in rows.items()}
+
+
+def generate(model, variables, labels, key, batch_size: int = 1000, progress: bool = True):
+  """len(labels) samples as uint8, in batches (one compilation), with a progress bar."""
+  sample = jax.jit(lambda v, y, k: model.apply(v, y, method="sample", rngs={"sample": k}))
+  out = []
+  for i, start in enumerate(tqdm(range(0, len(labels), batch_size), desc="sampling",
+                                 disable=not progress, leave=False)):
+    y = labels[start:start + batch_size]
+    y_full = np.pad(y, (0, batch_size - len(y)))  # Pad the last batch to the same shape.
+    out.append(_to_uint8(sample(variables, jnp.asarray(y_full), jax.random.fold_in(key, i)))[:len(y)])
+  return np.concatenate(out)
+
+
+def evaluate_run(workdir: str, num_samples: int = 10000, iwae_samples: int = 50,
+                 progress: bool = True, ref: Reference | None = None) -> dict:
+  """Every evaluation that fits the run's model; returns a dict for eval.json."""
+  config, family, model, state = trainer.restore_run(workdir)
+  data_kw = dict(source=config.data_source, data_dir=config.data_dir or None)
+  ref = ref or Reference.load(config.dataset, progress=progress, **data_kw)
+  keys = train_lib.root_keys(config.seed)
+  key = jax.random.fold_in(keys["eval"], 1)
+  variables = state.variables()
+  out = {"step": int(state.step), "num_samples": num_samples}
+  if hasattr(model, "reconstruct"):
+    recon = train_lib.make_applier(model, "reconstruct", config.eval_batch_size)(
+        variables, ref.test_images, ref.test_labels)
+    out["reconstructions"] = {"fid_lenet": ref.fid(_to_uint8(recon), "reconstruction features")}
+  if hasattr(model, "sample"):
+    train_data = data.load(config.dataset, "train", limit=config.train_size or None, **data_kw)
+    sampling = report.sampling_variables(family, model, variables, train_data,
+                                         config.eval_batch_size)
+    labels = np.arange(num_samples, dtype=np.int32) % 10  # Ignored by unconditional models.
+    images = generate(model, sampling, labels, jax.random.fold_in(key, 2), progress=progress)
+    out["samples"] = sample_quality(ref, images, jax.random.fold_in(key, 3),
+                                    labels if family.conditional else None)
+  if likelihood.has_likelihood(model) and iwae_samples > 0:
+    out[f"iwae_nll_k{iwae_samples}"] = likelihood.iwae_nll(
+        model, variables, ref.test_images, ref.test_labels, jax.random.fold_in(key, 4),
+        iwae_samples)
+  return out

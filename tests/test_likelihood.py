@@ -1,0 +1,56 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from conftest import tiny_config
+from mnistgen_jax import models
+from mnistgen_jax import train as train_lib
+from mnistgen_jax.metrics import likelihood
+
+
+def _trained_vae(mnist_slice, name="vae"):
+  config = tiny_config(name)
+  model = models.get(name).build(config)
+  tx = train_lib.make_optimizer(config, 100)
+  state = train_lib.init_state(model, tx, 0)
+  step = jax.jit(train_lib.make_train_step(model, tx))
+  for i in range(30):
+    idx = np.arange(64) + 64 * (i % 4)
+    state, _ = step(state, jnp.asarray(mnist_slice[0][idx]), jnp.asarray(mnist_slice[1][idx]))
+  return model, state.variables()
+
+
+def test_iwae_bound_is_the_elbo_at_k1_and_tightens_with_k(mnist_slice):
+  model, variables = _trained_vae(mnist_slice)
+  images, labels = mnist_slice
+  key = jax.random.PRNGKey(5)
+  k1 = likelihood.iwae_nll(model, variables, images, labels, key, num_samples=1)
+  k64 = likelihood.iwae_nll(model, variables, images, labels, key, num_samples=64)
+  elbo = np.mean([
+      float(model.apply(variables, jnp.asarray(images) / 255.0, jnp.asarray(labels),
+                        method="losses", rngs={"sample": jax.random.PRNGKey(s)})["loss"].mean())
+      for s in range(8)])
+  assert abs(k1 - elbo) < 0.01 * elbo, (k1, elbo)
+  assert k64 < k1 - 0.5, (k64, k1)  # A strictly tighter bound on -log p(x).
+
+
+def test_log_importance_weights_match_scipy_densities(mnist_slice):
+  from scipy import stats
+  model, variables = _trained_vae(mnist_slice, "cond_vae")
+  x = jnp.asarray(mnist_slice[0][:3]) / 255.0
+  y = jnp.asarray(mnist_slice[1][:3])
+  mean, logvar = model.apply(variables, x, y, method="posterior")
+  eps = jax.random.normal(jax.random.PRNGKey(0), (2,) + mean.shape)
+  log_w = np.asarray(model.apply(variables, x, y, 2, eps, method="log_importance_weights"))
+  assert log_w.shape == (3, 2)
+  mean, std = np.asarray(mean, np.float64), np.exp(0.5 * np.asarray(logvar, np.float64))
+  xs = np.asarray(x, np.float64).reshape(3, -1)
+  for k in range(2):
+    z = mean + std * np.asarray(eps[k], np.float64)
+    logits = np.asarray(model.apply(variables, jnp.asarray(z, jnp.float32), y,
+                                    method=lambda m, z, y: m.decoder(z, m._label(y))), np.float64)
+    p = 1 / (1 + np.exp(-logits.reshape(3, -1)))
+    log_px = (xs * np.log(p) + (1 - xs) * np.log1p(-p)).sum(1)
+    log_pz = stats.norm.logpdf(z).sum(1)
+    log_qz = stats.norm.logpdf(z, mean, std).sum(1)
+    np.testing.assert_allclose(log_w[:, k], log_px + log_pz - log_qz, rtol=1e-4)

@@ -1,0 +1,80 @@
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mnistgen_jax.metrics import sample_metrics
+
+
+def reference_mmd2(x, y):
+  """Unbiased MMD^2 with the cubic polynomial kernel, float64 numpy."""
+  d = x.shape[1]
+  k = lambda a, b: (a @ b.T / d + 1.0) ** 3
+  m, n = len(x), len(y)
+  kxx, kyy = k(x, x), k(y, y)
+  return ((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+          - 2 * k(x, y).mean())
+
+
+def test_kid_with_whole_sets_equals_reference():
+  rng = np.random.default_rng(0)
+  x, y = rng.normal(size=(200, 16)), rng.normal(0.5, 1.0, size=(200, 16))
+  # A subset of the whole set is a permutation of it: MMD^2 is permutation invariant.
+  mean, std = sample_metrics.kid(x, y, jax.random.PRNGKey(0), num_subsets=3, subset_size=200)
+  np.testing.assert_allclose(mean, reference_mmd2(x, y), rtol=1e-9)
+  assert std < 1e-9 * abs(mean)
+
+
+def test_kid_near_zero_for_one_distribution_and_positive_for_two():
+  rng = np.random.default_rng(1)
+  x, y = rng.normal(size=(3000, 16)), rng.normal(size=(3000, 16))
+  same, _ = sample_metrics.kid(x, y, jax.random.PRNGKey(1), num_subsets=20, subset_size=500)
+  shifted, _ = sample_metrics.kid(x, y + 1.0, jax.random.PRNGKey(1), num_subsets=20,
+                                  subset_size=500)
+  assert abs(same) < 0.01 < shifted
+
+
+def reference_precision_recall(real, fake, k):
+  def radii(a):
+    d = ((a[:, None] - a[None]) ** 2).sum(-1)
+    return np.sort(d, axis=1)[:, k]
+  def coverage(q, s):
+    d = ((q[:, None] - s[None]) ** 2).sum(-1)
+    return (d <= radii(s)[None]).any(1).mean()
+  return coverage(fake, real), coverage(real, fake)
+
+
+def test_precision_recall_against_brute_force():
+  rng = np.random.default_rng(2)
+  real = rng.normal(size=(300, 5)).astype(np.float32)
+  fake = (rng.normal(size=(250, 5)) * 0.5 + 0.8).astype(np.float32)
+  ours = sample_metrics.precision_recall(real, fake, k=3)
+  ref = reference_precision_recall(real.astype(np.float64), fake.astype(np.float64), 3)
+  np.testing.assert_allclose(ours, ref, atol=1 / 250)
+  assert 0.05 < ours[0] < 0.999 and 0.05 < ours[1] < 0.999
+
+
+def test_precision_recall_extremes():
+  rng = np.random.default_rng(3)
+  real = rng.normal(size=(400, 4)).astype(np.float32)
+  assert sample_metrics.precision_recall(real, real) == (1.0, 1.0)
+  assert sample_metrics.precision_recall(real, real + 100.0) == (0.0, 0.0)
+  # Mode collapse: every fake is one real point -> perfect precision, tiny recall.
+  precision, recall = sample_metrics.precision_recall(real, np.repeat(real[:1], 400, 0))
+  assert precision == 1.0 and recall < 0.05
+
+
+def test_knn_radii_is_kth_neighbour_excluding_self():
+  points = jnp.asarray([[0.0], [1.0], [3.0], [7.0], [15.0]])
+  np.testing.assert_allclose(sample_metrics.knn_radii(points, k=1, block=2),
+                             [1.0, 1.0, 4.0, 16.0, 64.0])
+
+
+def test_classifier_score_bounds():
+  one_hot = jnp.eye(10)[jnp.arange(1000) % 10]
+  np.testing.assert_allclose(sample_metrics.classifier_score(one_hot), 10.0, rtol=1e-6)
+  np.testing.assert_allclose(sample_metrics.classifier_score(jnp.full((50, 10), 0.1)), 1.0,
+                             rtol=1e-6)
+  collapsed = jnp.eye(10)[jnp.zeros(100, jnp.int32)]
+  np.testing.assert_allclose(sample_metrics.classifier_score(collapsed), 1.0, rtol=1e-6)
