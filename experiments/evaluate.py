@@ -5,8 +5,6 @@ r"""Evaluates a trained run of any family and adds the results to its eval.json.
 FID, KID and precision/recall use the committed LeNet classifier's 128-d features (fid_lenet,
 ...), not Inception-v3: they are comparable with each other, not with Inception FIDs in papers.
 """
-import json
-import os
 import sys
 
 from absl import app, flags, logging
@@ -21,39 +19,34 @@ flags.DEFINE_bool("calibration", True, "also compute the calibration rows")
 flags.DEFINE_bool("progress", True, "progress bars")
 flags.mark_flag_as_required("workdir")
 
-SAMPLE_COLUMNS = ["fid_lenet", "kid_lenet", "precision", "recall", "classifier_score"]
+SAMPLE_COLUMNS = ["fid_lenet", "kid_lenet", "precision", "recall", "density", "coverage",
+                  "classifier_score"]
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   import jax
-  from mnistgen_jax import report
+  from mnistgen_jax import report, trainer
   from mnistgen_jax.metrics import evaluate, features
   if FLAGS.num_samples <= 0:
     sys.exit(f"error: --num_samples must be a positive integer, got {FLAGS.num_samples}")
   try:
+    config = trainer.load_config(FLAGS.workdir)
+    data_kw = dict(source=config.data_source, data_dir=config.data_dir or None)
+    ref = evaluate.Reference.load(config.dataset, progress=FLAGS.progress, **data_kw)
     result = evaluate.evaluate_run(FLAGS.workdir, FLAGS.num_samples, FLAGS.iwae_samples,
-                                   progress=FLAGS.progress)
-    with open(os.path.join(FLAGS.workdir, "config.json")) as f:
-      config = json.load(f)
-    rows = []
+                                   progress=FLAGS.progress, ref=ref)
     if FLAGS.calibration:
-      ref = evaluate.Reference.load(config["dataset"], progress=FLAGS.progress)
-      result["calibration"] = evaluate.calibration(ref, jax.random.PRNGKey(0), FLAGS.num_samples)
+      result["calibration"] = evaluate.calibration(ref, jax.random.PRNGKey(0), FLAGS.num_samples,
+                                                   **data_kw)
   except (ValueError, data.DataError, checkpoint.CheckpointError,
           features.FeatureNetworkError) as e:
     sys.exit(f"error: {e}")
 
-  path = os.path.join(FLAGS.workdir, "eval.json")
-  saved = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-  saved["evaluation"] = result
-  report.write_json(path, saved)
+  path = evaluate.save_evaluation(FLAGS.workdir, result)
 
-  name = config["model"]
+  rows, name = [], config.model
   if "reconstructions" in result:
     rows.append([f"{name}: reconstructions of test", result["reconstructions"]["fid_lenet"]]
                 + [None] * (len(SAMPLE_COLUMNS) - 1))
@@ -62,7 +55,7 @@ def main(argv):
                 + [result["samples"][c] for c in SAMPLE_COLUMNS])
   for label, metrics in result.get("calibration", {}).items():
     rows.append([f"calibration: {label}"] + [metrics[c] for c in SAMPLE_COLUMNS])
-  print(report.markdown_table([f"vs {config['dataset']} test"] + SAMPLE_COLUMNS, rows))
+  print(report.markdown_table([f"vs {config.dataset} test"] + SAMPLE_COLUMNS, rows))
   for key, value in result.items():
     if key.startswith("iwae_nll"):
       print(f"{key}: {value:.3f} nats")

@@ -32,6 +32,9 @@ flags.DEFINE_integer("checkpoint_every_steps", None, "also checkpoint every N st
 flags.DEFINE_integer("keep_checkpoints", None, "keep the last k checkpoints (and the best)")
 flags.DEFINE_integer("num_samples", None, "samples in samples.png")
 flags.DEFINE_integer("eval_batch_size", None, "batch size of test-set evaluation")
+flags.DEFINE_bool("evaluate", True, "after training, compute fid_lenet etc. (experiments.evaluate)")
+flags.DEFINE_integer("eval_samples", 10000, "samples for the sample metrics of --evaluate")
+flags.DEFINE_integer("iwae_samples", 50, "importance samples of the IWAE bound (0: skip)")
 flags.mark_flag_as_required("workdir")
 
 CONFIG_FLAGS = [name for name in configs.base_config() if name != "model"]
@@ -51,6 +54,18 @@ def main(argv):
   test = " ".join(f"{k} {v:.3f}" for k, v in result["test"].items())
   print(f"done: {result['step']} steps in {result['train_seconds']:.1f} s of training; test {test}; "
         f"outputs in {FLAGS.workdir}")
+  if FLAGS.evaluate and FLAGS.model != "lenet":
+    from mnistgen_jax.metrics import evaluate, features
+    try:
+      evaluation = evaluate.evaluate_run(FLAGS.workdir, FLAGS.eval_samples, FLAGS.iwae_samples)
+    except features.FeatureNetworkError as e:
+      print(f"evaluation skipped: {e}")
+      return
+    evaluate.save_evaluation(FLAGS.workdir, evaluation)
+    summary = {f"{part} fid_lenet": evaluation[part]["fid_lenet"]
+               for part in ("reconstructions", "samples") if part in evaluation}
+    summary.update({k: v for k, v in evaluation.items() if k.startswith("iwae")})
+    print("evaluation: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
 
 
 if __name__ == "__main__":

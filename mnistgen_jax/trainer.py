@@ -130,15 +130,20 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
   return result
 
 
-def restore_run(workdir: str, step: int | None = None):
-  """(config, family, model, state) of the run in workdir, at its latest (or given) checkpoint."""
+def load_config(workdir: str):
+  """The validated config of the run in workdir."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
     raise checkpoint.CheckpointError(f"{workdir} holds no run (no config.json); pass a workdir "
                                      "written by experiments.train")
   with open(path) as f:
     saved = json.load(f)
-  config = configs.get_config(saved.pop("model"), **saved)
+  return configs.get_config(saved.pop("model"), **saved)
+
+
+def restore_run(workdir: str, step: int | None = None):
+  """(config, family, model, state) of the run in workdir, at its latest (or given) checkpoint."""
+  config = load_config(workdir)
   family = models.get(config.model)
   model = family.build(config)
   tx = train_lib.make_optimizer(config, total_steps=0)  # Same state structure for any length.

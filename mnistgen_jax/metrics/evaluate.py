@@ -8,6 +8,8 @@ computed the same way: real train vs real test (the floor), degraded test images
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 from typing import Any, Callable
 
 import jax
@@ -22,6 +24,9 @@ from mnistgen_jax.metrics import features as features_lib
 from mnistgen_jax.metrics import fid, likelihood, sample_metrics
 
 
+PR_NEIGHBOURS = 3  # k of the k-NN manifolds of precision and recall
+
+
 @dataclasses.dataclass
 class Reference:
   """The test set's classifier features and statistics: what every FID here is measured against."""
@@ -32,6 +37,7 @@ class Reference:
   test_labels: np.ndarray
   test_features: Any = None
   test_stats: Any = None
+  test_radii: Any = None  # k-NN radii of the test features, for precision
   progress: bool = True
 
   @classmethod
@@ -42,6 +48,7 @@ class Reference:
               progress=progress)
     ref.test_features, _ = ref.features(images, "test features")
     ref.test_stats = fid.stats_of(np.asarray(ref.test_features))
+    ref.test_radii = sample_metrics.knn_radii(ref.test_features, PR_NEIGHBOURS)
     return ref
 
   def features(self, images, desc: str):
@@ -56,10 +63,10 @@ def sample_quality(ref: Reference, images, key, labels=None) -> dict:
   """fid_lenet, kid_lenet, precision/recall (k=3) and the classifier score of a set of images."""
   feats, probs = ref.features(images, "sample features")
   kid_mean, kid_std = sample_metrics.kid(np.asarray(ref.test_features), np.asarray(feats), key)
-  precision, recall = sample_metrics.precision_recall(ref.test_features, feats)
   out = {"fid_lenet": fid.fid_from_stats(fid.stats_of(np.asarray(feats)), ref.test_stats),
-         "kid_lenet": kid_mean, "kid_lenet_std": kid_std, "precision": precision,
-         "recall": recall, "classifier_score": sample_metrics.classifier_score(probs)}
+         "kid_lenet": kid_mean, "kid_lenet_std": kid_std,
+         **sample_metrics.precision_recall(ref.test_features, feats, PR_NEIGHBOURS, ref.test_radii),
+         "classifier_score": sample_metrics.classifier_score(probs)}
   if labels is not None:  # Conditional samples: does the classifier read the requested digit?
     out["label_accuracy"] = float((np.asarray(probs).argmax(1) == np.asarray(labels)).mean())
   return out
@@ -125,3 +132,15 @@ def evaluate_run(workdir: str, num_samples: int = 10000, iwae_samples: int = 50,
         model, variables, ref.test_images, ref.test_labels, jax.random.fold_in(key, 4),
         iwae_samples)
   return out
+
+
+def save_evaluation(workdir: str, evaluation: dict) -> str:
+  """Adds `evaluation` to workdir/eval.json (keeping the training results); returns its path."""
+  path = os.path.join(workdir, "eval.json")
+  saved = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+  saved["evaluation"] = evaluation
+  report.write_json(path, saved)
+  return path

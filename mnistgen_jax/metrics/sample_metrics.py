@@ -48,28 +48,44 @@ def knn_radii(features, k: int = 3, block: int = 1000):
   padded = jnp.pad(features, ((0, pad), (0, 0)))
   def radii(rows):
     d = _squared_distances(rows, features)
-    return -jax.lax.top_k(-d, k + 1)[0][:, k]  # Index 0 is the point itself (distance 0).
+    # Remove the k smallest (the point itself first, at distance 0), then take the minimum:
+    # k passes of argmin ran 15x faster than lax.top_k on XLA:CPU.
+    index = jnp.arange(d.shape[0])
+    d = jax.lax.fori_loop(0, k, lambda _, d: d.at[index, jnp.argmin(d, axis=1)].set(jnp.inf), d)
+    return d.min(axis=1)
   return jax.lax.map(radii, padded.reshape(-1, block, features.shape[1])).reshape(-1)[:n]
 
 
 @functools.partial(jax.jit, static_argnames=("block",))
-def _coverage(queries, support, support_radii, block: int = 1000):
-  """Fraction of queries inside at least one support point's k-NN ball."""
+def _ball_membership(queries, support, support_radii, block: int = 1000):
+  """For queries against the support points' k-NN balls: per query, whether it is inside any ball
+  and inside how many; per support point, whether its ball holds any query."""
   n = queries.shape[0]
   pad = -n % block
   padded = jnp.pad(queries, ((0, pad), (0, 0)))
-  def inside(rows):
-    return (_squared_distances(rows, support) <= support_radii[None, :]).any(1)
-  hits = jax.lax.map(inside, padded.reshape(-1, block, queries.shape[1])).reshape(-1)[:n]
-  return hits.mean()
+  valid = (jnp.arange(n + pad) < n).reshape(-1, block)
+
+  def scan_block(ball_used, inputs):
+    rows, keep = inputs
+    inside = (_squared_distances(rows, support) <= support_radii[None, :]) & keep[:, None]
+    return ball_used | inside.any(0), inside.sum(1)
+
+  ball_used, counts = jax.lax.scan(scan_block, jnp.zeros(support.shape[0], bool),
+                                   (padded.reshape(-1, block, queries.shape[1]), valid))
+  counts = counts.reshape(-1)[:n]
+  return (counts > 0).mean(), counts.mean(), ball_used.mean()
 
 
-def precision_recall(real, fake, k: int = 3):
-  """Improved precision and recall (Kynkaanniemi et al. 2019) with k-NN manifolds."""
+def precision_recall(real, fake, k: int = 3, real_radii=None):
+  """Improved precision and recall (Kynkaanniemi et al. 2019) with k-NN manifolds, and density
+  and coverage (Naeem et al. 2020), which outlying real points with large balls fool less.
+  real_radii: knn_radii(real, k), when the caller already has them. Returns a dict."""
   real, fake = jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32)
-  precision = _coverage(fake, real, knn_radii(real, k))
-  recall = _coverage(real, fake, knn_radii(fake, k))
-  return float(precision), float(recall)
+  real_radii = knn_radii(real, k) if real_radii is None else real_radii
+  precision, real_balls_per_fake, coverage = _ball_membership(fake, real, real_radii)
+  recall = _ball_membership(real, fake, knn_radii(fake, k))[0]
+  return {"precision": float(precision), "recall": float(recall),
+          "density": float(real_balls_per_fake) / k, "coverage": float(coverage)}
 
 
 @jax.jit

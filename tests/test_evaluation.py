@@ -1,0 +1,91 @@
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from mnistgen_jax import trainer
+from mnistgen_jax.metrics import evaluate, features
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def ref():
+  return evaluate.Reference.load("mnist", progress=False)
+
+
+def test_committed_classifiers_meet_their_accuracy(ref):
+  manifest = features.read_manifest()
+  assert manifest["mnist"]["test_accuracy"] >= 0.993
+  assert manifest["fashion_mnist"]["test_accuracy"] >= 0.91
+  # Recomputed here, on the first 2000 test digits, not read from the manifest.
+  _, probs = ref.features(ref.test_images[:2000], "t")
+  accuracy = float((np.asarray(probs).argmax(1) == ref.test_labels[:2000]).mean())
+  assert accuracy >= 0.99
+  assert ref.test_features.shape == (10000, 128)
+
+
+def test_tampered_weights_are_refused(tmp_path):
+  shutil.copytree(features.WEIGHTS_DIR, tmp_path, dirs_exist_ok=True)
+  with open(tmp_path / "lenet_mnist.msgpack", "r+b") as f:
+    f.seek(1000)
+    byte = f.read(1)
+    f.seek(1000)
+    f.write(bytes([byte[0] ^ 1]))
+  with pytest.raises(features.FeatureNetworkError, match="has sha256 .* the manifest pins"):
+    features.load_classifier("mnist", weights_dir=str(tmp_path))
+  with pytest.raises(features.FeatureNetworkError, match="no evaluation classifier for 'kmnist'"):
+    features.load_classifier("kmnist")
+
+
+def test_calibration_rows_are_ordered(ref):
+  rows = evaluate.calibration(ref, jax.random.PRNGKey(0), num=2000)
+  fids = {name: row["fid_lenet"] for name, row in rows.items()}
+  floor = fids["real train vs test"]
+  assert floor < fids["test + N(0, 0.1^2) pixel noise"] < fids["test + N(0, 0.3^2) pixel noise"]
+  assert fids["test + N(0, 0.3^2) pixel noise"] < fids["pure noise, clip(N(0.5, 0.5^2))"]
+  assert floor < fids["test, Gaussian blur sigma=1px"]
+  assert rows["real train vs test"]["classifier_score"] > 9.5  # Real digits: near the max of 10.
+  assert rows["pure noise, clip(N(0.5, 0.5^2))"]["recall"] < 0.01
+
+
+def test_evaluate_run_for_a_conditional_model(tmp_path, ref):
+  trainer.train_and_evaluate(tiny_config("cond_vae"), str(tmp_path), print_fn=lambda *a: None)
+  result = evaluate.evaluate_run(str(tmp_path), num_samples=300, iwae_samples=4, ref=ref,
+                                 progress=False)
+  assert result["step"] == 8 and result["num_samples"] == 300
+  samples = result["samples"]
+  for name in ("fid_lenet", "kid_lenet", "precision", "recall", "density", "coverage",
+               "classifier_score", "label_accuracy"):
+    assert np.isfinite(samples[name]), name
+  assert 0 <= samples["label_accuracy"] <= 1 and 1 <= samples["classifier_score"] <= 10
+  assert np.isfinite(result["iwae_nll_k4"]) and result["iwae_nll_k4"] > 0
+  assert result["reconstructions"]["fid_lenet"] > 0
+  evaluate.save_evaluation(str(tmp_path), result)
+  saved = json.loads((tmp_path / "eval.json").read_text())
+  assert saved["evaluation"]["samples"]["fid_lenet"] == samples["fid_lenet"]
+  assert "test" in saved  # The training results are kept.
+
+
+def test_compare_writes_a_table(tmp_path):
+  for name in ("ae", "vae"):
+    trainer.train_and_evaluate(tiny_config(name, num_epochs=1), str(tmp_path / name),
+                               print_fn=lambda *a: None)
+  out = tmp_path / "table.md"
+  proc = subprocess.run([sys.executable, "-m", "experiments.compare",
+                         f"--workdirs={tmp_path / 'ae'},{tmp_path / 'vae'}", f"--out={out}"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  lines = out.read_text().splitlines()
+  assert lines[0].startswith("| run | model | params") and len(lines) == 4
+  assert "| vae | vae |" in lines[3] and "(neg_elbo)" in lines[3]
+  proc = subprocess.run([sys.executable, "-m", "experiments.compare",
+                         f"--workdirs={tmp_path / 'missing'}"], cwd=ROOT, capture_output=True,
+                        text=True, timeout=120)
+  assert proc.returncode == 1 and "eval.json not found" in proc.stderr.strip().splitlines()[-1]
