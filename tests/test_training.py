@@ -126,7 +126,7 @@ def test_bad_config_values(overrides, message):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--model=gan"], "error: unknown model 'gan'; choose one of: ae, cond_vae, conv_vae, vae"),
+    (["--model=gan"], "error: unknown model 'gan'; choose one of: ae, cond_vae, conv_vae, lenet, vae"),
     (["--batch_size=-3"], "error: --batch_size must be a positive integer, got -3"),
 ])
 def test_binary_bad_input_is_one_clear_line(args, message, tmp_path):
