@@ -28,6 +28,12 @@ def base_config() -> ml_collections.ConfigDict:
       latent_dim=20,
       hidden=(400,),             # dense widths after the (optional) conv stack
       channels=(32, 64),         # conv widths, each a stride-2 layer
+      num_codes=128,             # VQ-VAE codebook size K
+      code_dim=16,               # VQ-VAE code dimension D
+      codebook_mode="ema",       # ema | gradient
+      ema_decay=0.99,
+      commitment_cost=0.25,      # beta
+      restart_after=100,         # EMA: restart codes unused this many steps (0: never)
       eval_batch_size=1000,
       log_every=100,             # steps per scanned chunk and progress line
       checkpoint_every_steps=0,  # 0: at each epoch end only
@@ -49,11 +55,14 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f"--data_source={config.data_source!r} is unknown; choose one of {', '.join(data.SOURCES)}")
   _check(config.lr_schedule in ("constant", "cosine"),
          f"--lr_schedule={config.lr_schedule!r} is unknown; choose constant or cosine")
+  _check(config.codebook_mode in ("ema", "gradient"),
+         f"--codebook_mode={config.codebook_mode!r} is unknown; choose ema or gradient")
+  _check(0 <= config.ema_decay < 1, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
   _check(config.arch in ("mlp", "conv"), f"--arch={config.arch!r} is unknown; choose mlp or conv")
   for name in ("batch_size", "latent_dim", "eval_batch_size", "log_every", "keep_checkpoints",
-               "num_samples"):
+               "num_samples", "num_codes", "code_dim"):
     _check(int(config[name]) > 0, f"--{name} must be a positive integer, got {config[name]}")
-  for name in ("num_epochs", "train_size", "test_size", "checkpoint_every_steps"):
+  for name in ("num_epochs", "train_size", "test_size", "checkpoint_every_steps", "restart_after"):
     _check(int(config[name]) >= 0, f"--{name} must be >= 0, got {config[name]}")
   _check(config.learning_rate > 0, f"--learning_rate must be > 0, got {config.learning_rate}")
   _check(all(int(w) > 0 for w in config.hidden), f"--hidden widths must be > 0, got {config.hidden}")

@@ -55,6 +55,8 @@ def write_outputs(family, model, variables, config, workdir, train_data, test_da
                   result) -> None:
   viz.save_curves(os.path.join(workdir, "curves.png"), _series(records, "train"),
                   _series(records, "test"), f"{config.model} on {config.dataset}")
+  if family.extra_outputs is not None:
+    result["test"].update(family.extra_outputs(model, variables, *test_data, workdir))
   write_json(os.path.join(workdir, "eval.json"), result)
   if not hasattr(model, "sample"):
     return  # Not generative (the evaluation classifier): no pictures of digits to draw.

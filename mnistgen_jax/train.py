@@ -46,12 +46,15 @@ def to_float(images: jnp.ndarray) -> jnp.ndarray:
   return images.astype(jnp.float32) / 255.0
 
 
-def init_state(model, tx, seed: int) -> TrainState:
+def init_state(model, tx, seed: int, init_variables: Callable | None = None) -> TrainState:
+  """Fresh state; init_variables(variables) -> variables may replace some (pretrained parts)."""
   keys = root_keys(seed)
   x = jnp.zeros((1, 28, 28, 1), jnp.float32)
   y = jnp.zeros((1,), jnp.int32)
   variables = dict(model.init({"params": keys["init"], "sample": keys["sample"]}, x, y,
                               method="losses"))
+  if init_variables is not None:
+    variables = dict(init_variables(variables))
   params = variables.pop("params")
   return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
                     model_state=variables, rng=keys["train"])
@@ -61,17 +64,21 @@ def make_train_step(model, tx) -> Callable:
   """(state, x uint8, y) -> (state, metrics): one optimisation step on the batch mean loss."""
 
   def loss_fn(params, state, x, y, key):
-    losses = model.apply({"params": params, **state.model_state}, x, y, train=True,
-                         method="losses", rngs={"sample": key})
+    # Non-trainable collections (codebook EMAs, ...) may be updated by the training pass.
+    losses, model_state = model.apply(
+        {"params": params, **state.model_state}, x, y, train=True, method="losses",
+        rngs={"sample": key}, mutable=list(state.model_state))
     means = {k: v.mean() for k, v in losses.items()}
-    return means["loss"], means
+    return means["loss"], (means, model_state)
 
   def step(state: TrainState, x, y):
     key = jax.random.fold_in(state.rng, state.step)
-    grads, metrics = jax.grad(loss_fn, has_aux=True)(state.params, state, to_float(x), y, key)
+    grads, (metrics, model_state) = jax.grad(loss_fn, has_aux=True)(
+        state.params, state, to_float(x), y, key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state), metrics
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         model_state=dict(model_state)), metrics
 
   return step
 

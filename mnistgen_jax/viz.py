@@ -65,3 +65,14 @@ def save_curves(path: str, train: dict, evals: dict, title: str) -> None:
   fig.tight_layout()
   fig.savefig(path)
   plt.close(fig)
+
+
+def save_code_usage(path: str, counts, title: str) -> None:
+  """Histogram of codebook usage, codes sorted from most to least used."""
+  counts = np.sort(np.asarray(counts))[::-1]
+  fig, ax = plt.subplots(figsize=(7, 3.2), dpi=110)
+  ax.bar(np.arange(len(counts)), counts / max(counts.sum(), 1), width=1.0)
+  ax.set(title=title, xlabel="code (sorted by use)", ylabel="fraction of test-set positions")
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)

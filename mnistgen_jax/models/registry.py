@@ -27,6 +27,9 @@ class Family:
   defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
   conditional: bool = False
   loss_name: str = "loss"  # what the optimised 'loss' term is, as reported in eval.json
+  # Optional: (model, variables, test images, test labels, workdir) -> extra test metrics,
+  # after writing any family-specific figures into workdir.
+  extra_outputs: Optional[Callable[..., dict]] = None
   # Optional: (variables, codes of the training set as np.ndarray) -> variables with a fitted prior.
   fit_prior: Optional[Callable[[dict, np.ndarray], dict]] = None
   description: str = ""
