@@ -8,7 +8,7 @@ from mnistgen_jax import data, models
 # Fields that may change when a run is resumed (they do not change what a checkpoint holds).
 RESUMABLE_FIELDS = frozenset({
     "num_epochs", "log_every", "checkpoint_every_steps", "keep_checkpoints", "eval_batch_size",
-    "num_samples", "data_dir", "data_source"})
+    "num_samples", "data_dir", "data_source", "temperature"})
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -34,6 +34,11 @@ def base_config() -> ml_collections.ConfigDict:
       ema_decay=0.99,
       commitment_cost=0.25,      # beta
       restart_after=100,         # EMA: restart codes unused this many steps (0: never)
+      vqvae_workdir="",          # VQ-VAE priors: the stage-1 run
+      prior_width=128,
+      prior_layers=2,
+      prior_heads=4,
+      temperature=1.0,           # sampling temperature of autoregressive priors
       eval_batch_size=1000,
       log_every=100,             # steps per scanned chunk and progress line
       checkpoint_every_steps=0,  # 0: at each epoch end only
@@ -58,9 +63,13 @@ def validate(config: ml_collections.ConfigDict) -> None:
   _check(config.codebook_mode in ("ema", "gradient"),
          f"--codebook_mode={config.codebook_mode!r} is unknown; choose ema or gradient")
   _check(0 <= config.ema_decay < 1, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
+  _check(config.temperature > 0, f"--temperature must be > 0, got {config.temperature}")
+  _check(config.prior_width % config.prior_heads == 0,
+         f"--prior_width={config.prior_width} must be divisible by --prior_heads={config.prior_heads}")
   _check(config.arch in ("mlp", "conv"), f"--arch={config.arch!r} is unknown; choose mlp or conv")
   for name in ("batch_size", "latent_dim", "eval_batch_size", "log_every", "keep_checkpoints",
-               "num_samples", "num_codes", "code_dim"):
+               "num_samples", "num_codes", "code_dim", "prior_width", "prior_layers",
+               "prior_heads"):
     _check(int(config[name]) > 0, f"--{name} must be a positive integer, got {config[name]}")
   for name in ("num_epochs", "train_size", "test_size", "checkpoint_every_steps", "restart_after"):
     _check(int(config[name]) >= 0, f"--{name} must be >= 0, got {config[name]}")

@@ -1,6 +1,7 @@
 """The run driver: data, state, resume, the scanned epochs, progress, checkpoints, final outputs."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import time
@@ -61,7 +62,10 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
   steps_per_epoch = len(train_x) // config.batch_size
   total_steps = steps_per_epoch * config.num_epochs
   tx = train_lib.make_optimizer(config, total_steps)
-  state = train_lib.init_state(model, tx, config.seed)
+  init_variables = None
+  if family.init_variables is not None:
+    init_variables = functools.partial(family.init_variables, config)
+  state = train_lib.init_state(model, tx, config.seed, init_variables)
   checkpoint.write_workdir_config(workdir, config)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   if ckpt.latest_step() is not None:

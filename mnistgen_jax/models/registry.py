@@ -30,6 +30,8 @@ class Family:
   # Optional: (model, variables, test images, test labels, workdir) -> extra test metrics,
   # after writing any family-specific figures into workdir.
   extra_outputs: Optional[Callable[..., dict]] = None
+  # Optional: (config, initial variables) -> variables with pretrained parts loaded.
+  init_variables: Optional[Callable[[Any, dict], dict]] = None
   # Optional: (variables, codes of the training set as np.ndarray) -> variables with a fitted prior.
   fit_prior: Optional[Callable[[dict, np.ndarray], dict]] = None
   description: str = ""
