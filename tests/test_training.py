@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_config
-from mnistgen_jax import checkpoint, configs, trainer
+from mnistgen_jax import checkpoint, configs, models, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -126,7 +126,7 @@ def test_bad_config_values(overrides, message):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--model=gan"], "error: unknown model 'gan'; choose one of: ae, cond_vae, conv_vae, lenet, vae"),
+    (["--model=gan"], "error: unknown model 'gan'; choose one of: " + ", ".join(models.names())),
     (["--batch_size=-3"], "error: --batch_size must be a positive integer, got -3"),
 ])
 def test_binary_bad_input_is_one_clear_line(args, message, tmp_path):
