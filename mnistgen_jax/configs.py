@@ -39,6 +39,7 @@ def base_config() -> ml_collections.ConfigDict:
       prior_layers=2,
       prior_heads=4,
       temperature=1.0,           # sampling temperature of autoregressive priors
+      gan_ema_decay=0.999,       # GANs: EMA of generator weights for sampling (0: off)
       eval_batch_size=1000,
       log_every=100,             # steps per scanned chunk and progress line
       checkpoint_every_steps=0,  # 0: at each epoch end only
@@ -62,7 +63,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
          f"--lr_schedule={config.lr_schedule!r} is unknown; choose constant or cosine")
   _check(config.codebook_mode in ("ema", "gradient"),
          f"--codebook_mode={config.codebook_mode!r} is unknown; choose ema or gradient")
-  _check(0 <= config.ema_decay < 1, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
+  for name in ("ema_decay", "gan_ema_decay"):
+    _check(0 <= config[name] < 1, f"--{name} must be in [0, 1), got {config[name]}")
   _check(config.temperature > 0, f"--temperature must be > 0, got {config.temperature}")
   _check(config.prior_width % config.prior_heads == 0,
          f"--prior_width={config.prior_width} must be divisible by --prior_heads={config.prior_heads}")

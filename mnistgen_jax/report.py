@@ -37,7 +37,7 @@ def _series(records, split):
   for r in records:
     if r["split"] == split:
       for k, v in r.items():
-        if k not in ("step", "epoch", "split", "train_seconds"):
+        if k not in ("step", "epoch", "split", "train_seconds") and not isinstance(v, list):
           out.setdefault(k, ([], []))
           out[k][0].append(r["step"])
           out[k][1].append(v)
@@ -62,10 +62,11 @@ def write_outputs(family, model, variables, config, workdir, train_data, test_da
     return  # Not generative (the evaluation classifier): no pictures of digits to draw.
   test_x, test_y = test_data
   keys = train_lib.root_keys(config.seed)
-  n = 16
-  recon = train_lib.make_applier(model, "reconstruct", n)(variables, test_x[:n], test_y[:n])
-  viz.save_grid(os.path.join(workdir, "reconstructions.png"),
-                np.concatenate([viz.to_uint8(test_x[:n]), viz.to_uint8(recon)]), ncol=n)
+  if hasattr(model, "reconstruct"):  # GANs have no encoder.
+    n = 16
+    recon = train_lib.make_applier(model, "reconstruct", n)(variables, test_x[:n], test_y[:n])
+    viz.save_grid(os.path.join(workdir, "reconstructions.png"),
+                  np.concatenate([viz.to_uint8(test_x[:n]), viz.to_uint8(recon)]), ncol=n)
 
   variables = sampling_variables(family, model, variables, train_data, config.eval_batch_size)
   labels = sample_labels(family, config.num_samples)
@@ -88,3 +89,34 @@ def markdown_table(header, rows) -> str:
   lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
   lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
   return "\n".join(lines)
+
+
+class EpochSnapshot:
+  """Per-epoch view of a generator: samples_epoch_NNN.png from one fixed noise batch, and the
+  evaluation classifier's digit histogram of 1000 samples (a mode-collapse signal)."""
+
+  def __init__(self, family, model, config, workdir: str, num_classified: int = 1000):
+    self.family, self.config, self.workdir = family, config, workdir
+    self.key = jax.random.fold_in(train_lib.root_keys(config.seed)["sample"], 7)
+    self.labels = sample_labels(family, config.num_samples)
+    self.classified_labels = jnp.arange(num_classified, dtype=jnp.int32) % 10
+    self.sample = jax.jit(lambda v, y, k: model.apply(v, y, method="sample", rngs={"sample": k}))
+    self.classifier = None
+    try:
+      from mnistgen_jax.metrics import features  # Evaluation weights, when the dataset has them.
+      net, variables = features.load_classifier(config.dataset)
+      self.classifier = jax.jit(lambda x: net.apply(variables, x).argmax(-1))
+    except features.FeatureNetworkError:
+      pass
+
+  def __call__(self, variables, epoch: int) -> dict:
+    images = self.sample(variables, self.labels, self.key)
+    ncol = 10 if self.family.conditional else int(np.ceil(np.sqrt(len(self.labels))))
+    viz.save_grid(os.path.join(self.workdir, f"samples_epoch_{epoch:03d}.png"), images, ncol=ncol)
+    if self.classifier is None:
+      return {}
+    digits = self.classifier(self.sample(variables, self.classified_labels,
+                                         jax.random.fold_in(self.key, 1)))
+    hist = np.bincount(np.asarray(digits), minlength=10) / len(digits)
+    entropy = float(-(hist[hist > 0] * np.log(hist[hist > 0])).sum())
+    return {"sample_digit_entropy": entropy, "sample_digit_hist": [float(h) for h in hist]}

@@ -61,7 +61,7 @@ def init_state(model, tx, seed: int, init_variables: Callable | None = None) -> 
 
 
 def make_train_step(model, tx) -> Callable:
-  """(state, x uint8, y) -> (state, metrics): one optimisation step on the batch mean loss."""
+  """(state, x float in [0,1], y) -> (state, metrics): one step on the batch mean loss."""
 
   def loss_fn(params, state, x, y, key):
     # Non-trainable collections (codebook EMAs, ...) may be updated by the training pass.
@@ -74,7 +74,7 @@ def make_train_step(model, tx) -> Callable:
   def step(state: TrainState, x, y):
     key = jax.random.fold_in(state.rng, state.step)
     grads, (metrics, model_state) = jax.grad(loss_fn, has_aux=True)(
-        state.params, state, to_float(x), y, key)
+        state.params, state, x, y, key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
@@ -83,16 +83,17 @@ def make_train_step(model, tx) -> Callable:
   return step
 
 
-def make_chunk_runner(model, tx) -> Callable:
-  """Runs `length` consecutive steps of an epoch as one jitted lax.scan, from batch `start`."""
-  step = make_train_step(model, tx)
+def make_chunk_runner(model, tx, step: Callable | None = None) -> Callable:
+  """Runs `length` consecutive steps of an epoch as one jitted lax.scan, from batch `start`.
+  step: (state, x float, y) -> (state, metrics); default make_train_step(model, tx)."""
+  step = step or make_train_step(model, tx)
 
   @functools.partial(jax.jit, static_argnames="length", donate_argnums=0)
   def run(state, images, labels, batch_indices, start, length):
     chunk = lax.dynamic_slice_in_dim(batch_indices, start, length)
 
     def body(state, idx):
-      return step(state, images[idx], labels[idx])
+      return step(state, to_float(images[idx]), labels[idx])
 
     return lax.scan(body, state, chunk)
 

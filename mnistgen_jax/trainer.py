@@ -53,6 +53,14 @@ def load_data(config):
   return train, test
 
 
+def initial_state(family, model, tx, config):
+  """A fresh state, with the family's extra variables (pretrained parts, EMAs) in place."""
+  init_variables = None
+  if family.init_variables is not None:
+    init_variables = functools.partial(family.init_variables, config)
+  return train_lib.init_state(model, tx, config.seed, init_variables)
+
+
 def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
   """Trains (or resumes) config in workdir; writes checkpoints, metrics, pictures and eval.json."""
   family = models.get(config.model)
@@ -61,11 +69,8 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
   model = family.build(config)
   steps_per_epoch = len(train_x) // config.batch_size
   total_steps = steps_per_epoch * config.num_epochs
-  tx = train_lib.make_optimizer(config, total_steps)
-  init_variables = None
-  if family.init_variables is not None:
-    init_variables = functools.partial(family.init_variables, config)
-  state = train_lib.init_state(model, tx, config.seed, init_variables)
+  tx = (family.make_optimizer or train_lib.make_optimizer)(config, total_steps)
+  state = initial_state(family, model, tx, config)
   checkpoint.write_workdir_config(workdir, config)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   if ckpt.latest_step() is not None:
@@ -75,7 +80,9 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
   step = int(state.step)
   log = MetricsLog(workdir, step)
   keys = train_lib.root_keys(config.seed)
-  run_chunk = train_lib.make_chunk_runner(model, tx)
+  step_fn = family.make_train_step(model, tx, config) if family.make_train_step else None
+  run_chunk = train_lib.make_chunk_runner(model, tx, step_fn)
+  snapshot = report.EpochSnapshot(family, model, config, workdir) if family.snapshot_samples else None
   evaluate = train_lib.make_evaluator(model, config.eval_batch_size)
   train_x, train_y, test_x, test_y = jax.device_put((train_x, train_y, test_x, test_y))
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -113,9 +120,13 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
     if end_of_epoch:
       eval_metrics = {k: float(v) for k, v in jax.device_get(
           evaluate(state.variables(), test_x, test_y, keys["eval"])).items()}
-      log.write([{"step": step, "epoch": epoch + 1, "split": "test",
-                  "train_seconds": round(train_seconds, 3), **eval_metrics}])
-      print_fn(f"epoch {epoch + 1} test: " + " ".join(f"{k} {v:.3f}" for k, v in eval_metrics.items()))
+      record = {"step": step, "epoch": epoch + 1, "split": "test",
+                "train_seconds": round(train_seconds, 3), **eval_metrics}
+      if snapshot is not None:
+        record.update(snapshot(state.variables(), epoch + 1))
+      log.write([record])
+      print_fn(f"epoch {epoch + 1} test: " + " ".join(
+          f"{k} {v:.3f}" for k, v in record.items() if k in eval_metrics or k.endswith("entropy")))
     every = config.checkpoint_every_steps
     if end_of_epoch or (every and step % every == 0):
       ckpt.save(step, state, metrics=eval_metrics)
@@ -150,8 +161,9 @@ def restore_run(workdir: str, step: int | None = None):
   config = load_config(workdir)
   family = models.get(config.model)
   model = family.build(config)
-  tx = train_lib.make_optimizer(config, total_steps=0)  # Same state structure for any length.
-  target = train_lib.init_state(model, tx, config.seed)
+  # Same state structure for any number of steps.
+  tx = (family.make_optimizer or train_lib.make_optimizer)(config, 0)
+  target = initial_state(family, model, tx, config)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   if ckpt.latest_step() is None:
     raise checkpoint.CheckpointError(f"{workdir} holds no checkpoint yet; train it first")

@@ -16,7 +16,8 @@ def _trained_vae(mnist_slice, name="vae"):
   step = jax.jit(train_lib.make_train_step(model, tx))
   for i in range(30):
     idx = np.arange(64) + 64 * (i % 4)
-    state, _ = step(state, jnp.asarray(mnist_slice[0][idx]), jnp.asarray(mnist_slice[1][idx]))
+    state, _ = step(state, train_lib.to_float(jnp.asarray(mnist_slice[0][idx])),
+                    jnp.asarray(mnist_slice[1][idx]))
   return model, state.variables()
 
 

@@ -43,7 +43,8 @@ def test_shapes_and_finite_values(name, arch, mnist_slice):
 def test_loss_decreases_on_real_mnist(name, mnist_slice):
   config, model, tx, state = _model_and_state(name, arch="conv")
   step = jax.jit(train_lib.make_train_step(model, tx))
-  images, labels = jnp.asarray(mnist_slice[0][:64]), jnp.asarray(mnist_slice[1][:64])
+  images = train_lib.to_float(jnp.asarray(mnist_slice[0][:64]))
+  labels = jnp.asarray(mnist_slice[1][:64])
   first = None
   for _ in range(40):
     state, metrics = step(state, images, labels)

@@ -106,7 +106,8 @@ def test_vqvae_trains_and_updates_the_right_parameters(mode, mnist_slice):
   tx = train_lib.make_optimizer(config, 100)
   state = train_lib.init_state(model, tx, 0)
   step = jax.jit(train_lib.make_train_step(model, tx))
-  x, y = jnp.asarray(mnist_slice[0][:64]), jnp.asarray(mnist_slice[1][:64])
+  x = train_lib.to_float(jnp.asarray(mnist_slice[0][:64]))
+  y = jnp.asarray(mnist_slice[1][:64])
   first = None
   start = state
   for _ in range(60):

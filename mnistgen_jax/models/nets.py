@@ -1,5 +1,5 @@
 """Encoder and decoder networks shared by the auto-encoder families (MLP and convolutional)."""
-from typing import Sequence
+from typing import Callable, Sequence
 
 import flax.linen as nn
 import jax
@@ -44,10 +44,11 @@ class Conv(nn.Module):
   kernel: int = 3
   stride: int = 1
   impl: str = "auto"  # auto | patches | xla
+  kernel_init: Callable = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x):
-    kernel = self.param("kernel", nn.initializers.lecun_normal(),
+    kernel = self.param("kernel", self.kernel_init,
                         (self.kernel, self.kernel, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     impl = self.impl
@@ -74,10 +75,12 @@ class Upsample(nn.Module):
   depth_to_space; as expressive as a 4x4 stride-2 transposed conv, without its zero-filled input."""
   features: int
   impl: str = "auto"
+  kernel_init: Callable = nn.initializers.lecun_normal()
 
   @nn.compact
   def __call__(self, x):
-    return depth_to_space(Conv(4 * self.features, 3, impl=self.impl)(x))
+    return depth_to_space(Conv(4 * self.features, 3, impl=self.impl,
+                               kernel_init=self.kernel_init)(x))
 
 
 class Encoder(nn.Module):

@@ -32,6 +32,12 @@ class Family:
   extra_outputs: Optional[Callable[..., dict]] = None
   # Optional: (config, initial variables) -> variables with pretrained parts loaded.
   init_variables: Optional[Callable[[Any, dict], dict]] = None
+  # Optional replacements of train.make_optimizer (config, total_steps) -> object with .init,
+  # and of train.make_train_step (model, tx, config) -> step, for e.g. alternating GAN updates.
+  make_optimizer: Optional[Callable[..., Any]] = None
+  make_train_step: Optional[Callable[..., Callable]] = None
+  # Save samples_epoch_NNN.png from fixed noise and the classifier's digit histogram each epoch.
+  snapshot_samples: bool = False
   # Optional: (variables, codes of the training set as np.ndarray) -> variables with a fitted prior.
   fit_prior: Optional[Callable[[dict, np.ndarray], dict]] = None
   description: str = ""

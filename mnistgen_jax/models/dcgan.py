@@ -1,0 +1,165 @@
+"""`dcgan`: DCGAN (Radford et al. 2015) for 28x28 digits, optionally class-conditional.
+
+Generator: dense to 7x7x64, two sub-pixel 2x upsamplings with BatchNorm and ReLU, sigmoid image.
+Discriminator: stride-2 convolutions with LeakyReLU(0.2), a dense logit. N(0, 0.02) weights,
+non-saturating BCE, Adam(2e-4, beta1=0.5) per network. One step updates D, then G against the
+updated D; BatchNorm statistics and an EMA of G's weights (used for sampling) are variables.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from mnistgen_jax.models.nets import Conv, Upsample, with_label
+from mnistgen_jax.models.registry import Family, register
+
+INIT = nn.initializers.normal(0.02)
+
+
+class Generator(nn.Module):
+  latent_dim: int
+  conditional: bool
+
+  @nn.compact
+  def __call__(self, z, y, train: bool):
+    h = with_label(z, y if self.conditional else None)
+    norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9)
+    h = nn.relu(norm()(nn.Dense(7 * 7 * 64, kernel_init=INIT)(h))).reshape(-1, 7, 7, 64)
+    h = nn.relu(norm()(Upsample(32, kernel_init=INIT)(h)))  # 14x14
+    return nn.sigmoid(Upsample(1, kernel_init=INIT)(h))     # 28x28 in [0, 1]
+
+
+class Discriminator(nn.Module):
+  conditional: bool
+
+  @nn.compact
+  def __call__(self, x, y):
+    if self.conditional:  # The label as 10 constant planes beside the image.
+      x = jnp.concatenate([x, jnp.broadcast_to(nn.one_hot(y, 10)[:, None, None, :],
+                                               x.shape[:3] + (10,))], axis=-1)
+    h = nn.leaky_relu(Conv(32, 4, stride=2, kernel_init=INIT)(x), 0.2)  # 14x14
+    h = nn.leaky_relu(Conv(64, 4, stride=2, kernel_init=INIT)(h), 0.2)  # 7x7
+    return nn.Dense(1, kernel_init=INIT)(h.reshape(h.shape[0], -1))[:, 0]
+
+
+def bce_with_logits(logits, target: float):
+  return optax.sigmoid_binary_cross_entropy(logits, jnp.full_like(logits, target))
+
+
+class DCGAN(nn.Module):
+  latent_dim: int = 64
+  conditional: bool = False
+
+  def setup(self):
+    self.generator = Generator(self.latent_dim, self.conditional)
+    self.discriminator = Discriminator(self.conditional)
+
+  def generate(self, z, y, train: bool = False):
+    return self.generator(z, y, train)
+
+  def discriminate(self, x, y):
+    return self.discriminator(x, y)
+
+  def losses(self, x, y, train: bool = False):
+    """Per-example losses of both players on real x and fresh fakes (evaluation; init)."""
+    z = jax.random.normal(self.make_rng("sample"), (x.shape[0], self.latent_dim))
+    fake = self.generator(z, y, train)
+    real_logits, fake_logits = self.discriminator(x, y), self.discriminator(fake, y)
+    d_loss = bce_with_logits(real_logits, 1.0) + bce_with_logits(fake_logits, 0.0)
+    g_loss = bce_with_logits(fake_logits, 1.0)
+    return {"loss": g_loss, "d_loss": d_loss, "g_loss": g_loss,
+            "d_real": nn.sigmoid(real_logits), "d_fake": nn.sigmoid(fake_logits)}
+
+  def sample(self, y):
+    """Samples from the EMA generator weights when they exist (as trained), else the live ones."""
+    z = jax.random.normal(self.make_rng("sample"), (y.shape[0], self.latent_dim))
+    if self.has_variable("ema", "generator"):
+      variables = {"params": self.get_variable("ema", "generator"),
+                   "batch_stats": self.get_variable("batch_stats", "generator")}
+      return self.generator.clone(parent=None).apply(variables, z, y, False)
+    return self.generator(z, y, False)
+
+
+class PerNetworkAdam(NamedTuple):
+  """One Adam per network, so the D update never touches G's moments and vice versa."""
+  adam: optax.GradientTransformation
+
+  def init(self, params):
+    return {name: self.adam.init(p) for name, p in params.items()}
+
+
+def make_optimizer(config, total_steps: int):
+  del total_steps
+  return PerNetworkAdam(optax.adam(config.learning_rate, b1=0.5))
+
+
+def make_train_step(model, tx: PerNetworkAdam, ema_decay: float):
+  def apply(params, state, method, *args, mutable=False):
+    return model.apply({"params": params, **state.model_state}, *args, method=method,
+                       mutable=mutable)
+
+  def update(name, grads, opt_state, params):
+    updates, new_state = tx.adam.update(grads, opt_state[name], params[name])
+    return ({**params, name: optax.apply_updates(params[name], updates)},
+            {**opt_state, name: new_state})
+
+  def step(state, x, y):
+    key = jax.random.fold_in(state.rng, state.step)
+    z = jax.random.normal(key, (x.shape[0], model.latent_dim))
+    params, opt_state = state.params, state.opt_state
+    fake, _ = apply(params, state, "generate", z, y, True, mutable=["batch_stats"])
+    fake = jax.lax.stop_gradient(fake)
+
+    def d_loss(d_params):
+      p = {**params, "discriminator": d_params}
+      real_logits = apply(p, state, "discriminate", x, y)
+      fake_logits = apply(p, state, "discriminate", fake, y)
+      loss = (bce_with_logits(real_logits, 1.0) + bce_with_logits(fake_logits, 0.0)).mean()
+      return loss, (nn.sigmoid(real_logits).mean(), nn.sigmoid(fake_logits).mean())
+
+    (d_value, (d_real, d_fake)), d_grads = jax.value_and_grad(d_loss, has_aux=True)(
+        params["discriminator"])
+    params, opt_state = update("discriminator", d_grads, opt_state, params)
+
+    def g_loss(g_params):  # Non-saturating: -log D(G(z)), against the updated D.
+      p = {**params, "generator": g_params}
+      images, new_stats = apply(p, state, "generate", z, y, True, mutable=["batch_stats"])
+      return bce_with_logits(apply(p, state, "discriminate", images, y), 1.0).mean(), new_stats
+
+    (g_value, new_stats), g_grads = jax.value_and_grad(g_loss, has_aux=True)(params["generator"])
+    params, opt_state = update("generator", g_grads, opt_state, params)
+    model_state = dict(state.model_state, batch_stats=new_stats["batch_stats"])
+    if "ema" in model_state:
+      model_state["ema"] = {"generator": optax.incremental_update(
+          params["generator"], model_state["ema"]["generator"], 1.0 - ema_decay)}
+    metrics = {"loss": g_value, "d_loss": d_value, "g_loss": g_value, "d_real": d_real,
+               "d_fake": d_fake}
+    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                         model_state=model_state), metrics
+
+  return step
+
+
+def init_ema(config, variables):
+  """The EMA of the generator starts at its initial weights (config.gan_ema_decay > 0)."""
+  if not config.gan_ema_decay:
+    return variables
+  return {**variables, "ema": {"generator": jax.tree.map(jnp.copy,
+                                                         variables["params"]["generator"])}}
+
+
+def _builder(conditional: bool):
+  return lambda config: DCGAN(config.latent_dim, conditional)
+
+
+for _name, _conditional in (("dcgan", False), ("cond_dcgan", True)):
+  register(Family(
+      _name, _builder(_conditional), dict(learning_rate=2e-4, latent_dim=64, batch_size=128),
+      conditional=_conditional, loss_name="g_loss", init_variables=init_ema,
+      make_optimizer=make_optimizer,
+      make_train_step=lambda model, tx, config: make_train_step(model, tx, config.gan_ema_decay),
+      snapshot_samples=True, description="DCGAN (Radford et al. 2015)"))

@@ -1,0 +1,116 @@
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from mnistgen_jax import models, trainer
+from mnistgen_jax import train as train_lib
+
+
+def _setup(name="dcgan", **overrides):
+  config = tiny_config(name, **overrides)
+  family = models.get(name)
+  model = family.build(config)
+  tx = family.make_optimizer(config, 10)
+  state = train_lib.init_state(model, tx, 0, lambda v: family.init_variables(config, v))
+  return config, family, model, tx, state
+
+
+@pytest.mark.parametrize("name", ["dcgan", "cond_dcgan"])
+def test_shapes_and_finite_losses(name, mnist_slice):
+  config, family, model, tx, state = _setup(name)
+  y = jnp.arange(6, dtype=jnp.int32)
+  images = model.apply(state.variables(), y, method="sample", rngs={"sample": jax.random.PRNGKey(0)})
+  assert images.shape == (6, 28, 28, 1) and 0 <= float(images.min()) <= float(images.max()) <= 1
+  step = jax.jit(family.make_train_step(model, tx, config))
+  x = train_lib.to_float(jnp.asarray(mnist_slice[0][:32]))
+  state, metrics = step(state, x, jnp.asarray(mnist_slice[1][:32]))
+  assert all(np.isfinite(float(v)) for v in metrics.values())
+  assert 0 < float(metrics["d_real"]) < 1 and int(state.step) == 1
+
+
+def test_each_loss_has_gradients_where_expected(mnist_slice):
+  _, _, model, _, state = _setup()
+  x = train_lib.to_float(jnp.asarray(mnist_slice[0][:32]))
+  y = jnp.asarray(mnist_slice[1][:32])
+  params = state.params
+  z = jax.random.normal(jax.random.PRNGKey(0), (32, model.latent_dim))
+
+  def d_loss(p):
+    fake = jax.lax.stop_gradient(model.apply({"params": p, **state.model_state}, z, y, True,
+                                             method="generate", mutable=["batch_stats"])[0])
+    real = model.apply({"params": p, **state.model_state}, x, y, method="discriminate")
+    fake_logits = model.apply({"params": p, **state.model_state}, fake, y, method="discriminate")
+    return (jax.nn.softplus(-real) + jax.nn.softplus(fake_logits)).mean()
+
+  def g_loss(p):
+    fake = model.apply({"params": p, **state.model_state}, z, y, True, method="generate",
+                       mutable=["batch_stats"])[0]
+    return jax.nn.softplus(-model.apply({"params": p, **state.model_state}, fake, y,
+                                        method="discriminate")).mean()
+
+  gd, gg = jax.grad(d_loss)(params), jax.grad(g_loss)(params)
+  assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(gd["generator"]))
+  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(gd["discriminator"]))
+  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(gg["generator"]))
+  # The generator loss has a gradient for D too: the step must not apply it (next test).
+  assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(gg["discriminator"]))
+
+
+def _d_loss_like_step(model, state, d_params, x, y):
+  """The discriminator loss exactly as the step computes it (same noise key)."""
+  key = jax.random.fold_in(state.rng, state.step)
+  z = jax.random.normal(key, (x.shape[0], model.latent_dim))
+  variables = {"params": state.params, **state.model_state}
+  fake = jax.lax.stop_gradient(model.apply(variables, z, y, True, method="generate",
+                                           mutable=["batch_stats"])[0])
+  p = {**state.params, "discriminator": d_params}
+  real = model.apply({"params": p, **state.model_state}, x, y, method="discriminate")
+  fake_logits = model.apply({"params": p, **state.model_state}, fake, y, method="discriminate")
+  return (jax.nn.softplus(-real) + jax.nn.softplus(fake_logits)).mean()
+
+
+def test_generator_step_leaves_the_discriminator_as_its_own_update_left_it(mnist_slice):
+  """After a full step, D equals D after its own Adam update alone: G's update changed nothing in D,
+  and G changed (its update ran), while D's update did not touch G before it."""
+  config, family, model, tx, state = _setup()
+  step = family.make_train_step(model, tx, config)
+  x = train_lib.to_float(jnp.asarray(mnist_slice[0][:32]))
+  y = jnp.asarray(mnist_slice[1][:32])
+  new, _ = step(state, x, y)
+  d_grads = jax.grad(lambda dp: _d_loss_like_step(model, state, dp, x, y))(
+      state.params["discriminator"])
+  updates, _ = tx.adam.update(d_grads, tx.adam.init(state.params["discriminator"]),
+                              state.params["discriminator"])
+  expected_d = jax.tree.map(lambda p, u: p + u, state.params["discriminator"], updates)
+  for a, b in zip(jax.tree.leaves(new.params["discriminator"]), jax.tree.leaves(expected_d)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new.params["generator"]),
+                                                      jax.tree.leaves(state.params["generator"])))
+  # The EMA generator moved by (1 - decay) toward the new weights.
+  for ema, old, cur in zip(jax.tree.leaves(new.model_state["ema"]["generator"]),
+                           jax.tree.leaves(state.params["generator"]),
+                           jax.tree.leaves(new.params["generator"])):
+    np.testing.assert_allclose(ema, old + (1 - config.gan_ema_decay) * (cur - old), rtol=1e-5,
+                               atol=1e-7)
+
+
+def test_dcgan_run_is_deterministic_resumable_and_snapshots(tmp_path):
+  quiet = lambda *a: None
+  straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")
+  trainer.train_and_evaluate(tiny_config("cond_dcgan", num_epochs=2), straight, print_fn=quiet)
+  trainer.train_and_evaluate(tiny_config("cond_dcgan", num_epochs=1), resumed, print_fn=quiet)
+  trainer.train_and_evaluate(tiny_config("cond_dcgan", num_epochs=2), resumed, print_fn=quiet)
+  a, b = trainer.restore_run(straight)[3], trainer.restore_run(resumed)[3]
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):  # params, both Adams, BN stats, EMA
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  for name in ("samples_epoch_001.png", "samples_epoch_002.png", "samples.png", "curves.png"):
+    assert (tmp_path / "a" / name).exists(), name
+  records = [json.loads(l) for l in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+  tests = [r for r in records if r["split"] == "test"]
+  assert len(tests) == 2 and len(tests[-1]["sample_digit_hist"]) == 10
+  assert abs(sum(tests[-1]["sample_digit_hist"]) - 1) < 1e-6
+  assert 0 <= tests[-1]["sample_digit_entropy"] <= np.log(10) + 1e-6
