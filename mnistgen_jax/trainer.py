@@ -90,7 +90,7 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
            f"{steps_per_epoch} steps/epoch, {total_steps} steps")
 
   train_seconds = log.train_seconds()
-  rate, batches, batches_epoch = None, None, -1
+  rate, batches, batches_epoch, eval_metrics = None, None, -1, None
   while step < total_steps:
     epoch, position = divmod(step, steps_per_epoch)
     if epoch != batches_epoch:
@@ -132,8 +132,10 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
       ckpt.save(step, state, metrics=eval_metrics)
   ckpt.close()
 
-  final = {k: float(v) for k, v in jax.device_get(
-      evaluate(state.variables(), test_x, test_y, keys["eval"])).items()}
+  final = eval_metrics  # The last epoch's evaluation, unless this run had nothing to train.
+  if final is None:
+    final = {k: float(v) for k, v in jax.device_get(
+        evaluate(state.variables(), test_x, test_y, keys["eval"])).items()}
   result = {
       "model": config.model, "dataset": config.dataset, "step": step,
       "epochs": step / steps_per_epoch, "num_params": int(num_params),

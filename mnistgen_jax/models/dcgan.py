@@ -41,8 +41,8 @@ class Discriminator(nn.Module):
     if self.conditional:  # The label as 10 constant planes beside the image.
       x = jnp.concatenate([x, jnp.broadcast_to(nn.one_hot(y, 10)[:, None, None, :],
                                                x.shape[:3] + (10,))], axis=-1)
-    h = nn.leaky_relu(Conv(32, 4, stride=2, kernel_init=INIT)(x), 0.2)  # 14x14
-    h = nn.leaky_relu(Conv(64, 4, stride=2, kernel_init=INIT)(h), 0.2)  # 7x7
+    h = nn.leaky_relu(Conv(64, 4, stride=2, kernel_init=INIT)(x), 0.2)   # 14x14
+    h = nn.leaky_relu(Conv(128, 4, stride=2, kernel_init=INIT)(h), 0.2)  # 7x7
     return nn.Dense(1, kernel_init=INIT)(h.reshape(h.shape[0], -1))[:, 0]
 
 
