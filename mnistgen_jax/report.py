@@ -27,9 +27,14 @@ def sample_labels(family, num_samples: int) -> jnp.ndarray:
   return jnp.zeros((num_samples,), jnp.int32)
 
 
-def draw_samples(model, variables, labels, key):
-  return jax.jit(lambda v, y, k: model.apply(v, y, method="sample", rngs={"sample": k}))(
-      variables, labels, key)
+def make_sampler(model):
+  """Jitted (variables, labels, key) -> len(labels) images in [0,1]."""
+  return jax.jit(lambda v, y, k: model.apply(v, y, method="sample", rngs={"sample": k}))
+
+
+def grid_columns(family, num: int) -> int:
+  """Conditional samples come 10 per digit (a row each); others in a square-ish grid."""
+  return 10 if family.conditional else int(np.ceil(np.sqrt(num)))
 
 
 def _series(records, split):
@@ -70,9 +75,9 @@ def write_outputs(family, model, variables, config, workdir, train_data, test_da
 
   variables = sampling_variables(family, model, variables, train_data, config.eval_batch_size)
   labels = sample_labels(family, config.num_samples)
-  samples = draw_samples(model, variables, labels, keys["sample"])
-  ncol = 10 if family.conditional else int(np.ceil(np.sqrt(len(labels))))
-  viz.save_grid(os.path.join(workdir, "samples.png"), samples, ncol=ncol)
+  samples = make_sampler(model)(variables, labels, keys["sample"])
+  viz.save_grid(os.path.join(workdir, "samples.png"), samples,
+                ncol=grid_columns(family, len(labels)))
 
   if config.latent_dim == 2:
     codes = train_lib.make_applier(model, "encode", config.eval_batch_size)(variables, test_x, test_y)
@@ -100,7 +105,7 @@ class EpochSnapshot:
     self.key = jax.random.fold_in(train_lib.root_keys(config.seed)["sample"], 7)
     self.labels = sample_labels(family, config.num_samples)
     self.classified_labels = jnp.arange(num_classified, dtype=jnp.int32) % 10
-    self.sample = jax.jit(lambda v, y, k: model.apply(v, y, method="sample", rngs={"sample": k}))
+    self.sample = make_sampler(model)
     self.classifier = None
     try:
       from mnistgen_jax.metrics import features  # Evaluation weights, when the dataset has them.
@@ -111,8 +116,8 @@ class EpochSnapshot:
 
   def __call__(self, variables, epoch: int) -> dict:
     images = self.sample(variables, self.labels, self.key)
-    ncol = 10 if self.family.conditional else int(np.ceil(np.sqrt(len(self.labels))))
-    viz.save_grid(os.path.join(self.workdir, f"samples_epoch_{epoch:03d}.png"), images, ncol=ncol)
+    viz.save_grid(os.path.join(self.workdir, f"samples_epoch_{epoch:03d}.png"), images,
+                  ncol=grid_columns(self.family, len(self.labels)))
     if self.classifier is None:
       return {}
     digits = self.classifier(self.sample(variables, self.classified_labels,

@@ -10,16 +10,17 @@ from PIL import Image  # noqa: E402
 
 
 def to_uint8(images) -> np.ndarray:
-  """float images in [0,1] (or uint8) -> uint8 (N, 28, 28)."""
+  """float images in [0,1] (or uint8) -> uint8 of the same shape."""
   images = np.asarray(images)
   if images.dtype != np.uint8:
-    images = np.rint(np.clip(images, 0.0, 1.0) * 255).astype(np.uint8)
-  return images.reshape(images.shape[0], images.shape[1], images.shape[2])
+    images = np.rint(np.clip(images.astype(np.float32), 0.0, 1.0) * 255).astype(np.uint8)
+  return images
 
 
 def grid(images, ncol: int, pad: int = 2) -> np.ndarray:
   """Tiles N images into rows of `ncol`, white-on-black with `pad` grey pixels between them."""
   images = to_uint8(images)
+  images = images.reshape(images.shape[:3])  # (N, H, W[, 1]) -> (N, H, W)
   n, h, w = images.shape
   nrow = -(-n // ncol)
   canvas = np.full((nrow * (h + pad) + pad, ncol * (w + pad) + pad), 128, np.uint8)

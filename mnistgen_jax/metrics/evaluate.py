@@ -18,7 +18,7 @@ import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from mnistgen_jax import data, report, trainer
+from mnistgen_jax import data, report, trainer, viz
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.metrics import features as features_lib
 from mnistgen_jax.metrics import fid, likelihood, sample_metrics
@@ -72,10 +72,6 @@ def sample_quality(ref: Reference, images, key, labels=None) -> dict:
   return out
 
 
-def _to_uint8(images) -> np.ndarray:
-  return np.rint(np.clip(np.asarray(images, np.float32), 0.0, 1.0) * 255).astype(np.uint8)
-
-
 def calibration(ref: Reference, key, num: int = 10000, **data_kw) -> dict:
   """Reference rows: train vs test (floor), blurred / noisy test images, Gaussian noise (ceiling)."""
   test = ref.test_images[:num].astype(np.float32) / 255.0
@@ -85,23 +81,23 @@ def calibration(ref: Reference, key, num: int = 10000, **data_kw) -> dict:
   train = data.load(ref.dataset, "train", limit=num, **data_kw)[0]
   rows = {
       "real train vs test": train,
-      "test, Gaussian blur sigma=1px": _to_uint8(ndimage.gaussian_filter(test, (0, 1, 1, 0))),
-      "test + N(0, 0.1^2) pixel noise": _to_uint8(test + 0.1 * noise),
-      "test + N(0, 0.3^2) pixel noise": _to_uint8(test + 0.3 * noise),
-      "pure noise, clip(N(0.5, 0.5^2))": _to_uint8(pure),
+      "test, Gaussian blur sigma=1px": viz.to_uint8(ndimage.gaussian_filter(test, (0, 1, 1, 0))),
+      "test + N(0, 0.1^2) pixel noise": viz.to_uint8(test + 0.1 * noise),
+      "test + N(0, 0.3^2) pixel noise": viz.to_uint8(test + 0.3 * noise),
+      "pure noise, clip(N(0.5, 0.5^2))": viz.to_uint8(pure),
   }
   return {name: sample_quality(ref, images, k_kid) for name, images in rows.items()}
 
 
 def generate(model, variables, labels, key, batch_size: int = 1000, progress: bool = True):
   """len(labels) samples as uint8, in batches (one compilation), with a progress bar."""
-  sample = jax.jit(lambda v, y, k: model.apply(v, y, method="sample", rngs={"sample": k}))
+  sample = report.make_sampler(model)
   out = []
   for i, start in enumerate(tqdm(range(0, len(labels), batch_size), desc="sampling",
                                  disable=not progress, leave=False)):
     y = labels[start:start + batch_size]
     y_full = np.pad(y, (0, batch_size - len(y)))  # Pad the last batch to the same shape.
-    out.append(_to_uint8(sample(variables, jnp.asarray(y_full), jax.random.fold_in(key, i)))[:len(y)])
+    out.append(viz.to_uint8(sample(variables, jnp.asarray(y_full), jax.random.fold_in(key, i)))[:len(y)])
   return np.concatenate(out)
 
 
@@ -118,7 +114,7 @@ def evaluate_run(workdir: str, num_samples: int = 10000, iwae_samples: int = 50,
   if hasattr(model, "reconstruct"):
     recon = train_lib.make_applier(model, "reconstruct", config.eval_batch_size)(
         variables, ref.test_images, ref.test_labels)
-    out["reconstructions"] = {"fid_lenet": ref.fid(_to_uint8(recon), "reconstruction features")}
+    out["reconstructions"] = {"fid_lenet": ref.fid(viz.to_uint8(recon), "reconstruction features")}
   if hasattr(model, "sample"):
     train_data = data.load(config.dataset, "train", limit=config.train_size or None, **data_kw)
     sampling = report.sampling_variables(family, model, variables, train_data,
