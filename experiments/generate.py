@@ -1,6 +1,10 @@
 r"""Samples digits from any trained run: a PNG grid, optionally the uint8 images as .npy.
 
   python -m experiments.generate --workdir=runs/cond_vae --num=64 --out=digits.png --digit=7
+  python -m experiments.generate --workdir=runs/vae --interpolate=0,1 --out=strip.png
+
+--interpolate=i,j draws instead a strip between test images i and j through latent space: slerp
+for Gaussian latents (VAEs), lerp for auto-encoder codes and VQ codes before quantization.
 
 A plain auto-encoder samples through a Gaussian fitted to its training codes; the VQ-VAE alone
 through its codes' frequencies; conditional models honour --digit (else cycle 0..9).
@@ -20,6 +24,8 @@ flags.DEFINE_integer("digit", None, "conditional models: the digit to draw (0-9)
 flags.DEFINE_integer("seed", 0, "sampling seed")
 flags.DEFINE_float("temperature", None, "autoregressive priors: sampling temperature")
 flags.DEFINE_string("npy", None, "also save the uint8 images (num, 28, 28, 1) here")
+flags.DEFINE_string("interpolate", None, "i,j: a strip between test images i and j instead")
+flags.DEFINE_integer("steps", 10, "--interpolate: decoded points along the path")
 flags.mark_flag_as_required("workdir")
 
 
@@ -49,6 +55,8 @@ def main(argv):
       saved = config.to_dict()
       saved.update(temperature=FLAGS.temperature)
       model = family.build(configs.get_config(saved.pop("model"), **saved))
+    if FLAGS.interpolate is not None:
+      return interpolate(config, family, model, state.variables())
     train = data.load(config.dataset, "train", limit=config.train_size or None,
                       source=config.data_source, data_dir=config.data_dir or None)
     variables = report.sampling_variables(family, model, state.variables(), train,
@@ -72,6 +80,37 @@ def main(argv):
     np.save(FLAGS.npy, images)
   print(f"wrote {FLAGS.num} samples of {config.model} to {FLAGS.out}"
         + (f" and {FLAGS.npy}" if FLAGS.npy else ""))
+
+
+def parse_pair(text: str, size: int) -> tuple[int, int]:
+  try:
+    i, j = (int(v) for v in text.split(","))
+  except ValueError:
+    raise ValueError(f"--interpolate needs two test-image indices like 0,1; got {text!r}") from None
+  for v in (i, j):
+    if not 0 <= v < size:
+      raise ValueError(f"--interpolate index {v} is outside the test set (0..{size - 1})")
+  return i, j
+
+
+def interpolate(config, family, model, variables):
+  import jax.numpy as jnp
+  from mnistgen_jax import latent, viz
+  from mnistgen_jax.train import to_float
+  if not hasattr(model, "decode"):
+    raise ValueError(f"{config.model!r} has no encoder, so it cannot interpolate between test "
+                     "images; use a model with one (ae, vae, conv_vae, cond_vae, vqvae)")
+  if FLAGS.steps < 2:
+    raise ValueError(f"--steps must be >= 2, got {FLAGS.steps}")
+  images, labels = data.load(config.dataset, "test", source=config.data_source,
+                             data_dir=config.data_dir or None)
+  i, j = parse_pair(FLAGS.interpolate, len(images))
+  strip = latent.interpolate(model, variables, to_float(jnp.asarray(images[[i, j]])),
+                             jnp.asarray(labels[[i, j]]), FLAGS.steps, family.interpolation,
+                             family.conditional)
+  viz.save_grid(FLAGS.out, strip, ncol=FLAGS.steps + 2)
+  print(f"wrote a {family.interpolation} strip of {config.model} between test images {i} and {j} "
+        f"(digits {labels[i]} and {labels[j]}) to {FLAGS.out}")
 
 
 if __name__ == "__main__":

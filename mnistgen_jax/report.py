@@ -79,10 +79,14 @@ def write_outputs(family, model, variables, config, workdir, train_data, test_da
   viz.save_grid(os.path.join(workdir, "samples.png"), samples,
                 ncol=grid_columns(family, len(labels)))
 
-  if config.latent_dim == 2:
+  if hasattr(model, "encode"):
     codes = train_lib.make_applier(model, "encode", config.eval_batch_size)(variables, test_x, test_y)
-    viz.save_latent_scatter(os.path.join(workdir, "latent.png"), codes, np.asarray(test_y),
-                            f"{config.model}: test-set latent means")
+    viz.save_latent_scatter(os.path.join(workdir, "latent.png"),
+                            [(codes, np.asarray(test_y), latent_title(config, codes))])
+
+
+def latent_title(config, codes) -> str:
+  return f"{config.model}: test-set codes ({np.shape(codes)[-1]}-D)"
 
 
 def markdown_table(header, rows) -> str:

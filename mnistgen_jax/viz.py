@@ -36,14 +36,18 @@ def save_grid(path: str, images, ncol: int, scale: int = 2) -> None:
                                  Image.NEAREST).save(path)
 
 
-def save_latent_scatter(path: str, codes, labels, title: str) -> None:
-  codes = np.asarray(codes)
-  fig, ax = plt.subplots(figsize=(6.5, 5.5), dpi=120)
-  points = ax.scatter(codes[:, 0], codes[:, 1], c=np.asarray(labels), cmap="tab10", s=2,
-                      alpha=0.6, vmin=-0.5, vmax=9.5)
-  fig.colorbar(points, ax=ax, ticks=range(10), label="digit")
-  ax.set(title=title, xlabel="z[0]", ylabel="z[1]")
-  fig.tight_layout()
+def save_latent_scatter(path: str, panels) -> None:
+  """panels: [(codes (N, d), labels (N,), title)], side by side, points coloured by digit; codes
+  of more than 2 dimensions are shown on their first two principal components."""
+  from mnistgen_jax.latent import project_2d
+  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels) + 1, 4.8), dpi=120,
+                           squeeze=False, layout="constrained")
+  for ax, (codes, labels, title) in zip(axes[0], panels):
+    points, (xlabel, ylabel) = project_2d(codes)
+    scatter = ax.scatter(points[:, 0], points[:, 1], c=np.asarray(labels), cmap="tab10", s=2,
+                         alpha=0.6, vmin=-0.5, vmax=9.5)
+    ax.set(title=title, xlabel=xlabel, ylabel=ylabel)
+  fig.colorbar(scatter, ax=list(axes[0]), ticks=range(10), label="digit")
   fig.savefig(path)
   plt.close(fig)
 

@@ -58,3 +58,85 @@ def test_bad_requests_are_one_clear_line(runs, tmp_path, args, message):
   assert proc.returncode == 1
   assert proc.stderr.strip().splitlines()[-1].startswith(message)
   assert not (tmp_path / "x.png").exists()
+
+
+def _run(*args, cwd=ROOT):
+  return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
+                        timeout=300)
+
+
+@pytest.mark.parametrize("name", ["cond_vae", "ae"])
+def test_exported_sampler_gives_the_same_samples_in_a_fresh_process_without_the_library(
+    runs, tmp_path, name):
+  out = tmp_path / f"{name}.jaxexport"
+  proc = _run("-m", "experiments.export", f"--workdir={runs / name}", f"--out={out}",
+              "--platforms=cpu")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  loader = (  # Only jax and numpy: the library must not be importable or imported.
+      "import sys, jax, numpy as np\n"
+      f"sampler = jax.export.deserialize(open({str(out)!r}, 'rb').read())\n"
+      "images = sampler.call(jax.random.PRNGKey(5), np.arange(12, dtype=np.int32) % 10)\n"
+      f"np.save({str(tmp_path / 'exported.npy')!r}, np.asarray(images))\n"
+      "assert not any(m.startswith('mnistgen_jax') for m in sys.modules)\n")
+  proc = _run("-c", loader, cwd=tmp_path)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+
+  import jax
+  import jax.numpy as jnp
+  from mnistgen_jax import data, report
+  config, family, model, state = trainer.restore_run(str(runs / name))
+  train = data.load("mnist", "train", limit=config.train_size)
+  variables = report.sampling_variables(family, model, state.variables(), train, 100)
+  expected = report.make_sampler(model)(variables, jnp.arange(12, dtype=jnp.int32) % 10,
+                                        jax.random.PRNGKey(5))
+  exported = np.load(tmp_path / "exported.npy")
+  assert exported.shape == (12, 28, 28, 1)
+  np.testing.assert_allclose(exported, np.asarray(expected), atol=1e-5)
+
+  again = _run("-m", "experiments.export", f"--workdir={runs / name}", f"--out={out}")
+  assert again.returncode == 1 and again.stderr.strip().endswith(
+      f"error: --out={out} exists; pass --overwrite to replace it")
+
+
+def test_exported_sampler_refuses_wrong_shapes(runs, tmp_path):
+  import jax
+  from experiments import export
+  config, family, model, state = trainer.restore_run(str(runs / "cond_vae"))
+  exported = jax.export.deserialize(
+      export.export_sampler(model, state.variables(), ["cpu"]).serialize())
+  key = jax.random.PRNGKey(0)
+  for args, message in [((key, np.zeros((3, 2), np.int32)), "Rank mismatch for args[1]"),
+                        ((np.zeros(4, np.uint32), np.arange(3, dtype=np.int32)),
+                         "Shape mismatch for args[0]"),
+                        ((key, np.arange(3.0, dtype=np.float32)), "Dtype mismatch for args[1]")]:
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
+      exported.call(*args)
+
+
+@pytest.mark.parametrize("name,mode", [("cond_vae", "slerp"), ("ae", "lerp")])
+def test_interpolation_strip(runs, tmp_path, name, mode):
+  out = tmp_path / "strip.png"
+  proc = _generate(f"--workdir={runs / name}", "--interpolate=0,1", "--steps=6", f"--out={out}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert f"wrote a {mode} strip of {name} between test images 0 and 1 (digits 7 and 2)" in proc.stdout
+  rows = 2 if name == "cond_vae" else 1  # Conditional: the path drawn as each endpoint's digit.
+  assert Image.open(out).size == (2 * (8 * 30 + 2), 2 * (rows * 30 + 2))
+
+
+@pytest.mark.parametrize("value,message", [
+    ("0", "error: --interpolate needs two test-image indices like 0,1; got '0'"),
+    ("0,10000", "error: --interpolate index 10000 is outside the test set (0..9999)"),
+])
+def test_bad_interpolation_requests(runs, tmp_path, value, message):
+  proc = _generate(f"--workdir={runs / 'ae'}", f"--interpolate={value}", f"--out={tmp_path / 's.png'}")
+  assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == message
+  assert not (tmp_path / "s.png").exists()
+
+
+def test_latent_space_figure_of_two_runs(runs, tmp_path):
+  out = tmp_path / "latent.png"
+  proc = _run("-m", "experiments.latent_space", f"--workdirs={runs / 'ae'},{runs / 'cond_vae'}",
+              "--num=300", f"--out={out}")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert "ae: test-set codes (4-D), cond_vae: test-set codes (4-D)" in proc.stdout
+  assert Image.open(out).size[0] > Image.open(out).size[1]  # Two panels side by side.

@@ -35,8 +35,11 @@ class AutoEncoder(nn.Module):
   def encode(self, x, y):
     return self.encoder(x)
 
+  def decode(self, z, y):
+    return nn.sigmoid(self.decoder(z))
+
   def reconstruct(self, x, y):
-    return nn.sigmoid(self.decoder(self.encoder(x)))
+    return self.decode(self.encoder(x), y)
 
   def sample(self, y):
     eps = jax.random.normal(self.make_rng("sample"), (y.shape[0], self.latent_dim))

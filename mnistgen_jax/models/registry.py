@@ -5,6 +5,7 @@ ignored by unconditional models; randomness comes from the 'sample' rng stream):
   losses(x, y, train)  -> dict of per-example (B,) arrays; 'loss' is the term that is optimised
   reconstruct(x, y)    -> images in [0,1]
   encode(x, y)         -> (B, latent_dim) deterministic codes (posterior means)
+  decode(z, y)         -> images in [0,1] from codes like encode's
   sample(y)            -> len(y) images in [0,1]
 Only `losses` is required; the outputs that need the others are skipped for a module without them
 (the evaluation classifier). Optional: log_importance_weights(x, y, num_samples) for IWAE bounds.
@@ -40,6 +41,8 @@ class Family:
   snapshot_samples: bool = False
   # Optional: (variables, codes of the training set as np.ndarray) -> variables with a fitted prior.
   fit_prior: Optional[Callable[[dict, np.ndarray], dict]] = None
+  # How --interpolate walks between two codes: 'slerp' for Gaussian latents, else 'lerp'.
+  interpolation: str = "lerp"
   description: str = ""
 
 

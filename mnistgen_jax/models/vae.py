@@ -61,12 +61,14 @@ class VAE(nn.Module):
   def encode(self, x, y):
     return self.posterior(x, y)[0]
 
+  def decode(self, z, y):
+    return nn.sigmoid(self.decoder(z, self._label(y)))
+
   def reconstruct(self, x, y):
-    return nn.sigmoid(self.decoder(self.encode(x, y), self._label(y)))
+    return self.decode(self.encode(x, y), y)
 
   def sample(self, y):
-    z = jax.random.normal(self.make_rng("sample"), (y.shape[0], self.latent_dim))
-    return nn.sigmoid(self.decoder(z, self._label(y)))
+    return self.decode(jax.random.normal(self.make_rng("sample"), (y.shape[0], self.latent_dim)), y)
 
 
 def _builder(conditional: bool):
@@ -78,11 +80,11 @@ def _builder(conditional: bool):
 
 register(Family(
     "vae", _builder(False), dict(arch="mlp", hidden=(400,), latent_dim=20), loss_name="neg_elbo",
-    description="MLP VAE, pytorch/examples recipe (784-400-20)"))
+    interpolation="slerp", description="MLP VAE, pytorch/examples recipe (784-400-20)"))
 register(Family(
-    "conv_vae", _builder(False), dict(arch="conv", hidden=(256,), latent_dim=20), loss_name="neg_elbo",
-    description="convolutional VAE (the seed's CVAE)"))
+    "conv_vae", _builder(False), dict(arch="conv", hidden=(256,), latent_dim=20),
+    loss_name="neg_elbo", interpolation="slerp", description="convolutional VAE (the seed's CVAE)"))
 register(Family(
     "cond_vae", _builder(True), dict(arch="conv", hidden=(256,), latent_dim=20), conditional=True,
-    loss_name="neg_elbo",
+    loss_name="neg_elbo", interpolation="slerp",
     description="class-conditional convolutional VAE (Sohn et al. 2015)"))

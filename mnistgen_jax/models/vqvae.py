@@ -103,9 +103,13 @@ class VQVAE(nn.Module):
   def decode_indices(self, indices):
     return nn.sigmoid(self.decode_logits(self.codebook()[indices]))
 
-  def reconstruct(self, x, y):
-    z_e = self.encode_continuous(x)
+  def decode(self, z, y):
+    """Flat continuous codes (from `encode`, or a path between two) -> quantized -> images."""
+    z_e = z.reshape(z.shape[0], GRID, GRID, self.code_dim)
     return nn.sigmoid(self.decode_logits(quantizer.quantize(z_e, self.codebook()).quantized))
+
+  def reconstruct(self, x, y):
+    return self.decode(self.encode(x, y), y)
 
   def sample(self, y):
     indices = jax.random.categorical(self.make_rng("sample"), self.code_logits.value,

@@ -112,6 +112,9 @@ class VQPrior(nn.Module):
   def encode(self, x, y):
     return self.vq.encode(x, y)
 
+  def decode(self, z, y):
+    return self.vq.decode(z, y)
+
 
 def _stage1_config(config):
   from mnistgen_jax import checkpoint, trainer  # The trainer imports the model registry.
