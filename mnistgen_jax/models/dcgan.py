@@ -7,7 +7,7 @@ updated D; BatchNorm statistics and an EMA of G's weights (used for sampling) ar
 """
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -23,27 +23,30 @@ INIT = nn.initializers.normal(0.02)
 class Generator(nn.Module):
   latent_dim: int
   conditional: bool
+  channels: Sequence[int] = (64, 32)  # at 7x7, then at 14x14
 
   @nn.compact
   def __call__(self, z, y, train: bool):
     h = with_label(z, y if self.conditional else None)
     norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9)
-    h = nn.relu(norm()(nn.Dense(7 * 7 * 64, kernel_init=INIT)(h))).reshape(-1, 7, 7, 64)
-    h = nn.relu(norm()(Upsample(32, kernel_init=INIT)(h)))  # 14x14
-    return nn.sigmoid(Upsample(1, kernel_init=INIT)(h))     # 28x28 in [0, 1]
+    top, mid = self.channels
+    h = nn.relu(norm()(nn.Dense(7 * 7 * top, kernel_init=INIT)(h))).reshape(-1, 7, 7, top)
+    h = nn.relu(norm()(Upsample(mid, kernel_init=INIT)(h)))  # 14x14
+    return nn.sigmoid(Upsample(1, kernel_init=INIT)(h))      # 28x28 in [0, 1]
 
 
 class Discriminator(nn.Module):
   conditional: bool
+  channels: Sequence[int] = (64, 128)  # at 14x14, then at 7x7
 
   @nn.compact
   def __call__(self, x, y):
     if self.conditional:  # The label as 10 constant planes beside the image.
       x = jnp.concatenate([x, jnp.broadcast_to(nn.one_hot(y, 10)[:, None, None, :],
                                                x.shape[:3] + (10,))], axis=-1)
-    h = nn.leaky_relu(Conv(64, 4, stride=2, kernel_init=INIT)(x), 0.2)   # 14x14
-    h = nn.leaky_relu(Conv(128, 4, stride=2, kernel_init=INIT)(h), 0.2)  # 7x7
-    return nn.Dense(1, kernel_init=INIT)(h.reshape(h.shape[0], -1))[:, 0]
+    for width in self.channels:  # 14x14, then 7x7
+      x = nn.leaky_relu(Conv(width, 4, stride=2, kernel_init=INIT)(x), 0.2)
+    return nn.Dense(1, kernel_init=INIT)(x.reshape(x.shape[0], -1))[:, 0]
 
 
 def bce_with_logits(logits, target: float):
@@ -51,12 +54,15 @@ def bce_with_logits(logits, target: float):
 
 
 class DCGAN(nn.Module):
+  """channels: the discriminator's widths; the generator mirrors them at half width."""
   latent_dim: int = 64
   conditional: bool = False
+  channels: Sequence[int] = (64, 128)
 
   def setup(self):
-    self.generator = Generator(self.latent_dim, self.conditional)
-    self.discriminator = Discriminator(self.conditional)
+    self.generator = Generator(self.latent_dim, self.conditional,
+                               tuple(c // 2 for c in reversed(self.channels)))
+    self.discriminator = Discriminator(self.conditional, tuple(self.channels))
 
   def generate(self, z, y, train: bool = False):
     return self.generator(z, y, train)
@@ -153,12 +159,18 @@ def init_ema(config, variables):
 
 
 def _builder(conditional: bool):
-  return lambda config: DCGAN(config.latent_dim, conditional)
+  def build(config):
+    if len(config.channels) != 2:
+      raise ValueError(f"--channels for {config.model} must be 2 discriminator widths (14x14, "
+                       f"7x7), got {config.channels}")
+    return DCGAN(config.latent_dim, conditional, tuple(config.channels))
+  return build
 
 
 for _name, _conditional in (("dcgan", False), ("cond_dcgan", True)):
   register(Family(
-      _name, _builder(_conditional), dict(learning_rate=2e-4, latent_dim=64, batch_size=128),
+      _name, _builder(_conditional), dict(learning_rate=2e-4, latent_dim=64, batch_size=128,
+                                               channels=(64, 128)),
       conditional=_conditional, loss_name="g_loss", init_variables=init_ema,
       make_optimizer=make_optimizer,
       make_train_step=lambda model, tx, config: make_train_step(model, tx, config.gan_ema_decay),
