@@ -1,0 +1,62 @@
+"""Equal-parameter presets and the budget comparison command."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mnistgen_jax import configs, models
+from mnistgen_jax.models import vqvae as vqvae_lib, vqvae_prior
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _trained_params(model) -> int:
+  x, y = jnp.zeros((2, 28, 28, 1)), jnp.zeros((2,), jnp.int32)
+  shapes = jax.eval_shape(lambda: model.init(
+      {"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, x, y, method="losses"))
+  return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(shapes["params"]))
+
+
+@pytest.mark.parametrize("name", ["ae", "vae", "conv_vae", "cond_vae", "vqvae_prior",
+                                  "vqvae_cond_prior", "dcgan", "cond_dcgan"])
+def test_1m_preset_builds_about_one_million_parameters(name):
+  config = configs.get_config(name, preset="1m")
+  if name.startswith("vqvae"):  # Stage 1 (vqvae preset) plus the prior, counted together.
+    stage1 = vqvae_lib.build(configs.get_config("vqvae", preset="1m"))
+    model = vqvae_prior.VQPrior(stage1, models.get(name).conditional, config.prior_width,
+                                config.prior_layers, config.prior_heads)
+  else:
+    model = models.get(name).build(config)
+  assert abs(_trained_params(model) - 1_000_000) <= 30_000, _trained_params(model)
+
+
+def test_unknown_preset_is_one_clear_error():
+  with pytest.raises(ValueError, match=r"--preset='2m' is unknown; choose one of 1m"):
+    configs.get_config("vae", preset="2m")
+
+
+def test_budget_trains_evaluates_and_writes_the_table(tmp_path):
+  root = tmp_path / "budget"
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.budget", f"--root={root}", "--families=ae,vqvae_prior",
+       "--num_epochs=1", "--train_size=256", "--test_size=200", "--eval_samples=300",
+       "--log_every=4"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  results = json.loads((root / "budget.json").read_text())["results"]
+  assert set(results) == {"ae", "vqvae_prior"}
+  stage1 = json.loads((root / "vqvae" / "eval.json").read_text())
+  prior = json.loads((root / "vqvae_prior" / "eval.json").read_text())
+  # The prior row's time is stage 1's plus the prior's; its count includes stage 1's parameters.
+  assert results["vqvae_prior"]["train_seconds"] == pytest.approx(
+      stage1["train_seconds"] + prior["train_seconds"], abs=0.02)
+  assert results["vqvae_prior"]["num_params"] == prior["num_params"] > stage1["num_params"]
+  for r in results.values():
+    assert np.isfinite(r["fid_samples"]) and np.isfinite(r["fid_reconstructions"])
+    assert abs(r["num_params"] - 1_000_000) <= 30_000
+  table = (root / "budget.md").read_text()
+  assert "| ae | 999,004 | 1 |" in table and "| vqvae_prior | " in table
