@@ -45,6 +45,12 @@ flags.DEFINE_integer("checkpoint_every_steps", None, "also checkpoint every N st
 flags.DEFINE_integer("keep_checkpoints", None, "keep the last k checkpoints (and the best)")
 flags.DEFINE_integer("num_samples", None, "samples in samples.png")
 flags.DEFINE_integer("eval_batch_size", None, "batch size of test-set evaluation")
+flags.DEFINE_integer("num_devices", None, "data-parallel over the first N devices (0 = all)")
+flags.DEFINE_bool("distributed", False, "multi-host (TPU pod, several GPU nodes): call "
+                  "jax.distributed.initialize first; cluster settings auto-detected unless given")
+flags.DEFINE_string("coordinator_address", None, "--distributed: host:port of process 0")
+flags.DEFINE_integer("num_processes", None, "--distributed: number of processes")
+flags.DEFINE_integer("process_id", None, "--distributed: this process's index")
 flags.DEFINE_bool("evaluate", True, "after training, compute fid_lenet etc. (experiments.evaluate)")
 flags.DEFINE_integer("eval_samples", 10000, "samples for the sample metrics of --evaluate")
 flags.DEFINE_integer("iwae_samples", 50, "importance samples of the IWAE bound (0: skip)")
@@ -57,6 +63,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO.
+  if FLAGS.distributed:  # Before any other jax call: every process then sees all devices.
+    import jax
+    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   from mnistgen_jax import trainer  # Imports jax; after flag parsing so --help stays fast.
   overrides = {name: FLAGS[name].value for name in CONFIG_FLAGS if FLAGS[name].value is not None}
   try:
@@ -67,7 +76,9 @@ def main(argv):
   test = " ".join(f"{k} {v:.3f}" for k, v in result["test"].items())
   print(f"done: {result['step']} steps in {result['train_seconds']:.1f} s of training; test {test}; "
         f"outputs in {FLAGS.workdir}")
-  if FLAGS.evaluate and FLAGS.model != "lenet":
+  if FLAGS.distributed and FLAGS.evaluate:
+    print("evaluation skipped on a multi-host run: run experiments.evaluate on one host")
+  elif FLAGS.evaluate and FLAGS.model != "lenet":
     from mnistgen_jax.metrics import evaluate, features
     try:
       evaluation = evaluate.evaluate_run(FLAGS.workdir, FLAGS.eval_samples, FLAGS.iwae_samples)

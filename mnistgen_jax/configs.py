@@ -8,7 +8,7 @@ from mnistgen_jax import data, models
 # Fields that may change when a run is resumed (they do not change what a checkpoint holds).
 RESUMABLE_FIELDS = frozenset({
     "num_epochs", "log_every", "checkpoint_every_steps", "keep_checkpoints", "eval_batch_size",
-    "num_samples", "data_dir", "data_source", "temperature"})
+    "num_samples", "data_dir", "data_source", "temperature", "num_devices"})
 
 
 # Equal parameter budgets: each family's widths for about that many trained parameters (all
@@ -38,6 +38,7 @@ def base_config() -> ml_collections.ConfigDict:
       train_size=0,              # >0: train on the first N training images only
       test_size=0,               # >0: evaluate on the first N test images only
       seed=0,
+      num_devices=0,             # data-parallel over the first N devices (0: all visible)
       num_epochs=10,
       batch_size=128,
       learning_rate=1e-3,
@@ -91,7 +92,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
                "num_samples", "num_codes", "code_dim", "prior_width", "prior_layers",
                "prior_heads"):
     _check(int(config[name]) > 0, f"--{name} must be a positive integer, got {config[name]}")
-  for name in ("num_epochs", "train_size", "test_size", "checkpoint_every_steps", "restart_after"):
+  for name in ("num_epochs", "train_size", "test_size", "checkpoint_every_steps", "restart_after",
+               "num_devices"):
     _check(int(config[name]) >= 0, f"--{name} must be >= 0, got {config[name]}")
   _check(config.learning_rate > 0, f"--learning_rate must be > 0, got {config.learning_rate}")
   _check(all(int(w) > 0 for w in config.hidden), f"--hidden widths must be > 0, got {config.hidden}")

@@ -15,6 +15,8 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from mnistgen_jax import parallel
+
 
 @flax.struct.dataclass
 class TrainState:
@@ -83,17 +85,23 @@ def make_train_step(model, tx) -> Callable:
   return step
 
 
-def make_chunk_runner(model, tx, step: Callable | None = None) -> Callable:
+def make_chunk_runner(model, tx, step: Callable | None = None, mesh=None) -> Callable:
   """Runs `length` consecutive steps of an epoch as one jitted lax.scan, from batch `start`.
-  step: (state, x float, y) -> (state, metrics); default make_train_step(model, tx)."""
+  step: (state, x float, y) -> (state, metrics); default make_train_step(model, tx).
+  mesh: a parallel.make_mesh mesh; each batch is split over its devices (data parallel)."""
   step = step or make_train_step(model, tx)
+
+  def split(batch):
+    if mesh is None:
+      return batch
+    return lax.with_sharding_constraint(batch, parallel.batch_sharding(mesh, batch.ndim))
 
   @functools.partial(jax.jit, static_argnames="length", donate_argnums=0)
   def run(state, images, labels, batch_indices, start, length):
     chunk = lax.dynamic_slice_in_dim(batch_indices, start, length)
 
     def body(state, idx):
-      return step(state, to_float(images[idx]), labels[idx])
+      return step(state, to_float(split(images[idx])), split(labels[idx]))
 
     return lax.scan(body, state, chunk)
 

@@ -10,16 +10,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistgen_jax import checkpoint, configs, data, models, report
+from mnistgen_jax import checkpoint, configs, data, models, parallel, report
 from mnistgen_jax import train as train_lib
 
 
 class MetricsLog:
   """Appends JSON lines to workdir/metrics.jsonl; on resume, drops lines past the restored step."""
 
-  def __init__(self, workdir: str, resume_step: int):
+  def __init__(self, workdir: str, resume_step: int, write: bool = True):
     self.path = os.path.join(workdir, "metrics.jsonl")
-    self.records = []
+    self.records, self.writes = [], write
     if os.path.exists(self.path):
       with open(self.path) as f:
         for line in f:
@@ -29,11 +29,15 @@ class MetricsLog:
             continue  # A line cut by a crash.
           if record["step"] <= resume_step:
             self.records.append(record)
-    with open(self.path, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in self.records)
+    if self.writes:  # Atomically: a crash here leaves the old file, never a cut one.
+      with open(self.path + ".tmp", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in self.records)
+      os.replace(self.path + ".tmp", self.path)
 
   def write(self, records) -> None:
     self.records.extend(records)
+    if not self.writes:
+      return
     with open(self.path, "a") as f:
       f.writelines(json.dumps(r) + "\n" for r in records)
 
@@ -64,6 +68,11 @@ def initial_state(family, model, tx, config):
 def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
   """Trains (or resumes) config in workdir; writes checkpoints, metrics, pictures and eval.json."""
   family = models.get(config.model)
+  # Several hosts: all take part in every step; the first alone writes files and prints.
+  primary = jax.process_index() == 0
+  print_fn = print_fn if primary else (lambda *args: None)
+  mesh = parallel.make_mesh(config.num_devices)
+  parallel.check_batch(config.batch_size, mesh)
   checkpoint.check_workdir_config(workdir, config)  # Before anything is written.
   (train_x, train_y), (test_x, test_y) = load_data(config)
   model = family.build(config)
@@ -71,30 +80,39 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
   total_steps = steps_per_epoch * config.num_epochs
   tx = (family.make_optimizer or train_lib.make_optimizer)(config, total_steps)
   state = initial_state(family, model, tx, config)
-  checkpoint.write_workdir_config(workdir, config)
+  if primary:
+    checkpoint.write_workdir_config(workdir, config)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   if ckpt.latest_step() is not None:
     state = ckpt.restore(state)
     print_fn(f"resumed from {ckpt.directory} at step {int(state.step)}")
 
   step = int(state.step)
-  log = MetricsLog(workdir, step)
+  log = MetricsLog(workdir, step, write=primary)
   keys = train_lib.root_keys(config.seed)
   step_fn = family.make_train_step(model, tx, config) if family.make_train_step else None
-  run_chunk = train_lib.make_chunk_runner(model, tx, step_fn)
-  snapshot = report.EpochSnapshot(family, model, config, workdir) if family.snapshot_samples else None
+  run_chunk = train_lib.make_chunk_runner(model, tx, step_fn, mesh)
+  snapshot = None
+  if family.snapshot_samples and primary:
+    snapshot = report.EpochSnapshot(family, model, config, workdir)
   evaluate = train_lib.make_evaluator(model, config.eval_batch_size)
-  train_x, train_y, test_x, test_y = jax.device_put((train_x, train_y, test_x, test_y))
+  # Data and state replicated on every device; each batch is split over them (parallel.py).
+  state, train_x, train_y, test_x, test_y = parallel.put(
+      (state, train_x, train_y, test_x, test_y), parallel.replicated(mesh))
+  index_sharding = parallel.batch_sharding(mesh, ndim=2, axis=1)
   num_params = sum(x.size for x in jax.tree.leaves(state.params))
   print_fn(f"{config.model}: {num_params:,} parameters, {len(train_x):,} training images, "
-           f"{steps_per_epoch} steps/epoch, {total_steps} steps")
+           f"{steps_per_epoch} steps/epoch, {total_steps} steps, {mesh.size} "
+           f"{mesh.devices.flat[0].platform.upper()} device(s)")
 
   train_seconds = log.train_seconds()
   rate, batches, batches_epoch, eval_metrics = None, None, -1, None
   while step < total_steps:
     epoch, position = divmod(step, steps_per_epoch)
     if epoch != batches_epoch:
-      batches = train_lib.epoch_batches(keys["data"], epoch, len(train_x), config.batch_size)
+      batches = parallel.put(
+          np.asarray(train_lib.epoch_batches(keys["data"], epoch, len(train_x), config.batch_size)),
+          index_sharding)
       batches_epoch = epoch
     length = min(config.log_every, steps_per_epoch - position)
     if config.checkpoint_every_steps:
@@ -123,7 +141,7 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
       record = {"step": step, "epoch": epoch + 1, "split": "test",
                 "train_seconds": round(train_seconds, 3), **eval_metrics}
       if snapshot is not None:
-        record.update(snapshot(state.variables(), epoch + 1))
+        record.update(snapshot(parallel.local_copy(state.variables()), epoch + 1))
       log.write([record])
       print_fn(f"epoch {epoch + 1} test: " + " ".join(
           f"{k} {v:.3f}" for k, v in record.items() if k in eval_metrics or k.endswith("entropy")))
@@ -142,8 +160,10 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
       "train_seconds": round(train_seconds, 2), "loss_name": family.loss_name,
       "test": {(family.loss_name if k == "loss" else k): v for k, v in final.items()},
   }
-  report.write_outputs(family, model, state.variables(), config, workdir, (train_x, train_y),
-                       (test_x, test_y), log.records, result)
+  if primary:
+    local = parallel.local_copy((state.variables(), train_x, train_y, test_x, test_y))
+    report.write_outputs(family, model, local[0], config, workdir, local[1:3], local[3:],
+                         log.records, result)
   return result
 
 
