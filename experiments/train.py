@@ -71,7 +71,7 @@ def main(argv):
   try:
     config = configs.get_config(FLAGS.model, **overrides)
     result = trainer.train_and_evaluate(config, FLAGS.workdir)
-  except (ValueError, data.DataError, checkpoint.CheckpointError) as e:
+  except (ValueError, data.DataError, checkpoint.CheckpointError, trainer.TrainingError) as e:
     sys.exit(f"error: {e}")
   test = " ".join(f"{k} {v:.3f}" for k, v in result["test"].items())
   print(f"done: {result['step']} steps in {result['train_seconds']:.1f} s of training; test {test}; "

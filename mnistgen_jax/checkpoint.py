@@ -6,6 +6,7 @@ overwritten by, another model or config.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -26,7 +27,8 @@ def check_workdir_config(workdir: str, config) -> None:
   """Raises CheckpointError if `workdir` holds a run of another model or config."""
   path = os.path.join(workdir, "config.json")
   if not os.path.exists(path):
-    if os.path.isdir(os.path.join(workdir, "checkpoints")):
+    folder = os.path.join(workdir, "checkpoints")
+    if os.path.isdir(folder) and os.listdir(folder):
       raise CheckpointError(f"{workdir} holds checkpoints but no config.json; pass another --workdir")
     return
   try:
@@ -47,14 +49,34 @@ def check_workdir_config(workdir: str, config) -> None:
 
 def write_workdir_config(workdir: str, config) -> None:
   os.makedirs(workdir, exist_ok=True)
+  path, text = os.path.join(workdir, "config.json"), config.to_json(indent=2)
+  if os.path.exists(path):
+    with open(path) as f:
+      if f.read() == text:
+        return  # Unchanged (a resumed run): leave the file, and the folder, untouched.
   tmp = os.path.join(workdir, "config.json.tmp")
   with open(tmp, "w") as f:
-    f.write(config.to_json(indent=2))
+    f.write(text)
   os.replace(tmp, os.path.join(workdir, "config.json"))  # Atomic: never a half-written config.
 
 
+def _file_digests(step_dir: str) -> dict:
+  """sha256 of every file of a saved checkpoint's state (its 'default' item), by relative path."""
+  root = os.path.join(step_dir, "default")
+  digests = {}
+  for folder, _, files in os.walk(root):
+    for name in files:
+      path = os.path.join(folder, name)
+      with open(path, "rb") as f:
+        digests[os.path.relpath(path, root)] = hashlib.file_digest(f, "sha256").hexdigest()
+  return digests
+
+
 class Checkpointer:
-  """Keeps the last `keep` checkpoints and the best one by `best_metric` (lower is better)."""
+  """Keeps the last `keep` checkpoints and the best one by `best_metric` (lower is better).
+
+  Beside them, workdir/checkpoint_digests.json holds the sha256 of every file of each checkpoint,
+  checked before a restore: orbax reads truncated or altered files without complaint."""
 
   def __init__(self, workdir: str, keep: int, best_metric: str = "loss"):
     policy = policies.AnyPreservationPolicy([
@@ -67,12 +89,48 @@ class Checkpointer:
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     self.manager = ocp.CheckpointManager(self.directory, options=options)
     self.best_metric = best_metric
+    self.digests_path = os.path.join(os.path.abspath(workdir), "checkpoint_digests.json")
+
+  def _read_digests(self) -> dict:
+    try:
+      with open(self.digests_path) as f:
+        return json.load(f)
+    except FileNotFoundError:
+      return {}
+    except ValueError as e:
+      raise CheckpointError(f"{self.digests_path} is unreadable ({e}); delete it to resume "
+                            "without verifying the checkpoints") from e
+
+  def _write_digests(self, step: int) -> None:
+    if jax.process_index() != 0:
+      return
+    kept = {str(s) for s in self.manager.all_steps()}
+    digests = {k: v for k, v in self._read_digests().items() if k in kept}
+    digests[str(step)] = _file_digests(os.path.join(self.directory, str(step)))
+    tmp = self.digests_path + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump(digests, f, indent=1)
+    os.replace(tmp, self.digests_path)  # Atomic: a crash leaves the old file.
+
+  def _verify(self, step: int) -> None:
+    """A checkpoint killed between its save and its digest has none: it is used unverified."""
+    expected = self._read_digests().get(str(step))
+    if expected is None:
+      return
+    actual = _file_digests(os.path.join(self.directory, str(step)))
+    bad = sorted(k for k in expected.keys() | actual.keys() if expected.get(k) != actual.get(k))
+    if bad:
+      raise CheckpointError(
+          f"checkpoint {self.directory}/{step} is corrupted ({len(bad)} file(s) differ from when "
+          f"it was saved, e.g. {bad[0]}); delete that step's folder to resume from an earlier "
+          "checkpoint, or pass another --workdir")
 
   def save(self, step: int, state, metrics: dict | None = None) -> None:
     if step in self.manager.all_steps():
       return  # Already saved (e.g. an epoch end that is also a save interval).
     self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
     self.manager.wait_until_finished()
+    self._write_digests(step)
 
   def latest_step(self):
     return self.manager.latest_step()
@@ -96,6 +154,10 @@ class Checkpointer:
     problems += [f"{k} unexpected" for k in sorted(stored.keys() - wanted.keys())]
     problems += [f"{k} has shape {stored[k]}, the model {wanted[k]}"
                  for k in sorted(stored.keys() & wanted.keys()) if stored[k] != wanted[k]]
+    if not stored:
+      raise CheckpointError(f"checkpoint {self.directory}/{step} has no readable array metadata "
+                            "(corrupted?); delete that step's folder to resume from an earlier "
+                            "checkpoint, or pass another --workdir")
     if problems:
       raise CheckpointError(f"checkpoint {self.directory}/{step} does not fit this model "
                             f"({len(problems)} arrays differ, e.g. {'; '.join(problems[:2])}); "
@@ -105,6 +167,7 @@ class Checkpointer:
     """Restores into the structure of `target` (a freshly initialised state)."""
     step = self.manager.latest_step() if step is None else step
     try:
+      self._verify(step)
       self._check_shapes(step, target)
       return self.manager.restore(step, args=ocp.args.StandardRestore(target))
     except CheckpointError:

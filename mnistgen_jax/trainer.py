@@ -45,6 +45,34 @@ class MetricsLog:
     return max([r.get("train_seconds", 0.0) for r in self.records], default=0.0)
 
 
+class TrainingError(RuntimeError):
+  """Training cannot go on (a non-finite loss); the workdir keeps its last good checkpoint."""
+
+
+def first_non_finite(metrics: dict, first_step: int):
+  """(step, term, value) of the earliest non-finite entry of per-step metrics, else None."""
+  names = sorted(metrics, key=lambda k: k == "loss")  # Its parts first: they say which term.
+  values = np.stack([np.asarray(metrics[k], np.float64).reshape(-1) for k in names])
+  bad = np.argwhere(~np.isfinite(values.T))  # (step index, term index), step-major order
+  if not len(bad):
+    return None
+  i, j = bad[0]
+  return first_step + int(i), names[j], float(values[j, i])
+
+
+def _stop(ckpt, what: str):
+  last = ckpt.latest_step()
+  kept = (f"the latest checkpoint (step {last}) is the last good one and stays" if last is not None
+          else "no checkpoint was written")
+  raise TrainingError(f"{what}; training stopped and nothing after it was saved: {kept}; "
+                      "try a lower --learning_rate")
+
+
+_all_finite = jax.jit(lambda tree: jnp.all(jnp.stack(
+    [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)
+     if jnp.issubdtype(x.dtype, jnp.inexact)])))
+
+
 def _format_seconds(s: float) -> str:
   s = int(round(s))
   return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
@@ -80,75 +108,85 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
   total_steps = steps_per_epoch * config.num_epochs
   tx = (family.make_optimizer or train_lib.make_optimizer)(config, total_steps)
   state = initial_state(family, model, tx, config)
-  if primary:
-    checkpoint.write_workdir_config(workdir, config)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
-  if ckpt.latest_step() is not None:
-    state = ckpt.restore(state)
-    print_fn(f"resumed from {ckpt.directory} at step {int(state.step)}")
+  try:  # Closed on every exit: an open manager's threads print tracebacks at exit.
+    if ckpt.latest_step() is not None:
+      state = ckpt.restore(state)
+      print_fn(f"resumed from {ckpt.directory} at step {int(state.step)}")
+    if primary:  # After a successful restore: a refused workdir keeps its config.json.
+      checkpoint.write_workdir_config(workdir, config)
 
-  step = int(state.step)
-  log = MetricsLog(workdir, step, write=primary)
-  keys = train_lib.root_keys(config.seed)
-  step_fn = family.make_train_step(model, tx, config) if family.make_train_step else None
-  run_chunk = train_lib.make_chunk_runner(model, tx, step_fn, mesh)
-  snapshot = None
-  if family.snapshot_samples and primary:
-    snapshot = report.EpochSnapshot(family, model, config, workdir)
-  evaluate = train_lib.make_evaluator(model, config.eval_batch_size)
-  # Data and state replicated on every device; each batch is split over them (parallel.py).
-  state, train_x, train_y, test_x, test_y = parallel.put(
-      (state, train_x, train_y, test_x, test_y), parallel.replicated(mesh))
-  index_sharding = parallel.batch_sharding(mesh, ndim=2, axis=1)
-  num_params = sum(x.size for x in jax.tree.leaves(state.params))
-  print_fn(f"{config.model}: {num_params:,} parameters, {len(train_x):,} training images, "
-           f"{steps_per_epoch} steps/epoch, {total_steps} steps, {mesh.size} "
-           f"{mesh.devices.flat[0].platform.upper()} device(s)")
+    step = int(state.step)
+    log = MetricsLog(workdir, step, write=primary)
+    keys = train_lib.root_keys(config.seed)
+    step_fn = family.make_train_step(model, tx, config) if family.make_train_step else None
+    run_chunk = train_lib.make_chunk_runner(model, tx, step_fn, mesh)
+    snapshot = None
+    if family.snapshot_samples and primary:
+      snapshot = report.EpochSnapshot(family, model, config, workdir)
+    evaluate = train_lib.make_evaluator(model, config.eval_batch_size)
+    # Data and state replicated on every device; each batch is split over them (parallel.py).
+    state, train_x, train_y, test_x, test_y = parallel.put(
+        (state, train_x, train_y, test_x, test_y), parallel.replicated(mesh))
+    index_sharding = parallel.batch_sharding(mesh, ndim=2, axis=1)
+    num_params = sum(x.size for x in jax.tree.leaves(state.params))
+    print_fn(f"{config.model}: {num_params:,} parameters, {len(train_x):,} training images, "
+             f"{steps_per_epoch} steps/epoch, {total_steps} steps, {mesh.size} "
+             f"{mesh.devices.flat[0].platform.upper()} device(s)")
 
-  train_seconds = log.train_seconds()
-  rate, batches, batches_epoch, eval_metrics = None, None, -1, None
-  while step < total_steps:
-    epoch, position = divmod(step, steps_per_epoch)
-    if epoch != batches_epoch:
-      batches = parallel.put(
-          np.asarray(train_lib.epoch_batches(keys["data"], epoch, len(train_x), config.batch_size)),
-          index_sharding)
-      batches_epoch = epoch
-    length = min(config.log_every, steps_per_epoch - position)
-    if config.checkpoint_every_steps:
-      length = min(length, config.checkpoint_every_steps - step % config.checkpoint_every_steps)
-    start = time.perf_counter()
-    state, metrics = run_chunk(state, train_x, train_y, batches, position, length)
-    metrics = jax.device_get(metrics)
-    seconds = time.perf_counter() - start
-    train_seconds += seconds
-    step += length
-    log.write([{"step": step - length + i + 1, "epoch": epoch + 1, "split": "train",
-                "train_seconds": round(train_seconds, 3),
-                **{k: float(v[i]) for k, v in metrics.items()}} for i in range(length)])
-    chunk_rate = length * config.batch_size / seconds
-    rate = chunk_rate if rate is None else 0.7 * rate + 0.3 * chunk_rate  # first chunk compiles
-    eta = (total_steps - step) * config.batch_size / rate
-    terms = " ".join(f"{k} {float(np.mean(v)):.3f}" for k, v in metrics.items())
-    print_fn(f"step {step}/{total_steps} epoch {epoch + 1}/{config.num_epochs} | {terms} | "
-             f"{chunk_rate:,.0f} img/s | ETA {_format_seconds(eta)}")
+    train_seconds = log.train_seconds()
+    rate, batches, batches_epoch, eval_metrics = None, None, -1, None
+    while step < total_steps:
+      epoch, position = divmod(step, steps_per_epoch)
+      if epoch != batches_epoch:
+        batches = parallel.put(
+            np.asarray(train_lib.epoch_batches(keys["data"], epoch, len(train_x), config.batch_size)),
+            index_sharding)
+        batches_epoch = epoch
+      length = min(config.log_every, steps_per_epoch - position)
+      if config.checkpoint_every_steps:
+        length = min(length, config.checkpoint_every_steps - step % config.checkpoint_every_steps)
+      start = time.perf_counter()
+      state, metrics = run_chunk(state, train_x, train_y, batches, position, length)
+      metrics = jax.device_get(metrics)
+      seconds = time.perf_counter() - start
+      train_seconds += seconds
+      step += length
+      log.write([{"step": step - length + i + 1, "epoch": epoch + 1, "split": "train",
+                  "train_seconds": round(train_seconds, 3),
+                  **{k: float(v[i]) for k, v in metrics.items()}} for i in range(length)])
+      chunk_rate = length * config.batch_size / seconds
+      rate = chunk_rate if rate is None else 0.7 * rate + 0.3 * chunk_rate  # first chunk compiles
+      eta = (total_steps - step) * config.batch_size / rate
+      terms = " ".join(f"{k} {float(np.mean(v)):.3f}" for k, v in metrics.items())
+      print_fn(f"step {step}/{total_steps} epoch {epoch + 1}/{config.num_epochs} | {terms} | "
+               f"{chunk_rate:,.0f} img/s | ETA {_format_seconds(eta)}")
+      bad = first_non_finite(metrics, step - length + 1)
+      if bad:
+        _stop(ckpt, f"the training loss term {bad[1]!r} is {bad[2]} at step {bad[0]}")
 
-    end_of_epoch = step % steps_per_epoch == 0
-    eval_metrics = None
-    if end_of_epoch:
-      eval_metrics = {k: float(v) for k, v in jax.device_get(
-          evaluate(state.variables(), test_x, test_y, keys["eval"])).items()}
-      record = {"step": step, "epoch": epoch + 1, "split": "test",
-                "train_seconds": round(train_seconds, 3), **eval_metrics}
-      if snapshot is not None:
-        record.update(snapshot(parallel.local_copy(state.variables()), epoch + 1))
-      log.write([record])
-      print_fn(f"epoch {epoch + 1} test: " + " ".join(
-          f"{k} {v:.3f}" for k, v in record.items() if k in eval_metrics or k.endswith("entropy")))
-    every = config.checkpoint_every_steps
-    if end_of_epoch or (every and step % every == 0):
-      ckpt.save(step, state, metrics=eval_metrics)
-  ckpt.close()
+      end_of_epoch = step % steps_per_epoch == 0
+      eval_metrics = None
+      if end_of_epoch:
+        eval_metrics = {k: float(v) for k, v in jax.device_get(
+            evaluate(state.variables(), test_x, test_y, keys["eval"])).items()}
+        bad = first_non_finite({k: [v] for k, v in eval_metrics.items()}, step)
+        if bad:
+          _stop(ckpt, f"the test loss term {bad[1]!r} is {bad[2]} after step {step}")
+        record = {"step": step, "epoch": epoch + 1, "split": "test",
+                  "train_seconds": round(train_seconds, 3), **eval_metrics}
+        if snapshot is not None:
+          record.update(snapshot(parallel.local_copy(state.variables()), epoch + 1))
+        log.write([record])
+        print_fn(f"epoch {epoch + 1} test: " + " ".join(
+            f"{k} {v:.3f}" for k, v in record.items() if k in eval_metrics or k.endswith("entropy")))
+      every = config.checkpoint_every_steps
+      if end_of_epoch or (every and step % every == 0):
+        if not _all_finite((state.params, state.model_state, state.opt_state)):
+          _stop(ckpt, f"the model's parameters or state are not finite after step {step}")
+        ckpt.save(step, state, metrics=eval_metrics)
+  finally:
+    ckpt.close()
 
   final = eval_metrics  # The last epoch's evaluation, unless this run had nothing to train.
   if final is None:

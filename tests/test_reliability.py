@@ -1,0 +1,173 @@
+"""Crash safety and bad state: SIGKILL + resume, the NaN guard, corrupted checkpoints."""
+import glob
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from mnistgen_jax import checkpoint, configs, trainer
+from mnistgen_jax import train as train_lib
+from mnistgen_jax.models import registry
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KILL_RUN = dict(model="vae", train_size=2048, test_size=200, batch_size=32, num_epochs=3,
+                log_every=4, checkpoint_every_steps=4, keep_checkpoints=2, hidden="64",
+                latent_dim=4)
+
+
+def _train_cmd(workdir):
+  flags = [f"--{k}={v}" for k, v in KILL_RUN.items()]
+  return [sys.executable, "-m", "experiments.train", f"--workdir={workdir}", "--noevaluate", *flags]
+
+
+def _assert_same(a, b):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_path):
+  seed = random.randrange(10**6)
+  rng = random.Random(seed)
+  workdir = tmp_path / "killed"
+  for attempt in range(2):  # Killed twice, each time after at least one checkpoint exists.
+    proc = subprocess.Popen(_train_cmd(workdir), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not glob.glob(str(workdir / "checkpoints" / "[0-9]*")) and time.time() < deadline:
+      time.sleep(0.02)
+    if attempt:  # The second kill waits for a checkpoint this process wrote.
+      time.sleep(0.3)
+    time.sleep(rng.uniform(0.0, 1.5))
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    ckpt = checkpoint.Checkpointer(str(workdir), 2)
+    steps = list(ckpt.manager.all_steps())
+    ckpt.close()
+    assert steps, f"no checkpoint after the kill (random seed {seed})"
+    for step in steps:  # Every checkpoint left behind is readable.
+      trainer.restore_run(str(workdir), step)
+
+  finish = subprocess.run(_train_cmd(workdir), cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+  assert finish.returncode == 0, finish.stderr[-2000:]
+  assert "resumed from" in finish.stdout
+  reference = tmp_path / "uninterrupted"
+  config = configs.get_config(**{**KILL_RUN, "hidden": (64,)})
+  trainer.train_and_evaluate(config, str(reference), print_fn=lambda s: None)
+  killed_state = trainer.restore_run(str(workdir))[3]
+  reference_state = trainer.restore_run(str(reference))[3]
+  assert int(killed_state.step) == int(reference_state.step) == 192
+  _assert_same(killed_state.params, reference_state.params)  # Bitwise, random seed {seed}.
+  _assert_same(killed_state.opt_state, reference_state.opt_state)
+
+
+def _poisoned_step(model, tx, config):
+  """The usual step, except that from step 6 on the KL term and the parameters become NaN."""
+  step = train_lib.make_train_step(model, tx)
+
+  def poisoned(state, x, y):
+    new, metrics = step(state, x, y)
+    poison = jnp.where(state.step >= 5, jnp.nan, 1.0)
+    metrics = dict(metrics, kl=metrics["kl"] * poison)
+    return new.replace(params=jax.tree.map(lambda p: p * poison, new.params)), metrics
+  return poisoned
+
+
+def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+  vae = registry.get("vae")
+  family = registry.Family("nan_vae", vae.build, vae.defaults, loss_name="neg_elbo",
+                           make_train_step=_poisoned_step)
+  monkeypatch.setitem(registry._FAMILIES, "nan_vae", family)
+  config = tiny_config("nan_vae", num_epochs=3)  # 4 steps per epoch: a checkpoint at step 4.
+  with pytest.raises(trainer.TrainingError) as error:
+    trainer.train_and_evaluate(config, str(tmp_path), print_fn=lambda s: None)
+  assert str(error.value) == (
+      "the training loss term 'kl' is nan at step 6; training stopped and nothing after it was "
+      "saved: the latest checkpoint (step 4) is the last good one and stays; try a lower "
+      "--learning_rate")
+  ckpt = checkpoint.Checkpointer(str(tmp_path), 3)
+  assert list(ckpt.manager.all_steps()) == [4]
+  ckpt.close()
+  state = trainer.restore_run(str(tmp_path))[3]
+  assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(state.params))
+
+
+def test_a_diverging_run_ends_with_one_clear_line(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.train", "--model=vae", f"--workdir={tmp_path}",
+       "--train_size=256", "--test_size=200", "--batch_size=64", "--num_epochs=2",
+       "--log_every=2", "--learning_rate=1e4", "--hidden=64", "--latent_dim=4", "--noevaluate"],
+      cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 1
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: the training loss term 'kl' is inf at step ") and last.endswith(
+      "no checkpoint was written; try a lower --learning_rate"), last
+  assert not glob.glob(str(tmp_path / "checkpoints" / "[0-9]*"))
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("run")
+  trainer.train_and_evaluate(tiny_config("vae"), str(workdir), print_fn=lambda s: None)
+  return workdir
+
+
+def _largest_data_file(step_dir):
+  files = [f for f in glob.glob(os.path.join(step_dir, "default", "**", "*"), recursive=True)
+           if os.path.isfile(f) and os.sep + "d" + os.sep in f]
+  return max(files, key=os.path.getsize)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "flip_bytes", "metadata", "delete"])
+def test_corrupted_checkpoint_is_refused_and_left_alone(finished_run, tmp_path, damage):
+  workdir = tmp_path / "run"
+  shutil.copytree(finished_run, workdir)
+  step_dir = str(workdir / "checkpoints" / "8")
+  victim = _largest_data_file(step_dir)
+  if damage == "truncate":
+    os.truncate(victim, os.path.getsize(victim) // 2)
+  elif damage == "flip_bytes":  # Same size: only a checksum can tell.
+    with open(victim, "r+b") as f:
+      f.seek(os.path.getsize(victim) // 2)
+      byte = f.read(1)
+      f.seek(-1, os.SEEK_CUR)
+      f.write(bytes([byte[0] ^ 0xFF]))
+  elif damage == "metadata":
+    with open(os.path.join(step_dir, "default", "_METADATA"), "w") as f:
+      f.write("{not json")
+  else:
+    os.remove(victim)
+  before = {p: os.path.getmtime(p) for p in glob.glob(str(workdir / "**"), recursive=True)}
+  message = f"checkpoint {step_dir} is corrupted"
+  with pytest.raises(checkpoint.CheckpointError, match=message):
+    trainer.restore_run(str(workdir))
+  with pytest.raises(checkpoint.CheckpointError, match=message):  # Resuming refuses too...
+    trainer.train_and_evaluate(tiny_config("vae", num_epochs=3), str(workdir),
+                               print_fn=lambda s: None)
+  after = {p: os.path.getmtime(p) for p in glob.glob(str(workdir / "**"), recursive=True)}
+  assert after == before  # ...and writes nothing.
+  shutil.rmtree(step_dir)  # The fix the message names: resume from the earlier checkpoint.
+  state = trainer.restore_run(str(workdir))[3]
+  assert int(state.step) == 4
+
+
+def test_binary_reports_a_corrupted_checkpoint_in_one_line(finished_run, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(finished_run, workdir)
+  os.truncate(_largest_data_file(str(workdir / "checkpoints" / "8")), 10)
+  proc = subprocess.run([sys.executable, "-m", "experiments.generate", f"--workdir={workdir}",
+                         f"--out={tmp_path / 'x.png'}"], cwd=ROOT, capture_output=True, text=True,
+                        timeout=300)
+  assert proc.returncode == 1
+  lines = proc.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0].startswith(f"error: checkpoint {workdir}/checkpoints/8 is "
+                                                 "corrupted"), proc.stderr[-2000:]
