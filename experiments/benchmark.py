@@ -11,7 +11,6 @@ Writes benchmark.json and benchmark.md into --out.
 """
 import os
 import statistics
-import sys
 import tempfile
 import time
 

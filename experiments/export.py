@@ -52,10 +52,7 @@ def main(argv):
     config, family, model, state = trainer.restore_run(FLAGS.workdir)
     if not hasattr(model, "sample"):
       raise ValueError(f"{FLAGS.workdir} holds a {config.model!r} run, which cannot sample")
-    train = data.load(config.dataset, "train", limit=config.train_size or None,
-                      source=config.data_source, data_dir=config.data_dir or None)
-    variables = report.sampling_variables(family, model, state.variables(), train,
-                                          config.eval_batch_size)
+    variables = report.run_sampling_variables(config, family, model, state.variables())
   except (ValueError, data.DataError, checkpoint.CheckpointError) as e:
     sys.exit(f"error: {e}")
   blob = export_sampler(model, variables, FLAGS.platforms).serialize()

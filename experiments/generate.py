@@ -57,10 +57,7 @@ def main(argv):
       model = family.build(configs.get_config(saved.pop("model"), **saved))
     if FLAGS.interpolate is not None:
       return interpolate(config, family, model, state.variables())
-    train = data.load(config.dataset, "train", limit=config.train_size or None,
-                      source=config.data_source, data_dir=config.data_dir or None)
-    variables = report.sampling_variables(family, model, state.variables(), train,
-                                          config.eval_batch_size)
+    variables = report.run_sampling_variables(config, family, model, state.variables())
   except (ValueError, data.DataError, checkpoint.CheckpointError) as e:
     sys.exit(f"error: {e}")
   if FLAGS.digit is not None:

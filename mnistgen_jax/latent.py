@@ -1,7 +1,6 @@
 """Latent-space tools: interpolation between two images, and 2-D views of codes for plots."""
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -20,6 +20,16 @@ def sampling_variables(family, model, variables, train_data, batch_size: int):
   return family.fit_prior(variables, np.asarray(codes))
 
 
+def run_sampling_variables(config, family, model, variables):
+  """sampling_variables for a restored run, loading its training set when a prior is fitted."""
+  if family.fit_prior is None:
+    return variables
+  from mnistgen_jax import data
+  train = data.load(config.dataset, "train", limit=config.train_size or None,
+                    source=config.data_source, data_dir=config.data_dir or None)
+  return sampling_variables(family, model, variables, train, config.eval_batch_size)
+
+
 def sample_labels(family, num_samples: int) -> jnp.ndarray:
   """Conditional families: 10 of each digit (a 10x10 grid, a row per digit)."""
   if family.conditional:

@@ -63,7 +63,8 @@ def save_curves(path: str, train: dict, evals: dict, title: str) -> None:
     tail = np.asarray(train[name][1])[len(train[name][1]) // 50:]
     if tail.size:  # Zoom past the first steps, whose loss dwarfs the rest.
       low, high = np.percentile(tail, [0, 99.5])
-      ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
+      if np.isfinite([low, high]).all() and high > low:
+        ax.set_ylim(low - 0.05 * (high - low), high + 0.05 * (high - low))
     ax.set(title=name, xlabel="step")
     ax.legend()
   fig.suptitle(title)

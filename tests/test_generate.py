@@ -83,10 +83,9 @@ def test_exported_sampler_gives_the_same_samples_in_a_fresh_process_without_the_
 
   import jax
   import jax.numpy as jnp
-  from mnistgen_jax import data, report
+  from mnistgen_jax import report
   config, family, model, state = trainer.restore_run(str(runs / name))
-  train = data.load("mnist", "train", limit=config.train_size)
-  variables = report.sampling_variables(family, model, state.variables(), train, 100)
+  variables = report.run_sampling_variables(config, family, model, state.variables())
   expected = report.make_sampler(model)(variables, jnp.arange(12, dtype=jnp.int32) % 10,
                                         jax.random.PRNGKey(5))
   exported = np.load(tmp_path / "exported.npy")

@@ -116,9 +116,7 @@ def evaluate_run(workdir: str, num_samples: int = 10000, iwae_samples: int = 50,
         variables, ref.test_images, ref.test_labels)
     out["reconstructions"] = {"fid_lenet": ref.fid(viz.to_uint8(recon), "reconstruction features")}
   if hasattr(model, "sample"):
-    train_data = data.load(config.dataset, "train", limit=config.train_size or None, **data_kw)
-    sampling = report.sampling_variables(family, model, variables, train_data,
-                                         config.eval_batch_size)
+    sampling = report.run_sampling_variables(config, family, model, variables)
     labels = np.arange(num_samples, dtype=np.int32) % 10  # Ignored by unconditional models.
     images = generate(model, sampling, labels, jax.random.fold_in(key, 2), progress=progress)
     out["samples"] = sample_quality(ref, images, jax.random.fold_in(key, 3),
