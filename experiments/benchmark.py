@@ -22,6 +22,7 @@ flags.DEFINE_list("families", ["ae", "vae", "conv_vae", "cond_vae", "vqvae", "vq
                                "dcgan", "cond_dcgan"], "families to time")
 flags.DEFINE_integer("repeats", 5, "timed repetitions of the matmul, sampling and FID")
 flags.DEFINE_bool("vae_recipe", True, "also time the MLP VAE recipe to <= 106.7 nats")
+flags.DEFINE_string("preset", "", "time the families at a parameter budget (configs.PRESETS)")
 
 HEADER = ["family", "params", "train img/s", "GFLOP/s", "% of roofline", "MFLOP/img",
           "sample img/s", "epoch s"]
@@ -53,7 +54,7 @@ def step_flops(step, state, x, y) -> float:
   return float(cost["flops"])
 
 
-def bench_family(name: str, train, stage1_dir: str, repeats: int) -> dict:
+def bench_family(name: str, train, stage1_dir: str, repeats: int, preset: str) -> dict:
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -61,7 +62,7 @@ def bench_family(name: str, train, stage1_dir: str, repeats: int) -> dict:
   from mnistgen_jax import train as train_lib
 
   overrides = {"vqvae_workdir": stage1_dir} if name.startswith("vqvae_") else {}
-  config = configs.get_config(name, **overrides)
+  config = configs.get_config(name, preset=preset, **overrides)
   family = models.get(name)
   model = family.build(config)
   mesh = parallel.make_mesh(config.num_devices)
@@ -77,7 +78,8 @@ def bench_family(name: str, train, stage1_dir: str, repeats: int) -> dict:
   batches = parallel.put(np.asarray(train_lib.epoch_batches(
       jax.random.PRNGKey(0), 0, len(images), config.batch_size)),
       parallel.batch_sharding(mesh, 2, axis=1))
-  chunk, rest = 100, steps_per_epoch % 100
+  chunk = min(100, steps_per_epoch)
+  rest = steps_per_epoch % chunk
   for length in {chunk, rest} - {0}:  # Compile both chunk lengths before timing.
     state, metrics = run(state, images, labels, batches, 0, length)
     jax.block_until_ready(metrics)
@@ -153,10 +155,11 @@ def main(argv):
   print(f"{device}: f32 2048^3 matmul roofline {roofline:.1f} GFLOP/s", flush=True)
   with tempfile.TemporaryDirectory() as stage1:
     if any(n.startswith("vqvae_") for n in FLAGS.families):  # Priors need a stage 1 run.
-      trainer.train_and_evaluate(configs.get_config("vqvae", train_size=128, num_epochs=1),
-                                 stage1, print_fn=lambda s: None)
+      trainer.train_and_evaluate(
+          configs.get_config("vqvae", preset=FLAGS.preset, train_size=128, num_epochs=1),
+          stage1, print_fn=lambda s: None)
     for name in FLAGS.families:
-      r = bench_family(name, train, stage1, FLAGS.repeats)
+      r = bench_family(name, train, stage1, FLAGS.repeats, FLAGS.preset)
       r["roofline_share"] = r["gflops_per_s"] / roofline
       result["families"][name] = r
       print(f"{name}: {r['train_img_per_s']:,.0f} img/s train, {r['gflops_per_s']:.1f} GFLOP/s "
@@ -172,7 +175,8 @@ def main(argv):
            f"{100 * r['roofline_share']:.0f}", r["flops_per_step"] / r["batch_size"] / 1e6,
            f"{r['sample_img_per_s']:,.0f}", r["epoch_seconds"]]
           for n, r in result["families"].items()]
-  table = (f"{device}, jax {jax.__version__}; roofline (f32 2048^3 matmul) {roofline:.1f} GFLOP/s; "
+  table = (f"{device}, jax {jax.__version__}, preset {FLAGS.preset or 'none (defaults)'}; "
+           f"roofline (f32 2048^3 matmul) {roofline:.1f} GFLOP/s; "
            f"FID 10k vs 10k {result['fid_10k_vs_10k_seconds']:.2f} s\n\n"
            + report.markdown_table(HEADER, rows))
   report.write_json(os.path.join(FLAGS.out, "benchmark.json"), result)

@@ -1,0 +1,22 @@
+"""The benchmark's measurements are sane on a small slice (speed targets live in its runs)."""
+import jax
+
+from experiments import benchmark
+from mnistgen_jax import data
+
+
+def test_family_benchmark_counts_the_flops_of_a_train_step():
+  train = data.load("mnist", "train", limit=1024)
+  r = benchmark.bench_family("vae", train, "", repeats=1, preset="")
+  # MLP VAE 784-400-(2x20)-400-784: forward multiply-adds per image; a train step costs about
+  # 2-3x the forward pass (the first layer needs no input gradient).
+  forward = 2 * (784 * 400 + 400 * 40 + 20 * 400 + 400 * 784)
+  per_image = r["flops_per_step"] / r["batch_size"]
+  assert 2.0 * forward < per_image < 3.2 * forward, per_image / forward
+  assert r["train_img_per_s"] > 0 and r["sample_img_per_s"] > 0 and r["epoch_seconds"] > 0
+  assert r["gflops_per_s"] == r["flops_per_step"] * r["train_img_per_s"] / r["batch_size"] / 1e9
+  assert r["devices"] == jax.device_count() and r["num_params"] == 652_824
+
+
+def test_matmul_roofline_is_positive():
+  assert benchmark.matmul_roofline(repeats=1, n=256) > 0
