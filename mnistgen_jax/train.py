@@ -108,6 +108,14 @@ def make_chunk_runner(model, tx, step: Callable | None = None, mesh=None) -> Cal
   return run
 
 
+def chunk_length(steps_per_epoch: int, log_every: int) -> int:
+  """Steps per scanned chunk: the largest divisor of the epoch not above log_every (one chunk
+  shape, so one compilation), unless that is under half of log_every (then log_every itself)."""
+  target = min(log_every, steps_per_epoch)
+  divisor = max(d for d in range(1, target + 1) if steps_per_epoch % d == 0)
+  return divisor if 2 * divisor >= target else target
+
+
 @functools.partial(jax.jit, static_argnames=("num_examples", "batch_size"))
 def epoch_batches(data_key, epoch, num_examples: int, batch_size: int) -> jnp.ndarray:
   """(steps_per_epoch, batch_size) example indices; the incomplete last batch is dropped."""

@@ -134,6 +134,7 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
              f"{steps_per_epoch} steps/epoch, {total_steps} steps, {mesh.size} "
              f"{mesh.devices.flat[0].platform.upper()} device(s)")
 
+    chunk = train_lib.chunk_length(steps_per_epoch, config.log_every)
     train_seconds = log.train_seconds()
     rate, batches, batches_epoch, eval_metrics = None, None, -1, None
     while step < total_steps:
@@ -143,7 +144,7 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
             np.asarray(train_lib.epoch_batches(keys["data"], epoch, len(train_x), config.batch_size)),
             index_sharding)
         batches_epoch = epoch
-      length = min(config.log_every, steps_per_epoch - position)
+      length = min(chunk, steps_per_epoch - position)
       if config.checkpoint_every_steps:
         length = min(length, config.checkpoint_every_steps - step % config.checkpoint_every_steps)
       start = time.perf_counter()

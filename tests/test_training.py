@@ -11,6 +11,7 @@ from PIL import Image
 
 from conftest import tiny_config
 from mnistgen_jax import checkpoint, configs, models, trainer
+from mnistgen_jax import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -147,3 +148,14 @@ def test_binary_trains_a_tiny_run(tmp_path):
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "img/s | ETA" in proc.stdout and "done: 4 steps" in proc.stdout
   assert Image.open(tmp_path / "samples.png").size == (2 * (10 * 30 + 2),) * 2  # 10x10 digits
+
+
+@pytest.mark.parametrize("steps,log_every,expected", [
+    (468, 100, 78),   # MNIST at batch 128: 6 chunks of 78, one compiled shape.
+    (468, 117, 117),
+    (4, 3, 2),
+    (97, 10, 10),     # A prime epoch: no divisor near 10, chunks of 10 and one of 7.
+    (5, 100, 5),
+])
+def test_chunk_length(steps, log_every, expected):
+  assert train_lib.chunk_length(steps, log_every) == expected
