@@ -27,24 +27,11 @@ flags.DEFINE_bool("overwrite", False, "replace --out if it exists")
 flags.mark_flags_as_required(["workdir", "out"])
 
 
-def export_sampler(model, variables, platforms):
-  """jax.export.Exported of (key uint32[2], labels int32[n]) -> images, n symbolic."""
-  import jax
-  import jax.numpy as jnp
-  from jax import export
-
-  def sampler(key, labels):
-    return model.apply(variables, labels, method="sample", rngs={"sample": key})
-
-  n, = export.symbolic_shape("n")
-  return export.export(jax.jit(sampler), platforms=tuple(platforms))(
-      jax.ShapeDtypeStruct((2,), jnp.uint32), jax.ShapeDtypeStruct((n,), jnp.int32))
-
-
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   from mnistgen_jax import report, trainer
+  from mnistgen_jax.export import export_sampler
 
   try:
     if os.path.exists(FLAGS.out) and not FLAGS.overwrite:

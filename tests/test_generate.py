@@ -99,7 +99,7 @@ def test_exported_sampler_gives_the_same_samples_in_a_fresh_process_without_the_
 
 def test_exported_sampler_refuses_wrong_shapes(runs, tmp_path):
   import jax
-  from experiments import export
+  from mnistgen_jax import export
   config, family, model, state = trainer.restore_run(str(runs / "cond_vae"))
   exported = jax.export.deserialize(
       export.export_sampler(model, state.variables(), ["cpu"]).serialize())
