@@ -73,6 +73,9 @@ def main(argv):
     result = trainer.train_and_evaluate(config, FLAGS.workdir)
   except (ValueError, data.DataError, checkpoint.CheckpointError, trainer.TrainingError) as e:
     sys.exit(f"error: {e}")
+  import jax
+  if jax.process_index() != 0:
+    return  # Several hosts: the first reports.
   test = " ".join(f"{k} {v:.3f}" for k, v in result["test"].items())
   print(f"done: {result['step']} steps in {result['train_seconds']:.1f} s of training; test {test}; "
         f"outputs in {FLAGS.workdir}")
