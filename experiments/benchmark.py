@@ -67,10 +67,8 @@ def bench_family(name: str, train, stage1_dir: str, repeats: int, preset: str) -
   model = family.build(config)
   mesh = parallel.make_mesh(config.num_devices)
   steps_per_epoch = len(train[0]) // config.batch_size
-  tx = (family.make_optimizer or train_lib.make_optimizer)(config, steps_per_epoch)
-  state = trainer.initial_state(family, model, tx, config)
-  step = (family.make_train_step(model, tx, config) if family.make_train_step
-          else train_lib.make_train_step(model, tx))
+  tx, state = trainer.initial_state(family, model, config, steps_per_epoch)
+  step = trainer.train_step(family, model, tx, config)
   x = train_lib.to_float(jnp.asarray(train[0][:config.batch_size]))
   flops = step_flops(step, state, x, jnp.asarray(train[1][:config.batch_size]))
   run = train_lib.make_chunk_runner(model, tx, step, mesh)

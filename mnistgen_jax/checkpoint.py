@@ -150,14 +150,14 @@ class Checkpointer:
     finally:
       absl_logger.setLevel(level)
     stored, wanted = _shapes(stored), _shapes(target)
-    problems = [f"{k} missing" for k in sorted(wanted.keys() - stored.keys())]
-    problems += [f"{k} unexpected" for k in sorted(stored.keys() - wanted.keys())]
-    problems += [f"{k} has shape {stored[k]}, the model {wanted[k]}"
-                 for k in sorted(stored.keys() & wanted.keys()) if stored[k] != wanted[k]]
     if not stored:
       raise CheckpointError(f"checkpoint {self.directory}/{step} has no readable array metadata "
                             "(corrupted?); delete that step's folder to resume from an earlier "
                             "checkpoint, or pass another --workdir")
+    problems = [f"{k} missing" for k in sorted(wanted.keys() - stored.keys())]
+    problems += [f"{k} unexpected" for k in sorted(stored.keys() - wanted.keys())]
+    problems += [f"{k} has shape {stored[k]}, the model {wanted[k]}"
+                 for k in sorted(stored.keys() & wanted.keys()) if stored[k] != wanted[k]]
     if problems:
       raise CheckpointError(f"checkpoint {self.directory}/{step} does not fit this model "
                             f"({len(problems)} arrays differ, e.g. {'; '.join(problems[:2])}); "
@@ -185,5 +185,5 @@ def _shapes(tree) -> dict:
   """{'a/b/c': shape} of a pytree's array leaves (state or orbax metadata alike)."""
   def name(path):
     return "/".join(str(getattr(k, "key", getattr(k, "name", getattr(k, "idx", k)))) for k in path)
-  return {name(path): tuple(np.shape(leaf) if not hasattr(leaf, "shape") else leaf.shape)
+  return {name(path): tuple(np.shape(leaf))  # np.shape reads .shape first: metadata works too
           for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}

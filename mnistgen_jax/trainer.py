@@ -85,12 +85,21 @@ def load_data(config):
   return train, test
 
 
-def initial_state(family, model, tx, config):
-  """A fresh state, with the family's extra variables (pretrained parts, EMAs) in place."""
+def initial_state(family, model, config, total_steps: int):
+  """(optimizer for total_steps, fresh state) with the family's extra variables (pretrained
+  parts, EMAs) in place; the family may bring its own optimizer."""
+  tx = (family.make_optimizer or train_lib.make_optimizer)(config, total_steps)
   init_variables = None
   if family.init_variables is not None:
     init_variables = functools.partial(family.init_variables, config)
-  return train_lib.init_state(model, tx, config.seed, init_variables)
+  return tx, train_lib.init_state(model, tx, config.seed, init_variables)
+
+
+def train_step(family, model, tx, config):
+  """The family's own step (e.g. the GAN's alternating update), else the shared one."""
+  if family.make_train_step is not None:
+    return family.make_train_step(model, tx, config)
+  return train_lib.make_train_step(model, tx)
 
 
 def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
@@ -106,8 +115,7 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
   model = family.build(config)
   steps_per_epoch = len(train_x) // config.batch_size
   total_steps = steps_per_epoch * config.num_epochs
-  tx = (family.make_optimizer or train_lib.make_optimizer)(config, total_steps)
-  state = initial_state(family, model, tx, config)
+  tx, state = initial_state(family, model, config, total_steps)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   try:  # Closed on every exit: an open manager's threads print tracebacks at exit.
     if ckpt.latest_step() is not None:
@@ -119,8 +127,7 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
     step = int(state.step)
     log = MetricsLog(workdir, step, write=primary)
     keys = train_lib.root_keys(config.seed)
-    step_fn = family.make_train_step(model, tx, config) if family.make_train_step else None
-    run_chunk = train_lib.make_chunk_runner(model, tx, step_fn, mesh)
+    run_chunk = train_lib.make_chunk_runner(model, tx, train_step(family, model, tx, config), mesh)
     snapshot = None
     if family.snapshot_samples and primary:
       snapshot = report.EpochSnapshot(family, model, config, workdir)
@@ -223,8 +230,7 @@ def restore_run(workdir: str, step: int | None = None):
   family = models.get(config.model)
   model = family.build(config)
   # Same state structure for any number of steps.
-  tx = (family.make_optimizer or train_lib.make_optimizer)(config, 0)
-  target = initial_state(family, model, tx, config)
+  _, target = initial_state(family, model, config, 0)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   try:  # Closed on failure too: an open manager's threads print tracebacks at exit.
     if ckpt.latest_step() is None:
