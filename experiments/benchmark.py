@@ -54,21 +54,21 @@ def step_flops(step, state, x, y) -> float:
   return float(cost["flops"])
 
 
-def bench_family(name: str, train, stage1_dir: str, repeats: int, preset: str) -> dict:
+def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str) -> dict:
   import jax
   import jax.numpy as jnp
   import numpy as np
   from mnistgen_jax import configs, models, parallel, report, trainer
   from mnistgen_jax import train as train_lib
 
-  overrides = {"vqvae_workdir": stage1_dir} if name.startswith("vqvae_") else {}
+  stage1_families = models.get(name).stage1_families
+  overrides = {"stage1_workdir": stage1_dirs[stage1_families[0]]} if stage1_families else {}
   config = configs.get_config(name, preset=preset, **overrides)
-  family = models.get(name)
-  model = family.build(config)
+  family, model, stage1 = trainer.build(config)
   mesh = parallel.make_mesh(config.num_devices)
   steps_per_epoch = len(train[0]) // config.batch_size
-  tx, state = trainer.initial_state(family, model, config, steps_per_epoch)
-  step = trainer.train_step(family, model, tx, config)
+  tx, state = trainer.initial_state(family, model, config, steps_per_epoch, stage1)
+  step = family.training.step(model, tx, config)
   x = train_lib.to_float(jnp.asarray(train[0][:config.batch_size]))
   flops = step_flops(step, state, x, jnp.asarray(train[1][:config.batch_size]))
   run = train_lib.make_chunk_runner(model, tx, step, mesh)
@@ -92,8 +92,10 @@ def bench_family(name: str, train, stage1_dir: str, repeats: int, preset: str) -
   epoch_seconds = time.perf_counter() - start_epoch
   img_per_s = statistics.median(rates)
 
-  variables = report.sampling_variables(family, model, state.variables(),
-                                        (train[0][:2000], train[1][:2000]), 1000)
+  variables = state.variables()
+  fit_prior = family.training.fit_prior(model, config)
+  if fit_prior is not None:  # As training does before each checkpoint.
+    variables = fit_prior(variables, train[0][:2000], train[1][:2000])
   sampler = report.make_sampler(model)
   labels_1k = jnp.arange(1000, dtype=jnp.int32) % 10
   sampler(variables, labels_1k, jax.random.PRNGKey(1)).block_until_ready()
@@ -143,7 +145,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   import jax
-  from mnistgen_jax import data, report, trainer, configs
+  from mnistgen_jax import configs, data, models, report, trainer
 
   os.makedirs(FLAGS.out, exist_ok=True)
   train = data.load("mnist", "train")
@@ -151,13 +153,17 @@ def main(argv):
   result = {"device": device, "jax": jax.__version__, "families": {}}
   result["matmul_gflops_per_s"] = roofline = matmul_roofline(FLAGS.repeats)
   print(f"{device}: f32 2048^3 matmul roofline {roofline:.1f} GFLOP/s", flush=True)
-  with tempfile.TemporaryDirectory() as stage1:
-    if any(n.startswith("vqvae_") for n in FLAGS.families):  # Priors need a stage 1 run.
-      trainer.train_and_evaluate(
-          configs.get_config("vqvae", preset=FLAGS.preset, train_size=128, num_epochs=1),
-          stage1, print_fn=lambda s: None)
+  with tempfile.TemporaryDirectory() as stage1_root:
+    stage1_dirs = {}  # Priors need a (tiny) trained stage-1 run to build on.
     for name in FLAGS.families:
-      r = bench_family(name, train, stage1, FLAGS.repeats, FLAGS.preset)
+      for first in models.get(name).stage1_families[:1]:
+        if first not in stage1_dirs:
+          stage1_dirs[first] = os.path.join(stage1_root, first)
+          trainer.train_and_evaluate(
+              configs.get_config(first, preset=FLAGS.preset, train_size=128, num_epochs=1),
+              stage1_dirs[first], print_fn=lambda s: None)
+    for name in FLAGS.families:
+      r = bench_family(name, train, stage1_dirs, FLAGS.repeats, FLAGS.preset)
       r["roofline_share"] = r["gflops_per_s"] / roofline
       result["families"][name] = r
       print(f"{name}: {r['train_img_per_s']:,.0f} img/s train, {r['gflops_per_s']:.1f} GFLOP/s "
@@ -183,5 +189,10 @@ def main(argv):
   print(table)
 
 
-if __name__ == "__main__":
+def run():
+  """Console script `mnistgen-benchmark`."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

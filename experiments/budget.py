@@ -1,22 +1,24 @@
 r"""Trains and evaluates every family at one parameter budget and writes the comparison table.
 
-  python -m experiments.budget --preset=1m --root=runs/budget_1m --num_epochs=5
+  mnistgen-budget --preset=1m --root=runs/budget_1m --num_epochs=5
 
-Each family is built with configs.PRESETS[--preset] (about the same number of trained parameters),
-trained --num_epochs with its own defaults otherwise, then evaluated: fid_lenet of --eval_samples
-samples and of the test set's reconstructions. The VQ-VAE rows train the VQ-VAE (stage 1) first;
-their parameters and training time are stage 1's plus the prior's. Re-running resumes/reuses runs.
+Each family is built with its config file's PRESETS[--preset] (about the same number of trained
+parameters), trained --num_epochs with its own defaults otherwise, then evaluated in memory:
+fid_lenet of --eval_samples samples and of the test set's reconstructions. A multi-stage family
+(a prior) trains its first stage-1 family first; its parameters and training time are stage 1's
+plus its own. Re-running resumes/reuses runs.
 Writes <root>/budget.md and <root>/budget.json.
 """
+import functools
 import os
 import sys
 
 from absl import app, flags, logging
 
-from mnistgen_jax import checkpoint, configs, data
+from mnistgen_jax import checkpoint, configs, data, models
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("preset", "1m", f"parameter budget: {', '.join(configs.PRESETS)}")
+flags.DEFINE_string("preset", "1m", "parameter budget of the families' config files, e.g. 1m")
 flags.DEFINE_string("root", None, "directory holding one run per family")
 flags.DEFINE_list("families", ["ae", "vae", "conv_vae", "cond_vae", "vqvae_prior", "dcgan",
                                "cond_dcgan"], "families to compare")
@@ -30,13 +32,14 @@ flags.mark_flag_as_required("root")
 HEADER = ["family", "params", "epochs", "train s", "test loss", "FID samples", "FID recon"]
 
 
-def train_one(model: str, workdir: str, **overrides) -> dict:
+def train_one(model: str, workdir: str, evaluate_fn=None, **overrides) -> dict:
   from mnistgen_jax import trainer
   config = configs.get_config(model, preset=FLAGS.preset, num_epochs=FLAGS.num_epochs,
-                              train_size=FLAGS.train_size, test_size=FLAGS.test_size, log_every=FLAGS.log_every, **overrides)
+                              train_size=FLAGS.train_size, test_size=FLAGS.test_size,
+                              log_every=FLAGS.log_every, **overrides)
   prefix = f"[{model}] "
-  return trainer.train_and_evaluate(config, workdir, print_fn=lambda s: print(prefix + s,
-                                                                              flush=True))
+  return trainer.train_and_evaluate(config, workdir, evaluate_fn=evaluate_fn,
+                                    print_fn=lambda s: print(prefix + s, flush=True))
 
 
 def main(argv):
@@ -49,20 +52,19 @@ def main(argv):
   try:
     for name in FLAGS.families:  # Every name and its preset checked before any training.
       configs.get_config(name, preset=FLAGS.preset)
-    ref = None
+    ref = evaluate.Reference.load(configs.get_config(FLAGS.families[0]).dataset)
+    evaluate_fn = functools.partial(evaluate.evaluate_variables, num_samples=FLAGS.eval_samples,
+                                    iwae_samples=0, ref=ref)
     for name in FLAGS.families:
       workdir = os.path.join(FLAGS.root, name)
-      stages = []
-      if name in ("vqvae_prior", "vqvae_cond_prior"):
-        stage1 = os.path.join(FLAGS.root, "vqvae")
-        stages.append(train_one("vqvae", stage1))
-        stages.append(train_one(name, workdir, vqvae_workdir=stage1))
-      else:
-        stages.append(train_one(name, workdir))
-      ref = ref or evaluate.Reference.load(stages[-1]["dataset"])
-      evaluation = evaluate.evaluate_run(workdir, FLAGS.eval_samples, iwae_samples=0, ref=ref)
-      evaluate.save_evaluation(workdir, evaluation)
+      stages, overrides = [], {}
+      stage1_families = models.get(name).stage1_families
+      if stage1_families:  # A prior: its (first) stage-1 family is trained first.
+        overrides["stage1_workdir"] = os.path.join(FLAGS.root, stage1_families[0])
+        stages.append(train_one(stage1_families[0], overrides["stage1_workdir"]))
+      stages.append(train_one(name, workdir, evaluate_fn, **overrides))
       last = stages[-1]
+      evaluation = last["evaluation"]
       results[name] = {
           "num_params": last["num_params"],  # A prior's count includes its frozen stage 1.
           "epochs": last["epochs"],
@@ -88,5 +90,10 @@ def main(argv):
   print(table)
 
 
-if __name__ == "__main__":
+def run():
+  """Console script `mnistgen-budget`."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

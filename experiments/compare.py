@@ -52,5 +52,10 @@ def main(argv):
       f.write(table + "\n")
 
 
-if __name__ == "__main__":
+def run():
+  """Console script `mnistgen-compare`."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

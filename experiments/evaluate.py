@@ -64,5 +64,10 @@ def main(argv):
   print(f"written to {path}")
 
 
-if __name__ == "__main__":
+def run():
+  """Console script `mnistgen-evaluate`."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

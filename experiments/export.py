@@ -30,16 +30,17 @@ flags.mark_flags_as_required(["workdir", "out"])
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  from mnistgen_jax import report, trainer
+  from mnistgen_jax import trainer
   from mnistgen_jax.export import export_sampler
+  from mnistgen_jax.models import supports
 
   try:
     if os.path.exists(FLAGS.out) and not FLAGS.overwrite:
       raise ValueError(f"--out={FLAGS.out} exists; pass --overwrite to replace it")
-    config, family, model, state = trainer.restore_run(FLAGS.workdir)
-    if not hasattr(model, "sample"):
+    config, _, model, state = trainer.restore_run(FLAGS.workdir)
+    if not supports(model, "sample"):
       raise ValueError(f"{FLAGS.workdir} holds a {config.model!r} run, which cannot sample")
-    variables = report.run_sampling_variables(config, family, model, state.variables())
+    variables = state.variables()  # A fitted sampling prior, if any, is in the checkpoint.
   except (ValueError, data.DataError, checkpoint.CheckpointError) as e:
     sys.exit(f"error: {e}")
   blob = export_sampler(model, variables, FLAGS.platforms).serialize()
@@ -47,10 +48,15 @@ def main(argv):
   with open(tmp, "wb") as f:
     f.write(blob)
   os.replace(tmp, FLAGS.out)  # Never a half-written file under the final name.
-  kind = "one digit per sample" if family.conditional else "only their count is used"
+  kind = "one digit per sample" if model.conditional else "only their count is used"
   print(f"wrote {FLAGS.out} ({len(blob) / 1e6:.1f} MB): {config.model} sampler for "
         f"{', '.join(FLAGS.platforms)}; call with a uint32[2] key and int32[n] labels ({kind})")
 
 
-if __name__ == "__main__":
+def run():
+  """Console script `mnistgen-export`."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -34,43 +34,45 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   import jax
   import numpy as np
-  from mnistgen_jax import configs, report, trainer, viz
+  from mnistgen_jax import configs, trainer, viz
   from mnistgen_jax.metrics import evaluate
+  from mnistgen_jax.models import supports
 
   try:
     if FLAGS.num <= 0:
       raise ValueError(f"--num must be a positive integer, got {FLAGS.num}")
-    config, family, model, state = trainer.restore_run(FLAGS.workdir)
-    if not hasattr(model, "sample"):
+    config = trainer.load_config(FLAGS.workdir)
+    if FLAGS.temperature is not None:
+      if "temperature" not in config:
+        raise ValueError(f"--temperature applies to autoregressive priors, not {config.model!r}")
+      config.temperature = FLAGS.temperature  # A resumable field: the checkpoint still fits.
+      configs.validate(config)
+    config, family, model, state = trainer.restore_run(FLAGS.workdir, config=config)
+    if not supports(model, "sample"):
       raise ValueError(f"{FLAGS.workdir} holds a {config.model!r} run, which cannot sample")
+    num_classes = data.info(config.dataset).num_classes
     if FLAGS.digit is not None:
-      if not family.conditional:
+      if not model.conditional:
         raise ValueError(f"--digit needs a conditional model; {config.model!r} is unconditional "
                          "(try cond_vae, vqvae_cond_prior or cond_dcgan)")
-      if not 0 <= FLAGS.digit <= 9:
-        raise ValueError(f"--digit must be in 0..9, got {FLAGS.digit}")
-    if FLAGS.temperature is not None:
-      if not hasattr(model, "temperature"):
-        raise ValueError(f"--temperature applies to autoregressive priors, not {config.model!r}")
-      saved = config.to_dict()
-      saved.update(temperature=FLAGS.temperature)
-      model = family.build(configs.get_config(saved.pop("model"), **saved))
+      if not 0 <= FLAGS.digit < num_classes:
+        raise ValueError(f"--digit must be in 0..{num_classes - 1}, got {FLAGS.digit}")
     if FLAGS.interpolate is not None:
-      return interpolate(config, family, model, state.variables())
-    variables = report.run_sampling_variables(config, family, model, state.variables())
+      return interpolate(config, model, state.variables())
+    variables = state.variables()  # A fitted sampling prior, if any, is in the checkpoint.
   except (ValueError, data.DataError, checkpoint.CheckpointError) as e:
     sys.exit(f"error: {e}")
   if FLAGS.digit is not None:
     labels = np.full(FLAGS.num, FLAGS.digit, np.int32)
   else:
-    labels = np.arange(FLAGS.num, dtype=np.int32) % 10
+    labels = np.arange(FLAGS.num, dtype=np.int32) % num_classes
   images = evaluate.generate(model, variables, labels, jax.random.PRNGKey(FLAGS.seed),
                              batch_size=min(FLAGS.num, 1000))
-  by_digit = family.conditional and FLAGS.digit is None
-  ncol = 10 if by_digit else math.ceil(math.sqrt(FLAGS.num))
-  if by_digit:  # Column-major cycling 0..9 puts one digit per column: transpose into rows.
-    rows = math.ceil(FLAGS.num / 10)
-    order = [i for d in range(10) for i in range(d, FLAGS.num, 10)]
+  by_digit = model.conditional and FLAGS.digit is None
+  ncol = num_classes if by_digit else math.ceil(math.sqrt(FLAGS.num))
+  if by_digit:  # Column-major cycling over the classes puts one per column: transpose into rows.
+    rows = math.ceil(FLAGS.num / num_classes)
+    order = [i for d in range(num_classes) for i in range(d, FLAGS.num, num_classes)]
     images, ncol = images[order], rows
   viz.save_grid(FLAGS.out, images, ncol=ncol)
   if FLAGS.npy:
@@ -90,11 +92,12 @@ def parse_pair(text: str, size: int) -> tuple[int, int]:
   return i, j
 
 
-def interpolate(config, family, model, variables):
+def interpolate(config, model, variables):
   import jax.numpy as jnp
   from mnistgen_jax import latent, viz
+  from mnistgen_jax.models import supports
   from mnistgen_jax.train import to_float
-  if not hasattr(model, "decode"):
+  if not supports(model, "decode"):
     raise ValueError(f"{config.model!r} has no encoder, so it cannot interpolate between test "
                      "images; use a model with one (ae, vae, conv_vae, cond_vae, vqvae)")
   if FLAGS.steps < 2:
@@ -103,12 +106,17 @@ def interpolate(config, family, model, variables):
                              data_dir=config.data_dir or None)
   i, j = parse_pair(FLAGS.interpolate, len(images))
   strip = latent.interpolate(model, variables, to_float(jnp.asarray(images[[i, j]])),
-                             jnp.asarray(labels[[i, j]]), FLAGS.steps, family.interpolation,
-                             family.conditional)
+                             jnp.asarray(labels[[i, j]]), FLAGS.steps, model.latent_interpolation,
+                             model.conditional)
   viz.save_grid(FLAGS.out, strip, ncol=FLAGS.steps + 2)
-  print(f"wrote a {family.interpolation} strip of {config.model} between test images {i} and {j} "
+  print(f"wrote a {model.latent_interpolation} strip of {config.model} between test images {i} and {j} "
         f"(digits {labels[i]} and {labels[j]}) to {FLAGS.out}")
 
 
-if __name__ == "__main__":
+def run():
+  """Console script `mnistgen-generate`."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -23,6 +23,7 @@ def main(argv):
   import numpy as np
   from mnistgen_jax import report, trainer, viz
   from mnistgen_jax import train as train_lib
+  from mnistgen_jax.models import supports
 
   panels = []
   try:
@@ -30,7 +31,7 @@ def main(argv):
       raise ValueError(f"--num must be a positive integer, got {FLAGS.num}")
     for workdir in FLAGS.workdirs:
       config, _, model, state = trainer.restore_run(workdir)
-      if not hasattr(model, "encode"):
+      if not supports(model, "encode"):
         raise ValueError(f"{workdir} holds a {config.model!r} run, which has no encoder to plot")
       images, labels = data.load(config.dataset, "test", limit=FLAGS.num,
                                  source=config.data_source, data_dir=config.data_dir or None)
@@ -43,5 +44,10 @@ def main(argv):
   print(f"wrote {FLAGS.out}: {', '.join(p[2] for p in panels)}")
 
 
-if __name__ == "__main__":
+def run():
+  """Console script `mnistgen-latent-space`."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

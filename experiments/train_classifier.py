@@ -56,5 +56,10 @@ def main(argv):
   print(f"test accuracy {accuracy:.4%}; weights {name} sha256 {manifest[FLAGS.dataset]['sha256']}")
 
 
-if __name__ == "__main__":
+def run():
+  """Console script `mnistgen-train-classifier`."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -1,8 +1,6 @@
-"""Orbax checkpoints of the whole train state, with the run's config stored beside them.
+"""Orbax checkpoints of the whole train state, verified by sha256 digests before restore.
 
-`workdir/config.json` records what the checkpoints were trained with; a later run in the same
-workdir must match it (except RESUMABLE_FIELDS), so a checkpoint is never restored into, or
-overwritten by, another model or config.
+The run's config.json beside them (what they were trained with) is runs.py's concern.
 """
 from __future__ import annotations
 
@@ -16,48 +14,10 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
-from mnistgen_jax.configs import RESUMABLE_FIELDS
 
 
 class CheckpointError(RuntimeError):
   pass
-
-
-def check_workdir_config(workdir: str, config) -> None:
-  """Raises CheckpointError if `workdir` holds a run of another model or config."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    folder = os.path.join(workdir, "checkpoints")
-    if os.path.isdir(folder) and os.listdir(folder):
-      raise CheckpointError(f"{workdir} holds checkpoints but no config.json; pass another --workdir")
-    return
-  try:
-    with open(path) as f:
-      saved = json.load(f)
-  except (OSError, ValueError) as e:
-    raise CheckpointError(f"{path} is unreadable ({e}); pass another --workdir") from e
-  if saved.get("model") != config.model:
-    raise CheckpointError(f"{workdir} holds a {saved.get('model')!r} run, not {config.model!r}; "
-                          "pass another --workdir or --model=" + str(saved.get("model")))
-  current = json.loads(config.to_json())
-  diffs = [f"{k}={saved.get(k)!r} (now {current.get(k)!r})" for k in sorted(current)
-           if k not in RESUMABLE_FIELDS and saved.get(k) != current.get(k)]
-  if diffs:
-    raise CheckpointError(f"{workdir} was trained with {', '.join(diffs)}; pass the same values "
-                          "or another --workdir")
-
-
-def write_workdir_config(workdir: str, config) -> None:
-  os.makedirs(workdir, exist_ok=True)
-  path, text = os.path.join(workdir, "config.json"), config.to_json(indent=2)
-  if os.path.exists(path):
-    with open(path) as f:
-      if f.read() == text:
-        return  # Unchanged (a resumed run): leave the file, and the folder, untouched.
-  tmp = os.path.join(workdir, "config.json.tmp")
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, os.path.join(workdir, "config.json"))  # Atomic: never a half-written config.
 
 
 def _file_digests(step_dir: str) -> dict:

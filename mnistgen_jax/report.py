@@ -8,32 +8,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistgen_jax import viz
+from mnistgen_jax import data, viz
 from mnistgen_jax import train as train_lib
+from mnistgen_jax.models.interface import supports
 
 
-def sampling_variables(family, model, variables, train_data, batch_size: int):
-  """The variables to sample with: for families without a prior, one fitted to training codes."""
-  if family.fit_prior is None:
-    return variables
-  codes = train_lib.make_applier(model, "encode", batch_size)(variables, *train_data)
-  return family.fit_prior(variables, np.asarray(codes))
-
-
-def run_sampling_variables(config, family, model, variables):
-  """sampling_variables for a restored run, loading its training set when a prior is fitted."""
-  if family.fit_prior is None:
-    return variables
-  from mnistgen_jax import data
-  train = data.load(config.dataset, "train", limit=config.train_size or None,
-                    source=config.data_source, data_dir=config.data_dir or None)
-  return sampling_variables(family, model, variables, train, config.eval_batch_size)
-
-
-def sample_labels(family, num_samples: int) -> jnp.ndarray:
-  """Conditional families: 10 of each digit (a 10x10 grid, a row per digit)."""
-  if family.conditional:
-    return jnp.repeat(jnp.arange(10, dtype=jnp.int32), 10)
+def sample_labels(model, num_samples: int, num_classes: int) -> jnp.ndarray:
+  """Conditional models: num_classes of each class (a square grid, a row per class)."""
+  if model.conditional:
+    return jnp.repeat(jnp.arange(num_classes, dtype=jnp.int32), num_classes)
   return jnp.zeros((num_samples,), jnp.int32)
 
 
@@ -42,9 +25,9 @@ def make_sampler(model):
   return jax.jit(lambda v, y, k: model.apply(v, y, method="sample", rngs={"sample": k}))
 
 
-def grid_columns(family, num: int) -> int:
-  """Conditional samples come 10 per digit (a row each); others in a square-ish grid."""
-  return 10 if family.conditional else int(np.ceil(np.sqrt(num)))
+def grid_columns(model, num: int, num_classes: int) -> int:
+  """Conditional samples come num_classes per class (a row each); others in a square-ish grid."""
+  return num_classes if model.conditional else int(np.ceil(np.sqrt(num)))
 
 
 def _series(records, split):
@@ -66,30 +49,42 @@ def write_json(path: str, obj) -> None:
   os.replace(tmp, path)
 
 
-def write_outputs(family, model, variables, config, workdir, train_data, test_data, records,
-                  result) -> None:
+def update_eval_json(workdir: str, blocks: dict) -> str:
+  """The one writer of workdir/eval.json: merges `blocks` into what it holds (a training run's
+  results never drop an earlier 'evaluation', and an evaluation keeps the training results)."""
+  path = os.path.join(workdir, "eval.json")
+  saved = {}
+  if os.path.exists(path):
+    with open(path) as f:
+      saved = json.load(f)
+  saved.update(blocks)
+  write_json(path, saved)
+  return path
+
+
+def write_outputs(family, model, variables, config, workdir, test_data, records, result) -> None:
+  """curves.png, reconstructions.png, samples.png and latent.png, as far as the model has the
+  methods; the family's own report metrics go into result['test']."""
   viz.save_curves(os.path.join(workdir, "curves.png"), _series(records, "train"),
                   _series(records, "test"), f"{config.model} on {config.dataset}")
-  if family.extra_outputs is not None:
-    result["test"].update(family.extra_outputs(model, variables, *test_data, workdir))
-  write_json(os.path.join(workdir, "eval.json"), result)
-  if not hasattr(model, "sample"):
+  result["test"].update(family.training.report(model, variables, *test_data, workdir))
+  if not supports(model, "sample"):
     return  # Not generative (the evaluation classifier): no pictures of digits to draw.
   test_x, test_y = test_data
   keys = train_lib.root_keys(config.seed)
-  if hasattr(model, "reconstruct"):  # GANs have no encoder.
+  if supports(model, "reconstruct"):  # GANs have no encoder.
     n = 16
     recon = train_lib.make_applier(model, "reconstruct", n)(variables, test_x[:n], test_y[:n])
     viz.save_grid(os.path.join(workdir, "reconstructions.png"),
                   np.concatenate([viz.to_uint8(test_x[:n]), viz.to_uint8(recon)]), ncol=n)
 
-  variables = sampling_variables(family, model, variables, train_data, config.eval_batch_size)
-  labels = sample_labels(family, config.num_samples)
+  num_classes = data.info(config.dataset).num_classes
+  labels = sample_labels(model, config.num_samples, num_classes)
   samples = make_sampler(model)(variables, labels, keys["sample"])
   viz.save_grid(os.path.join(workdir, "samples.png"), samples,
-                ncol=grid_columns(family, len(labels)))
+                ncol=grid_columns(model, len(labels), num_classes))
 
-  if hasattr(model, "encode"):
+  if supports(model, "encode"):
     codes = train_lib.make_applier(model, "encode", config.eval_batch_size)(variables, test_x, test_y)
     viz.save_latent_scatter(os.path.join(workdir, "latent.png"),
                             [(codes, np.asarray(test_y), latent_title(config, codes))])
@@ -114,11 +109,12 @@ class EpochSnapshot:
   """Per-epoch view of a generator: samples_epoch_NNN.png from one fixed noise batch, and the
   evaluation classifier's digit histogram of 1000 samples (a mode-collapse signal)."""
 
-  def __init__(self, family, model, config, workdir: str, num_classified: int = 1000):
-    self.family, self.config, self.workdir = family, config, workdir
+  def __init__(self, model, config, workdir: str, num_classified: int = 1000):
+    self.model, self.config, self.workdir = model, config, workdir
+    self.num_classes = data.info(config.dataset).num_classes
     self.key = jax.random.fold_in(train_lib.root_keys(config.seed)["sample"], 7)
-    self.labels = sample_labels(family, config.num_samples)
-    self.classified_labels = jnp.arange(num_classified, dtype=jnp.int32) % 10
+    self.labels = sample_labels(model, config.num_samples, self.num_classes)
+    self.classified_labels = jnp.arange(num_classified, dtype=jnp.int32) % self.num_classes
     self.sample = make_sampler(model)
     self.classifier = None
     try:
@@ -131,11 +127,11 @@ class EpochSnapshot:
   def __call__(self, variables, epoch: int) -> dict:
     images = self.sample(variables, self.labels, self.key)
     viz.save_grid(os.path.join(self.workdir, f"samples_epoch_{epoch:03d}.png"), images,
-                  ncol=grid_columns(self.family, len(self.labels)))
+                  ncol=grid_columns(self.model, len(self.labels), self.num_classes))
     if self.classifier is None:
       return {}
     digits = self.classifier(self.sample(variables, self.classified_labels,
                                          jax.random.fold_in(self.key, 1)))
-    hist = np.bincount(np.asarray(digits), minlength=10) / len(digits)
+    hist = np.bincount(np.asarray(digits), minlength=self.num_classes) / len(digits)
     entropy = float(-(hist[hist > 0] * np.log(hist[hist > 0])).sum()) + 0.0  # never -0.0
     return {"sample_digit_entropy": entropy, "sample_digit_hist": [float(h) for h in hist]}

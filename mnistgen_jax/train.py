@@ -48,10 +48,11 @@ def to_float(images: jnp.ndarray) -> jnp.ndarray:
   return images.astype(jnp.float32) / 255.0
 
 
-def init_state(model, tx, seed: int, init_variables: Callable | None = None) -> TrainState:
+def init_state(model, tx, seed: int, image_shape, init_variables: Callable | None = None
+               ) -> TrainState:
   """Fresh state; init_variables(variables) -> variables may replace some (pretrained parts)."""
   keys = root_keys(seed)
-  x = jnp.zeros((1, 28, 28, 1), jnp.float32)
+  x = jnp.zeros((1, *image_shape), jnp.float32)
   y = jnp.zeros((1,), jnp.int32)
   variables = dict(model.init({"params": keys["init"], "sample": keys["sample"]}, x, y,
                               method="losses"))

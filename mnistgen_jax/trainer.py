@@ -10,14 +10,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistgen_jax import checkpoint, configs, data, models, parallel, report
+from mnistgen_jax import checkpoint, configs, data, models, parallel, report, runs
 from mnistgen_jax import train as train_lib
 
 
 class MetricsLog:
-  """Appends JSON lines to workdir/metrics.jsonl; on resume, drops lines past the restored step."""
+  """Appends JSON lines to workdir/metrics.jsonl and the scalars to TensorBoard event files
+  (tensorboardX) in workdir/tensorboard; on resume, drops what lies past the restored step."""
 
   def __init__(self, workdir: str, resume_step: int, write: bool = True):
+    self.tensorboard = None
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.records, self.writes = [], write
     if os.path.exists(self.path):
@@ -33,6 +35,9 @@ class MetricsLog:
       with open(self.path + ".tmp", "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in self.records)
       os.replace(self.path + ".tmp", self.path)
+      from tensorboardX import SummaryWriter  # purge_step hides events of a run's lost steps.
+      self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                       purge_step=resume_step + 1)
 
   def write(self, records) -> None:
     self.records.extend(records)
@@ -40,6 +45,14 @@ class MetricsLog:
       return
     with open(self.path, "a") as f:
       f.writelines(json.dumps(r) + "\n" for r in records)
+    for r in records:
+      for k, v in r.items():
+        if k not in ("step", "epoch", "split") and isinstance(v, float):
+          self.tensorboard.add_scalar(f"{r['split']}/{k}", v, r["step"])
+
+  def close(self) -> None:
+    if self.tensorboard is not None:
+      self.tensorboard.close()
 
   def train_seconds(self) -> float:
     return max([r.get("train_seconds", 0.0) for r in self.records], default=0.0)
@@ -85,52 +98,102 @@ def load_data(config):
   return train, test
 
 
-def initial_state(family, model, config, total_steps: int):
-  """(optimizer for total_steps, fresh state) with the family's extra variables (pretrained
-  parts, EMAs) in place; the family may bring its own optimizer."""
-  tx = (family.make_optimizer or train_lib.make_optimizer)(config, total_steps)
-  init_variables = None
-  if family.init_variables is not None:
-    init_variables = functools.partial(family.init_variables, config)
-  return tx, train_lib.init_state(model, tx, config.seed, init_variables)
+def initial_state(family, model, config, total_steps: int, stage1=None):
+  """(optimizer for total_steps, fresh state) as the family's Training makes them: its
+  optimizer, its initial variables (pretrained stage 1, EMA copies)."""
+  training = family.training
+  tx = training.optimizer(config, total_steps)
+  init_variables = functools.partial(training.init_variables, config, stage1=stage1)
+  image_shape = data.info(config.dataset).image_shape
+  return tx, train_lib.init_state(model, tx, config.seed, image_shape, init_variables)
 
 
-def train_step(family, model, tx, config):
-  """The family's own step (e.g. the GAN's alternating update), else the shared one."""
-  if family.make_train_step is not None:
-    return family.make_train_step(model, tx, config)
-  return train_lib.make_train_step(model, tx)
+def load_stage1(config, family) -> models.Stage1 | None:
+  """The trained run a multi-stage family builds on (config.stage1_workdir), checked: it exists,
+  is finished, is of a family this one accepts, and of the same dataset."""
+  if not family.stage1_families:
+    return None
+  accepted = " or ".join(f"--model={n}" for n in family.stage1_families)
+  workdir = config.stage1_workdir
+  if not workdir:
+    raise ValueError(f"--model={config.model} needs --stage1_workdir=<a finished run of "
+                     f"{accepted}>")
+  try:
+    saved = runs.read_config(workdir)
+  except checkpoint.CheckpointError as e:
+    raise ValueError(f"--stage1_workdir: {e}") from e
+  if saved is None:
+    raise ValueError(f"--stage1_workdir={workdir} holds no run (no config.json); train one with "
+                     f"{accepted} there first")
+  if saved["model"] not in family.stage1_families:
+    raise ValueError(f"--stage1_workdir={workdir} holds a {saved['model']!r} run, which "
+                     f"{config.model} cannot build on; train one with {accepted}")
+  if saved.get("dataset") != config.dataset:
+    raise ValueError(f"--stage1_workdir={workdir} was trained on {saved.get('dataset')!r}, this "
+                     f"run is on {config.dataset!r}; pass --dataset={saved.get('dataset')} or "
+                     "another stage-1 run")
+  try:
+    stage1_config, stage1_family, stage1_model, state = restore_run(workdir)
+  except checkpoint.CheckpointError as e:
+    raise ValueError(f"--stage1_workdir: {e}") from e
+  del stage1_family
+  return models.Stage1(workdir, stage1_config, stage1_model, state.variables())
 
 
-def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
-  """Trains (or resumes) config in workdir; writes checkpoints, metrics, pictures and eval.json."""
+def build(config):
+  """(family, module, stage1) of a config; a multi-stage family gets its stage-1 run loaded."""
   family = models.get(config.model)
+  stage1 = load_stage1(config, family)
+  return family, family.build(config, stage1), stage1
+
+
+def check_workdir(workdir: str, config) -> None:
+  """Raises CheckpointError if workdir holds a run of another model or config."""
+  saved = runs.read_config(workdir)
+  if saved is None:
+    return
+  try:
+    saved = json.loads(configs.from_saved(saved).to_json())
+  except ValueError as e:
+    raise checkpoint.CheckpointError(f"{runs.config_path(workdir)} is not a valid config ({e}); "
+                                     "pass another --workdir") from e
+  runs.check_same_run(workdir, saved, json.loads(config.to_json()), configs.RESUMABLE_FIELDS)
+
+
+def train_and_evaluate(config, workdir: str, print_fn=print, evaluate_fn=None) -> dict:
+  """Trains (or resumes) config in workdir; writes checkpoints, metrics, pictures and eval.json.
+
+  evaluate_fn(config, model, variables) -> dict or None: an evaluation of the trained state in
+  memory (e.g. metrics.evaluate.evaluate_variables), stored as eval.json's 'evaluation' block."""
   # Several hosts: all take part in every step; the first alone writes files and prints.
   primary = jax.process_index() == 0
   print_fn = print_fn if primary else (lambda *args: None)
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_batch(config.batch_size, mesh)
-  checkpoint.check_workdir_config(workdir, config)  # Before anything is written.
+  check_workdir(workdir, config)  # Before anything is written.
+  family, model, stage1 = build(config)
   (train_x, train_y), (test_x, test_y) = load_data(config)
-  model = family.build(config)
   steps_per_epoch = len(train_x) // config.batch_size
   total_steps = steps_per_epoch * config.num_epochs
-  tx, state = initial_state(family, model, config, total_steps)
+  tx, state = initial_state(family, model, config, total_steps, stage1)
+  del stage1  # Its variables now live in the state.
+  training = family.training
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   try:  # Closed on every exit: an open manager's threads print tracebacks at exit.
     if ckpt.latest_step() is not None:
       state = ckpt.restore(state)
       print_fn(f"resumed from {ckpt.directory} at step {int(state.step)}")
     if primary:  # After a successful restore: a refused workdir keeps its config.json.
-      checkpoint.write_workdir_config(workdir, config)
+      runs.write_config(workdir, config)
 
     step = int(state.step)
     log = MetricsLog(workdir, step, write=primary)
     keys = train_lib.root_keys(config.seed)
-    run_chunk = train_lib.make_chunk_runner(model, tx, train_step(family, model, tx, config), mesh)
+    run_chunk = train_lib.make_chunk_runner(model, tx, training.step(model, tx, config), mesh)
+    fit_prior = training.fit_prior(model, config)
     snapshot = None
-    if family.snapshot_samples and primary:
-      snapshot = report.EpochSnapshot(family, model, config, workdir)
+    if training.epoch_snapshots and primary:
+      snapshot = report.EpochSnapshot(model, config, workdir)
     evaluate = train_lib.make_evaluator(model, config.eval_batch_size)
     # Data and state replicated on every device; each batch is split over them (parallel.py).
     state, train_x, train_y, test_x, test_y = parallel.put(
@@ -192,9 +255,15 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
       if end_of_epoch or (every and step % every == 0):
         if not _all_finite((state.params, state.model_state, state.opt_state)):
           _stop(ckpt, f"the model's parameters or state are not finite after step {step}")
+        if fit_prior is not None:  # Every checkpoint can sample.
+          fitted = fit_prior(state.variables(), train_x, train_y)
+          state = state.replace(model_state=parallel.put(
+              {k: v for k, v in fitted.items() if k != "params"}, parallel.replicated(mesh)))
         ckpt.save(step, state, metrics=eval_metrics)
   finally:
     ckpt.close()
+    if "log" in locals():
+      log.close()
 
   final = eval_metrics  # The last epoch's evaluation, unless this run had nothing to train.
   if final is None:
@@ -207,30 +276,35 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
       "test": {(family.loss_name if k == "loss" else k): v for k, v in final.items()},
   }
   if primary:
-    local = parallel.local_copy((state.variables(), train_x, train_y, test_x, test_y))
-    report.write_outputs(family, model, local[0], config, workdir, local[1:3], local[3:],
-                         log.records, result)
+    local = parallel.local_copy((state.variables(), test_x, test_y))
+    report.write_outputs(family, model, local[0], config, workdir, local[1:], log.records, result)
+    evaluation = evaluate_fn and evaluate_fn(config, model, local[0])
+    if evaluation is not None:
+      result["evaluation"] = {"step": step, **evaluation}
+    report.update_eval_json(workdir, result)
   return result
 
 
 def load_config(workdir: str):
   """The validated config of the run in workdir."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
+  saved = runs.read_config(workdir)
+  if saved is None:
     raise checkpoint.CheckpointError(f"{workdir} holds no run (no config.json); pass a workdir "
                                      "written by experiments.train")
-  with open(path) as f:
-    saved = json.load(f)
-  return configs.get_config(saved.pop("model"), **saved)
+  try:
+    return configs.from_saved(saved)
+  except ValueError as e:
+    raise checkpoint.CheckpointError(f"{runs.config_path(workdir)} is not a valid config ({e}); "
+                                     "pass a workdir written by experiments.train") from e
 
 
-def restore_run(workdir: str, step: int | None = None):
-  """(config, family, model, state) of the run in workdir, at its latest (or given) checkpoint."""
-  config = load_config(workdir)
-  family = models.get(config.model)
-  model = family.build(config)
+def restore_run(workdir: str, step: int | None = None, config=None):
+  """(config, family, model, state) of the run in workdir, at its latest (or given) checkpoint.
+  config: the run's config with resumable fields changed (e.g. temperature), else the saved one."""
+  config = config or load_config(workdir)
+  family, model, stage1 = build(config)
   # Same state structure for any number of steps.
-  _, target = initial_state(family, model, config, 0)
+  _, target = initial_state(family, model, config, 0, stage1)
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
   try:  # Closed on failure too: an open manager's threads print tracebacks at exit.
     if ckpt.latest_step() is None:

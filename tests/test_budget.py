@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mnistgen_jax import configs, models
-from mnistgen_jax.models import vqvae as vqvae_lib, vqvae_prior
+from mnistgen_jax.models import vqvae as vqvae_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -27,16 +27,16 @@ def _trained_params(model) -> int:
 def test_1m_preset_builds_about_one_million_parameters(name):
   config = configs.get_config(name, preset="1m")
   if name.startswith("vqvae"):  # Stage 1 (vqvae preset) plus the prior, counted together.
-    stage1 = vqvae_lib.build(configs.get_config("vqvae", preset="1m"))
-    model = vqvae_prior.VQPrior(stage1, models.get(name).conditional, config.prior_width,
-                                config.prior_layers, config.prior_heads)
+    stage1_config = configs.get_config("vqvae", preset="1m")
+    stage1 = models.Stage1("", stage1_config, vqvae_lib.build(stage1_config), {})
+    model = models.get(name).build(config, stage1)
   else:
     model = models.get(name).build(config)
   assert abs(_trained_params(model) - 1_000_000) <= 30_000, _trained_params(model)
 
 
 def test_unknown_preset_is_one_clear_error():
-  with pytest.raises(ValueError, match=r"--preset='2m' is unknown; choose one of 1m"):
+  with pytest.raises(ValueError, match=r"--preset=2m has no widths for 'vae' \(its presets: 1m\)"):
     configs.get_config("vae", preset="2m")
 
 

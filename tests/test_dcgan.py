@@ -14,8 +14,7 @@ def _setup(name="dcgan", **overrides):
   config = tiny_config(name, **overrides)
   family = models.get(name)
   model = family.build(config)
-  tx = family.make_optimizer(config, 10)
-  state = train_lib.init_state(model, tx, 0, lambda v: family.init_variables(config, v))
+  tx, state = trainer.initial_state(family, model, config, 10)
   return config, family, model, tx, state
 
 
@@ -25,7 +24,7 @@ def test_shapes_and_finite_losses(name, mnist_slice):
   y = jnp.arange(6, dtype=jnp.int32)
   images = model.apply(state.variables(), y, method="sample", rngs={"sample": jax.random.PRNGKey(0)})
   assert images.shape == (6, 28, 28, 1) and 0 <= float(images.min()) <= float(images.max()) <= 1
-  step = jax.jit(family.make_train_step(model, tx, config))
+  step = jax.jit(family.training.step(model, tx, config))
   x = train_lib.to_float(jnp.asarray(mnist_slice[0][:32]))
   state, metrics = step(state, x, jnp.asarray(mnist_slice[1][:32]))
   assert all(np.isfinite(float(v)) for v in metrics.values())
@@ -77,7 +76,7 @@ def test_generator_step_leaves_the_discriminator_as_its_own_update_left_it(mnist
   """After a full step, D equals D after its own Adam update alone: G's update changed nothing in D,
   and G changed (its update ran), while D's update did not touch G before it."""
   config, family, model, tx, state = _setup()
-  step = family.make_train_step(model, tx, config)
+  step = family.training.step(model, tx, config)
   x = train_lib.to_float(jnp.asarray(mnist_slice[0][:32]))
   y = jnp.asarray(mnist_slice[1][:32])
   new, _ = step(state, x, y)

@@ -54,8 +54,9 @@ def test_decode_of_encode_is_reconstruct_and_paths_start_at_the_endpoints(mnist_
   codes = model.apply(variables, x, y, method="encode")
   np.testing.assert_allclose(model.apply(variables, codes, y, method="decode"),
                              model.apply(variables, x, y, method="reconstruct"), atol=1e-6)
-  strip = latent.interpolate(model, variables, x, y, 5, family.interpolation, family.conditional)
-  rows = 2 if family.conditional else 1
+  strip = latent.interpolate(model, variables, x, y, 5, model.latent_interpolation,
+                             model.conditional)
+  rows = 2 if model.conditional else 1
   assert strip.shape == (rows * 7, 28, 28, 1)
   np.testing.assert_array_equal(strip[0], x[0])
   np.testing.assert_allclose(strip[1], model.apply(variables, codes[:1], y[:1], method="decode")[0],

@@ -12,7 +12,7 @@ def _trained_vae(mnist_slice, name="vae"):
   config = tiny_config(name)
   model = models.get(name).build(config)
   tx = train_lib.make_optimizer(config, 100)
-  state = train_lib.init_state(model, tx, 0)
+  state = train_lib.init_state(model, tx, 0, (28, 28, 1))
   step = jax.jit(train_lib.make_train_step(model, tx))
   for i in range(30):
     idx = np.arange(64) + 64 * (i % 4)

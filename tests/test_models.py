@@ -7,8 +7,9 @@ import pytest
 from scipy import stats
 
 from conftest import tiny_config
-from mnistgen_jax import models
+from mnistgen_jax import models, trainer
 from mnistgen_jax import train as train_lib
+from mnistgen_jax.models.ae import fit_gaussian_prior
 from mnistgen_jax.models.vae import gaussian_kl
 
 FAMILIES = ["ae", "vae", "conv_vae", "cond_vae"]
@@ -16,9 +17,10 @@ FAMILIES = ["ae", "vae", "conv_vae", "cond_vae"]
 
 def _model_and_state(name, **overrides):
   config = tiny_config(name, **overrides)
-  model = models.get(name).build(config)
-  tx = train_lib.make_optimizer(config, total_steps=100)
-  return config, model, tx, train_lib.init_state(model, tx, config.seed)
+  family = models.get(name)
+  model = family.build(config)
+  tx, state = trainer.initial_state(family, model, config, total_steps=100)
+  return config, model, tx, state
 
 
 @pytest.mark.parametrize("name", FAMILIES)
@@ -109,7 +111,7 @@ def test_conditional_sampling_follows_the_label():
 
 def test_ae_prior_is_fitted_to_codes():
   codes = np.random.default_rng(0).normal([1.0, -2.0], [0.5, 3.0], size=(20000, 2))
-  variables = models.get("ae").fit_prior({"params": {}}, codes)
+  variables = fit_gaussian_prior({"params": {}}, codes)
   prior = variables["prior"]
   np.testing.assert_allclose(prior["mean"], [1.0, -2.0], atol=0.06)
   cov = np.asarray(prior["scale_tril"]) @ np.asarray(prior["scale_tril"]).T

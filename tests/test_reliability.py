@@ -1,4 +1,5 @@
 """Crash safety and bad state: SIGKILL + resume, the NaN guard, corrupted checkpoints."""
+import dataclasses
 import glob
 import os
 import random
@@ -14,7 +15,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from mnistgen_jax import checkpoint, configs, trainer
+from mnistgen_jax import checkpoint, configs, models, trainer
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models import registry
 
@@ -84,10 +85,13 @@ def _poisoned_step(model, tx, config):
 
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
   vae = registry.get("vae")
-  family = registry.Family("nan_vae", vae.build, vae.defaults, loss_name="neg_elbo",
-                           make_train_step=_poisoned_step)
-  monkeypatch.setitem(registry._FAMILIES, "nan_vae", family)
-  config = tiny_config("nan_vae", num_epochs=3)  # 4 steps per epoch: a checkpoint at step 4.
+  class PoisonedTraining(models.Training):
+    def step(self, model, tx, config):
+      return _poisoned_step(model, tx, config)
+
+  family = dataclasses.replace(vae, training=PoisonedTraining())
+  monkeypatch.setitem(registry._FAMILIES, "vae", family)
+  config = tiny_config("vae", num_epochs=3)  # 4 steps per epoch: a checkpoint at step 4.
   with pytest.raises(trainer.TrainingError) as error:
     trainer.train_and_evaluate(config, str(tmp_path), print_fn=lambda s: None)
   assert str(error.value) == (

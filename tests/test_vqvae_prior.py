@@ -21,7 +21,7 @@ def stage1(tmp_path_factory):
 
 
 def test_prior_trains_with_stage1_frozen_and_samples_digits_grid(stage1, tmp_path):
-  config = tiny_config("vqvae_cond_prior", vqvae_workdir=stage1, prior_width=32, prior_layers=1,
+  config = tiny_config("vqvae_cond_prior", stage1_workdir=stage1, prior_width=32, prior_layers=1,
                        prior_heads=2)
   result = trainer.train_and_evaluate(config, str(tmp_path), print_fn=_quiet)
   assert np.isfinite(result["test"]["code_nll"]) and result["test"]["code_nll"] > 0
@@ -39,7 +39,7 @@ def test_prior_trains_with_stage1_frozen_and_samples_digits_grid(stage1, tmp_pat
 
 
 def test_prior_loss_decreases(stage1, tmp_path):
-  config = tiny_config("vqvae_prior", vqvae_workdir=stage1, prior_width=32, prior_layers=1,
+  config = tiny_config("vqvae_prior", stage1_workdir=stage1, prior_width=32, prior_layers=1,
                        prior_heads=2, num_epochs=4, learning_rate=3e-3)
   trainer.train_and_evaluate(config, str(tmp_path), print_fn=_quiet)
   records = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -48,18 +48,19 @@ def test_prior_loss_decreases(stage1, tmp_path):
 
 
 @pytest.mark.parametrize("workdir,message", [
-    ("", "needs --vqvae_workdir"),
+    ("", "needs --stage1_workdir"),
     ("/nonexistent", "holds no run"),
 ])
 def test_prior_refuses_a_missing_stage1(workdir, message, tmp_path):
   with pytest.raises(ValueError, match=message):
-    trainer.train_and_evaluate(tiny_config("vqvae_prior", vqvae_workdir=workdir),
+    trainer.train_and_evaluate(tiny_config("vqvae_prior", stage1_workdir=workdir),
                                str(tmp_path / "p"), print_fn=_quiet)
   assert not (tmp_path / "p").exists()
 
 
 def test_prior_refuses_a_workdir_that_is_not_a_vqvae_run(tmp_path):
   trainer.train_and_evaluate(tiny_config("ae", num_epochs=1), str(tmp_path / "ae"), print_fn=_quiet)
-  with pytest.raises(ValueError, match="holds a 'ae' run, not a VQ-VAE run"):
-    trainer.train_and_evaluate(tiny_config("vqvae_prior", vqvae_workdir=str(tmp_path / "ae")),
+  with pytest.raises(ValueError, match="holds a 'ae' run, which vqvae_prior cannot build on; "
+                     "train one with --model=vqvae"):
+    trainer.train_and_evaluate(tiny_config("vqvae_prior", stage1_workdir=str(tmp_path / "ae")),
                                str(tmp_path / "p"), print_fn=_quiet)

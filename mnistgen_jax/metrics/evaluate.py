@@ -8,8 +8,6 @@ computed the same way: real train vs real test (the floor), degraded test images
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Any, Callable
 
 import jax
@@ -22,6 +20,7 @@ from mnistgen_jax import data, report, trainer, viz
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.metrics import features as features_lib
 from mnistgen_jax.metrics import fid, likelihood, sample_metrics
+from mnistgen_jax.models.interface import supports
 
 
 PR_NEIGHBOURS = 3  # k of the k-NN manifolds of precision and recall
@@ -101,40 +100,40 @@ def generate(model, variables, labels, key, batch_size: int = 1000, progress: bo
   return np.concatenate(out)
 
 
-def evaluate_run(workdir: str, num_samples: int = 10000, iwae_samples: int = 50,
-                 progress: bool = True, ref: Reference | None = None) -> dict:
-  """Every evaluation that fits the run's model; returns a dict for eval.json."""
-  config, family, model, state = trainer.restore_run(workdir)
+def evaluate_variables(config, model, variables, num_samples: int = 10000,
+                       iwae_samples: int = 50, progress: bool = True,
+                       ref: Reference | None = None) -> dict:
+  """Every evaluation that fits the model, on trained variables in memory (their sampling prior,
+  if any, already fitted by training); returns a dict for eval.json's 'evaluation' block."""
   data_kw = dict(source=config.data_source, data_dir=config.data_dir or None)
   ref = ref or Reference.load(config.dataset, progress=progress, **data_kw)
-  keys = train_lib.root_keys(config.seed)
-  key = jax.random.fold_in(keys["eval"], 1)
-  variables = state.variables()
-  out = {"step": int(state.step), "num_samples": num_samples}
-  if hasattr(model, "reconstruct"):
+  key = jax.random.fold_in(train_lib.root_keys(config.seed)["eval"], 1)
+  out = {"num_samples": num_samples}
+  if supports(model, "reconstruct"):
     recon = train_lib.make_applier(model, "reconstruct", config.eval_batch_size)(
         variables, ref.test_images, ref.test_labels)
     out["reconstructions"] = {"fid_lenet": ref.fid(viz.to_uint8(recon), "reconstruction features")}
-  if hasattr(model, "sample"):
-    sampling = report.run_sampling_variables(config, family, model, variables)
-    labels = np.arange(num_samples, dtype=np.int32) % 10  # Ignored by unconditional models.
-    images = generate(model, sampling, labels, jax.random.fold_in(key, 2), progress=progress)
+  if supports(model, "sample"):
+    num_classes = data.info(config.dataset).num_classes
+    labels = np.arange(num_samples, dtype=np.int32) % num_classes  # Ignored if unconditional.
+    images = generate(model, variables, labels, jax.random.fold_in(key, 2), progress=progress)
     out["samples"] = sample_quality(ref, images, jax.random.fold_in(key, 3),
-                                    labels if family.conditional else None)
-  if likelihood.has_likelihood(model) and iwae_samples > 0:
+                                    labels if model.conditional else None)
+  if supports(model, "log_importance_weights") and iwae_samples > 0:
     out[f"iwae_nll_k{iwae_samples}"] = likelihood.iwae_nll(
         model, variables, ref.test_images, ref.test_labels, jax.random.fold_in(key, 4),
         iwae_samples)
   return out
 
 
+def evaluate_run(workdir: str, num_samples: int = 10000, iwae_samples: int = 50,
+                 progress: bool = True, ref: Reference | None = None) -> dict:
+  """evaluate_variables of the run in workdir, at its latest checkpoint."""
+  config, _, model, state = trainer.restore_run(workdir)
+  return {"step": int(state.step), **evaluate_variables(
+      config, model, state.variables(), num_samples, iwae_samples, progress, ref)}
+
+
 def save_evaluation(workdir: str, evaluation: dict) -> str:
-  """Adds `evaluation` to workdir/eval.json (keeping the training results); returns its path."""
-  path = os.path.join(workdir, "eval.json")
-  saved = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      saved = json.load(f)
-  saved["evaluation"] = evaluation
-  report.write_json(path, saved)
-  return path
+  """Puts `evaluation` into workdir/eval.json (keeping the training results); returns its path."""
+  return report.update_eval_json(workdir, {"evaluation": evaluation})

@@ -45,7 +45,8 @@ def load_classifier(dataset: str, weights_dir: str = WEIGHTS_DIR):
   if digest != entry["sha256"]:
     raise FeatureNetworkError(f"{path} has sha256 {digest[:12]}..., the manifest pins "
                               f"{entry['sha256'][:12]}...; restore the file with git or {fix}")
-  return LeNet(), {"params": flax.serialization.msgpack_restore(raw)}
+  params = flax.serialization.msgpack_restore(raw)
+  return LeNet(num_classes=params["head"]["bias"].shape[0]), {"params": params}
 
 
 def make_extractor(model, chunk: int = 2000):

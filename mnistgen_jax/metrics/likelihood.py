@@ -9,10 +9,6 @@ import numpy as np
 from jax.scipy.special import logsumexp
 
 
-def has_likelihood(model) -> bool:
-  return hasattr(model, "log_importance_weights")
-
-
 def iwae_nll(model, variables, images, labels, key, num_samples: int = 50,
              batch_size: int = 100) -> float:
   """Mean over images of -log (1/K sum_k w_k), nats per image: an upper bound on -log p(x) that

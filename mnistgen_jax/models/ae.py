@@ -1,7 +1,7 @@
 """Deterministic auto-encoder (`ae`), MLP or convolutional (config.arch).
 
-It has no prior of its own: after training, a full-covariance Gaussian is fitted to the codes of the
-training set (`fit_prior`) and `sample` decodes draws from it.
+It has no prior of its own: before each checkpoint, a full-covariance Gaussian is fitted to the
+codes of the training set (FittedGaussianPrior) and `sample` decodes draws from it.
 """
 from typing import Sequence
 
@@ -10,19 +10,28 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnistgen_jax import data
+from mnistgen_jax import train as train_lib
+from mnistgen_jax.models.interface import Family, Training
 from mnistgen_jax.models.nets import Decoder, Encoder, bernoulli_nll
-from mnistgen_jax.models.registry import Family, register
+from mnistgen_jax.models.registry import register
 
 
 class AutoEncoder(nn.Module):
-  arch: str = "mlp"
-  latent_dim: int = 20
-  hidden: Sequence[int] = (400,)
-  channels: Sequence[int] = (32, 64)
+  arch: str
+  latent_dim: int
+  hidden: Sequence[int]
+  channels: Sequence[int]
+  image_shape: Sequence[int]
+  num_classes: int
+  conditional = False
+  latent_interpolation = "lerp"
 
   def setup(self):
-    self.encoder = Encoder(self.arch, self.latent_dim, self.hidden, self.channels)
-    self.decoder = Decoder(self.arch, self.hidden, self.channels)
+    self.encoder = Encoder(self.arch, self.latent_dim, self.hidden, self.channels,
+                           self.num_classes)
+    self.decoder = Decoder(self.arch, self.hidden, self.channels, self.num_classes,
+                           self.image_shape)
     d = self.latent_dim
     self.prior_mean = self.variable("prior", "mean", jnp.zeros, (d,))
     self.prior_scale_tril = self.variable("prior", "scale_tril", jnp.eye, d)
@@ -56,11 +65,22 @@ def fit_gaussian_prior(variables, codes: np.ndarray):
   return {**variables, "prior": prior}
 
 
-def build(config):
+class FittedGaussianPrior(Training):
+  """Shared training; before each checkpoint, the Gaussian prior is refitted to the codes."""
+
+  def fit_prior(self, model, config):
+    encode = train_lib.make_applier(model, "encode", config.eval_batch_size)
+    return lambda variables, images, labels: fit_gaussian_prior(
+        variables, np.asarray(encode(variables, images, labels)))
+
+
+def build(config, stage1=None):
+  del stage1
+  info = data.info(config.dataset)
   return AutoEncoder(arch=config.arch, latent_dim=config.latent_dim, hidden=tuple(config.hidden),
-                     channels=tuple(config.channels))
+                     channels=tuple(config.channels), image_shape=info.image_shape,
+                     num_classes=info.num_classes)
 
 
-register(Family("ae", build, dict(arch="mlp", hidden=(400,), latent_dim=20),
-                fit_prior=fit_gaussian_prior, loss_name="recon_nll",
+register(Family("ae", build, FittedGaussianPrior(), loss_name="recon_nll",
                 description="deterministic auto-encoder; samples via a Gaussian fitted to its codes"))

@@ -14,8 +14,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mnistgen_jax import data
+from mnistgen_jax.models.interface import Family, Training
 from mnistgen_jax.models.nets import Conv, Upsample, with_label
-from mnistgen_jax.models.registry import Family, register
+from mnistgen_jax.models.registry import register
 
 INIT = nn.initializers.normal(0.02)
 
@@ -23,27 +25,32 @@ INIT = nn.initializers.normal(0.02)
 class Generator(nn.Module):
   latent_dim: int
   conditional: bool
-  channels: Sequence[int] = (64, 32)  # at 7x7, then at 14x14
+  channels: Sequence[int]     # at a quarter of the image side (7x7), then at half (14x14)
+  image_shape: Sequence[int]
+  num_classes: int
 
   @nn.compact
   def __call__(self, z, y, train: bool):
-    h = with_label(z, y if self.conditional else None)
+    h = with_label(z, y if self.conditional else None, self.num_classes)
     norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9)
     top, mid = self.channels
-    h = nn.relu(norm()(nn.Dense(7 * 7 * top, kernel_init=INIT)(h))).reshape(-1, 7, 7, top)
-    h = nn.relu(norm()(Upsample(mid, kernel_init=INIT)(h)))  # 14x14
-    return nn.sigmoid(Upsample(1, kernel_init=INIT)(h))      # 28x28 in [0, 1]
+    height, width = (s // 4 for s in self.image_shape[:2])
+    h = nn.relu(norm()(nn.Dense(height * width * top, kernel_init=INIT)(h)))
+    h = h.reshape(-1, height, width, top)
+    h = nn.relu(norm()(Upsample(mid, kernel_init=INIT)(h)))              # half size
+    return nn.sigmoid(Upsample(self.image_shape[-1], kernel_init=INIT)(h))  # full, in [0, 1]
 
 
 class Discriminator(nn.Module):
   conditional: bool
-  channels: Sequence[int] = (64, 128)  # at 14x14, then at 7x7
+  channels: Sequence[int]  # at half the image side (14x14), then at a quarter (7x7)
+  num_classes: int
 
   @nn.compact
   def __call__(self, x, y):
-    if self.conditional:  # The label as 10 constant planes beside the image.
-      x = jnp.concatenate([x, jnp.broadcast_to(nn.one_hot(y, 10)[:, None, None, :],
-                                               x.shape[:3] + (10,))], axis=-1)
+    if self.conditional:  # The label as num_classes constant planes beside the image.
+      planes = nn.one_hot(y, self.num_classes)[:, None, None, :]
+      x = jnp.concatenate([x, jnp.broadcast_to(planes, x.shape[:3] + (self.num_classes,))], -1)
     for width in self.channels:  # 14x14, then 7x7
       x = nn.leaky_relu(Conv(width, 4, stride=2, kernel_init=INIT)(x), 0.2)
     return nn.Dense(1, kernel_init=INIT)(x.reshape(x.shape[0], -1))[:, 0]
@@ -55,14 +62,17 @@ def bce_with_logits(logits, target: float):
 
 class DCGAN(nn.Module):
   """channels: the discriminator's widths; the generator mirrors them at half width."""
-  latent_dim: int = 64
-  conditional: bool = False
-  channels: Sequence[int] = (64, 128)
+  latent_dim: int
+  conditional: bool
+  channels: Sequence[int]
+  image_shape: Sequence[int]
+  num_classes: int
 
   def setup(self):
     self.generator = Generator(self.latent_dim, self.conditional,
-                               tuple(c // 2 for c in reversed(self.channels)))
-    self.discriminator = Discriminator(self.conditional, tuple(self.channels))
+                               tuple(c // 2 for c in reversed(self.channels)), self.image_shape,
+                               self.num_classes)
+    self.discriminator = Discriminator(self.conditional, tuple(self.channels), self.num_classes)
 
   def generate(self, z, y, train: bool = False):
     return self.generator(z, y, train)
@@ -96,11 +106,6 @@ class PerNetworkAdam(NamedTuple):
 
   def init(self, params):
     return {name: self.adam.init(p) for name, p in params.items()}
-
-
-def make_optimizer(config, total_steps: int):
-  del total_steps
-  return PerNetworkAdam(optax.adam(config.learning_rate, b1=0.5))
 
 
 def make_train_step(model, tx: PerNetworkAdam, ema_decay: float):
@@ -150,28 +155,36 @@ def make_train_step(model, tx: PerNetworkAdam, ema_decay: float):
   return step
 
 
-def init_ema(config, variables):
-  """The EMA of the generator starts at its initial weights (config.gan_ema_decay > 0)."""
-  if not config.gan_ema_decay:
-    return variables
-  return {**variables, "ema": {"generator": jax.tree.map(jnp.copy,
-                                                         variables["params"]["generator"])}}
+class AlternatingTraining(Training):
+  """Per-network Adam(lr, beta1=0.5); each step updates D, then G against the updated D; an EMA
+  of G's weights (config.gan_ema_decay > 0) for sampling; per-epoch sample snapshots."""
+  epoch_snapshots = True
+
+  def optimizer(self, config, total_steps: int):
+    del total_steps
+    return PerNetworkAdam(optax.adam(config.learning_rate, b1=0.5))
+
+  def init_variables(self, config, variables, stage1):
+    """The EMA of the generator starts at its initial weights."""
+    del stage1
+    if not config.gan_ema_decay:
+      return variables
+    generator = jax.tree.map(jnp.copy, variables["params"]["generator"])
+    return {**variables, "ema": {"generator": generator}}
+
+  def step(self, model, tx, config):
+    return make_train_step(model, tx, config.gan_ema_decay)
 
 
 def _builder(conditional: bool):
-  def build(config):
-    if len(config.channels) != 2:
-      raise ValueError(f"--channels for {config.model} must be 2 discriminator widths (14x14, "
-                       f"7x7), got {config.channels}")
-    return DCGAN(config.latent_dim, conditional, tuple(config.channels))
+  def build(config, stage1=None):
+    del stage1
+    info = data.info(config.dataset)
+    return DCGAN(config.latent_dim, conditional, tuple(config.channels), info.image_shape,
+                 info.num_classes)
   return build
 
 
 for _name, _conditional in (("dcgan", False), ("cond_dcgan", True)):
-  register(Family(
-      _name, _builder(_conditional), dict(learning_rate=2e-4, latent_dim=64, batch_size=128,
-                                               channels=(64, 128)),
-      conditional=_conditional, loss_name="g_loss", init_variables=init_ema,
-      make_optimizer=make_optimizer,
-      make_train_step=lambda model, tx, config: make_train_step(model, tx, config.gan_ema_decay),
-      snapshot_samples=True, description="DCGAN (Radford et al. 2015)"))
+  register(Family(_name, _builder(_conditional), AlternatingTraining(), loss_name="g_loss",
+                  description="DCGAN (Radford et al. 2015)"))

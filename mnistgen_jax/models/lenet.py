@@ -8,8 +8,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mnistgen_jax import data
+from mnistgen_jax.models.interface import Family
 from mnistgen_jax.models.nets import Conv
-from mnistgen_jax.models.registry import Family, register
+from mnistgen_jax.models.registry import register
 
 FEATURE_DIM = 128
 
@@ -21,7 +23,8 @@ def random_shift(key, x, max_shift: int = 2):
 
 
 class LeNet(nn.Module):
-  num_classes: int = 10
+  num_classes: int
+  conditional = False
 
   def setup(self):
     self.convs = [Conv(32, 3), Conv(64, 4, stride=2), Conv(64, 4, stride=2)]  # 28 -> 14 -> 7
@@ -49,5 +52,5 @@ class LeNet(nn.Module):
             "error": (logits.argmax(-1) != y).astype(jnp.float32)}
 
 
-register(Family("lenet", lambda config: LeNet(), dict(num_epochs=12, learning_rate=2e-3, lr_schedule="cosine"),
+register(Family("lenet", lambda config, stage1=None: LeNet(data.info(config.dataset).num_classes),
                 description="evaluation classifier (features for fid_lenet)"))

@@ -1,4 +1,5 @@
 """Encoder and decoder networks shared by the auto-encoder families (MLP and convolutional)."""
+import math
 from typing import Callable, Sequence
 
 import flax.linen as nn
@@ -6,11 +7,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-NUM_CLASSES = 10
-IMAGE_SHAPE = (28, 28, 1)
-
-
-def with_label(h: jnp.ndarray, y, num_classes: int = NUM_CLASSES) -> jnp.ndarray:
+def with_label(h: jnp.ndarray, y, num_classes: int) -> jnp.ndarray:
   """Concatenates a one-hot label to flat features (class-conditional models); y=None passes h."""
   if y is None:
     return h
@@ -84,11 +81,12 @@ class Upsample(nn.Module):
 
 
 class Encoder(nn.Module):
-  """Image (B,28,28,1) in [0,1] -> (B, features); `arch` is 'mlp' or 'conv'."""
+  """Image (B,H,W,C) in [0,1] -> (B, features); `arch` is 'mlp' or 'conv'."""
   arch: str
   features: int
-  hidden: Sequence[int] = (400,)
-  channels: Sequence[int] = (32, 64)
+  hidden: Sequence[int]
+  channels: Sequence[int]
+  num_classes: int  # of the label y, when one is given
 
   @nn.compact
   def __call__(self, x, y=None):
@@ -96,31 +94,33 @@ class Encoder(nn.Module):
     if self.arch == "conv":
       for c in self.channels:  # Each stride-2 conv halves the resolution: 28 -> 14 -> 7.
         h = nn.relu(Conv(c, 4, stride=2)(h))
-    h = with_label(h.reshape(h.shape[0], -1), y)
+    h = with_label(h.reshape(h.shape[0], -1), y, self.num_classes)
     for width in self.hidden:
       h = nn.relu(nn.Dense(width)(h))
     return nn.Dense(self.features)(h)
 
 
 class Decoder(nn.Module):
-  """Code (B, d) -> Bernoulli logits (B,28,28,1); mirrors Encoder."""
+  """Code (B, d) -> Bernoulli logits (B,H,W,C); mirrors Encoder."""
   arch: str
-  hidden: Sequence[int] = (400,)
-  channels: Sequence[int] = (32, 64)
+  hidden: Sequence[int]
+  channels: Sequence[int]
+  num_classes: int
+  image_shape: Sequence[int]  # (H, W, C)
 
   @nn.compact
   def __call__(self, z, y=None):
-    h = with_label(z, y)
+    h = with_label(z, y, self.num_classes)
     for width in reversed(self.hidden):
       h = nn.relu(nn.Dense(width)(h))
     if self.arch == "mlp":
-      return nn.Dense(28 * 28)(h).reshape(-1, *IMAGE_SHAPE)
-    side = 28 // 2 ** len(self.channels)
-    h = nn.relu(nn.Dense(side * side * self.channels[-1])(h))
-    h = h.reshape(-1, side, side, self.channels[-1])
+      return nn.Dense(math.prod(self.image_shape))(h).reshape(-1, *self.image_shape)
+    height, width = (s // 2 ** len(self.channels) for s in self.image_shape[:2])
+    h = nn.relu(nn.Dense(height * width * self.channels[-1])(h))
+    h = h.reshape(-1, height, width, self.channels[-1])
     for c in reversed(self.channels[:-1]):
       h = nn.relu(Upsample(c)(h))
-    return Upsample(1)(h)
+    return Upsample(self.image_shape[-1])(h)
 
 
 def bernoulli_nll(logits: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:

@@ -9,8 +9,10 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mnistgen_jax import data
+from mnistgen_jax.models.interface import Family
 from mnistgen_jax.models.nets import Decoder, Encoder, bernoulli_nll
-from mnistgen_jax.models.registry import Family, register
+from mnistgen_jax.models.registry import register
 
 
 def gaussian_kl(mean: jnp.ndarray, logvar: jnp.ndarray) -> jnp.ndarray:
@@ -19,15 +21,20 @@ def gaussian_kl(mean: jnp.ndarray, logvar: jnp.ndarray) -> jnp.ndarray:
 
 
 class VAE(nn.Module):
-  arch: str = "mlp"
-  latent_dim: int = 20
-  hidden: Sequence[int] = (400,)
-  channels: Sequence[int] = (32, 64)
+  arch: str
+  latent_dim: int
+  hidden: Sequence[int]
+  channels: Sequence[int]
+  image_shape: Sequence[int]
+  num_classes: int
   conditional: bool = False
+  latent_interpolation = "slerp"  # Gaussian latents: the straight line's middle is atypical.
 
   def setup(self):
-    self.encoder = Encoder(self.arch, 2 * self.latent_dim, self.hidden, self.channels)
-    self.decoder = Decoder(self.arch, self.hidden, self.channels)
+    self.encoder = Encoder(self.arch, 2 * self.latent_dim, self.hidden, self.channels,
+                           self.num_classes)
+    self.decoder = Decoder(self.arch, self.hidden, self.channels, self.num_classes,
+                           self.image_shape)
 
   def _label(self, y):
     return y if self.conditional else None
@@ -72,19 +79,18 @@ class VAE(nn.Module):
 
 
 def _builder(conditional: bool):
-  def build(config):
+  def build(config, stage1=None):
+    del stage1
+    info = data.info(config.dataset)
     return VAE(arch=config.arch, latent_dim=config.latent_dim, hidden=tuple(config.hidden),
-               channels=tuple(config.channels), conditional=conditional)
+               channels=tuple(config.channels), image_shape=info.image_shape,
+               num_classes=info.num_classes, conditional=conditional)
   return build
 
 
-register(Family(
-    "vae", _builder(False), dict(arch="mlp", hidden=(400,), latent_dim=20), loss_name="neg_elbo",
-    interpolation="slerp", description="MLP VAE, pytorch/examples recipe (784-400-20)"))
-register(Family(
-    "conv_vae", _builder(False), dict(arch="conv", hidden=(256,), latent_dim=20),
-    loss_name="neg_elbo", interpolation="slerp", description="convolutional VAE (the seed's CVAE)"))
-register(Family(
-    "cond_vae", _builder(True), dict(arch="conv", hidden=(256,), latent_dim=20), conditional=True,
-    loss_name="neg_elbo", interpolation="slerp",
-    description="class-conditional convolutional VAE (Sohn et al. 2015)"))
+register(Family("vae", _builder(False), loss_name="neg_elbo",
+                description="MLP VAE, pytorch/examples recipe (784-400-20)"))
+register(Family("conv_vae", _builder(False), loss_name="neg_elbo",
+                description="convolutional VAE (the seed's CVAE)"))
+register(Family("cond_vae", _builder(True), loss_name="neg_elbo",
+                description="class-conditional convolutional VAE (Sohn et al. 2015)"))

@@ -3,8 +3,9 @@
 loss = -log p(x | z_q(x)) + ||sg[z_e] - e||^2 + beta ||z_e - sg[e]||^2 (codebook_mode='gradient'),
 or the reconstruction and commitment terms with an EMA codebook (codebook_mode='ema', default),
 whose long-unused codes are restarted from encoder outputs (restart_after > 0).
-On its own it samples i.i.d. codes from their training-set frequencies (`fit_prior`): a weak
+On its own it samples i.i.d. codes from their training-set frequencies: a weak
 prior; `vqvae_prior` (vqvae_prior.py) learns an autoregressive one.
+The code frequencies are refitted before every checkpoint (CodebookTraining).
 """
 import os
 from typing import Sequence
@@ -14,27 +15,36 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistgen_jax import quantizer
+from mnistgen_jax import data, quantizer
+from mnistgen_jax import train as train_lib
+from mnistgen_jax.models.interface import Family, Training
 from mnistgen_jax.models.nets import Conv, Upsample, bernoulli_nll
-from mnistgen_jax.models.registry import Family, register
-
-GRID = 7  # 28 / 2 / 2
+from mnistgen_jax.models.registry import register
 
 
 class VQVAE(nn.Module):
-  num_codes: int = 128
-  code_dim: int = 16
-  channels: Sequence[int] = (32, 64)
+  num_codes: int
+  code_dim: int
+  channels: Sequence[int]
+  image_shape: Sequence[int]
   beta: float = 0.25
   codebook_mode: str = "ema"   # ema | gradient
   ema_decay: float = 0.99
   restart_after: int = 100     # EMA mode: steps unused before a code is restarted (0: never)
+  conditional = False
+  latent_interpolation = "lerp"  # continuous codes before quantization
+
+  @property
+  def grid(self) -> tuple[int, int]:
+    """The code grid: the image side halved once per stride-2 conv (28 -> 7 with two)."""
+    return tuple(s // 2 ** len(self.channels) for s in self.image_shape[:2])
 
   def setup(self):
     self.down = [Conv(c, 4, stride=2) for c in self.channels]
     self.to_code = Conv(self.code_dim, 1)
     self.from_code = Conv(self.channels[-1], 3)
-    self.up = [Upsample(c) for c in reversed(self.channels[:-1])] + [Upsample(1)]
+    self.up = ([Upsample(c) for c in reversed(self.channels[:-1])]
+               + [Upsample(self.image_shape[-1])])
     init = nn.initializers.variance_scaling(1.0, "fan_in", "uniform")
     shape = (self.num_codes, self.code_dim)
     if self.codebook_mode == "gradient":
@@ -93,7 +103,7 @@ class VQVAE(nn.Module):
     self.unused_steps.value = unused
 
   def encode(self, x, y):
-    """Continuous codes before quantization, flattened: (B, 7*7*D)."""
+    """Continuous codes before quantization, flattened: (B, grid * grid * D)."""
     z_e = self.encode_continuous(x)
     return z_e.reshape(z_e.shape[0], -1)
 
@@ -105,7 +115,7 @@ class VQVAE(nn.Module):
 
   def decode(self, z, y):
     """Flat continuous codes (from `encode`, or a path between two) -> quantized -> images."""
-    z_e = z.reshape(z.shape[0], GRID, GRID, self.code_dim)
+    z_e = z.reshape(z.shape[0], *self.grid, self.code_dim)
     return nn.sigmoid(self.decode_logits(quantizer.quantize(z_e, self.codebook()).quantized))
 
   def reconstruct(self, x, y):
@@ -113,7 +123,7 @@ class VQVAE(nn.Module):
 
   def sample(self, y):
     indices = jax.random.categorical(self.make_rng("sample"), self.code_logits.value,
-                                     shape=(y.shape[0], GRID, GRID))
+                                     shape=(y.shape[0], *self.grid))
     return self.decode_indices(indices)
 
 
@@ -133,26 +143,34 @@ def fit_code_frequencies(variables, codes: np.ndarray):
                                                            jnp.float32)}}
 
 
-def codebook_outputs(model, variables, images, labels, workdir) -> dict:
-  """codebook_usage.png and the test set's global code perplexity and codes in use."""
-  from mnistgen_jax import train as train_lib, viz  # Report-time only.
-  indices = train_lib.make_applier(model, "encode_indices", 1000)(variables, images, labels)
-  counts = np.bincount(np.asarray(indices).reshape(-1), minlength=model.num_codes)
-  perplexity = float(quantizer.perplexity_of(jnp.asarray(counts, jnp.float32)))
-  used = int((counts > 0).sum())
-  viz.save_code_usage(os.path.join(workdir, "codebook_usage.png"), counts,
-                      f"codebook usage on the test set: {used}/{model.num_codes} codes, "
-                      f"perplexity {perplexity:.1f}")
-  return {"test_set_perplexity": perplexity, "test_set_codes_used": used}
+class CodebookTraining(Training):
+  """Shared training; before each checkpoint the codes' training-set frequencies become the
+  sampling prior; after training, codebook_usage.png and the test set's code statistics."""
+
+  def fit_prior(self, model, config):
+    encode = train_lib.make_applier(model, "encode", config.eval_batch_size)
+    return lambda variables, images, labels: fit_code_frequencies(
+        variables, np.asarray(encode(variables, images, labels)))
+
+  def report(self, model, variables, images, labels, workdir) -> dict:
+    from mnistgen_jax import viz  # Report-time only.
+    indices = train_lib.make_applier(model, "encode_indices", 1000)(variables, images, labels)
+    counts = np.bincount(np.asarray(indices).reshape(-1), minlength=model.num_codes)
+    perplexity = float(quantizer.perplexity_of(jnp.asarray(counts, jnp.float32)))
+    used = int((counts > 0).sum())
+    viz.save_code_usage(os.path.join(workdir, "codebook_usage.png"), counts,
+                        f"codebook usage on the test set: {used}/{model.num_codes} codes, "
+                        f"perplexity {perplexity:.1f}")
+    return {"test_set_perplexity": perplexity, "test_set_codes_used": used}
 
 
-def build(config):
+def build(config, stage1=None):
+  del stage1
   return VQVAE(num_codes=config.num_codes, code_dim=config.code_dim,
-               channels=tuple(config.channels), beta=config.commitment_cost,
-               codebook_mode=config.codebook_mode, ema_decay=config.ema_decay,
-               restart_after=config.restart_after)
+               channels=tuple(config.channels), image_shape=data.info(config.dataset).image_shape,
+               beta=config.commitment_cost, codebook_mode=config.codebook_mode,
+               ema_decay=config.ema_decay, restart_after=config.restart_after)
 
 
-register(Family("vqvae", build, dict(arch="conv", learning_rate=1e-3),
-                fit_prior=fit_code_frequencies, extra_outputs=codebook_outputs, loss_name="loss",
+register(Family("vqvae", build, CodebookTraining(), loss_name="loss",
                 description="VQ-VAE, 7x7 codes, EMA or gradient codebook"))

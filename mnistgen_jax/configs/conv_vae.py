@@ -1,0 +1,12 @@
+"""`conv_vae`: the convolutional VAE (the seed's CVAE): two stride-2 convs, a 256 dense layer."""
+from mnistgen_jax import configs
+from mnistgen_jax.configs import vae
+
+PRESETS = {"1m": dict(hidden=(140,))}  # 0.998 M
+validate = vae.validate
+
+
+def get_config(preset: str = ""):
+  config = vae.get_config()
+  config.model, config.arch, config.hidden = "conv_vae", "conv", (256,)
+  return configs.with_preset(config, preset)

@@ -1,0 +1,9 @@
+"""`lenet`: the evaluation classifier whose features define fid_lenet (experiments.train_classifier)."""
+from mnistgen_jax import configs
+from mnistgen_jax.configs import base
+
+
+def get_config(preset: str = ""):
+  config = base.get_config("lenet")
+  config.num_epochs, config.learning_rate, config.lr_schedule = 12, 2e-3, "cosine"
+  return configs.with_preset(config, preset)

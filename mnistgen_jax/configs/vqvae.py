@@ -1,0 +1,25 @@
+"""`vqvae`: VQ-VAE on a grid of codes (a quarter of the image side), EMA or gradient codebook."""
+from mnistgen_jax import configs
+from mnistgen_jax.configs import base
+
+PRESETS = {"1m": dict(channels=(64, 128))}  # 0.450 M, then a prior of 0.560 M
+
+
+def get_config(preset: str = ""):
+  config = base.get_config("vqvae")
+  config.channels = (32, 64)      # conv widths, each a stride-2 layer
+  config.num_codes = 128          # codebook size K
+  config.code_dim = 16            # code dimension D
+  config.codebook_mode = "ema"    # ema | gradient
+  config.ema_decay = 0.99
+  config.commitment_cost = 0.25   # beta
+  config.restart_after = 100      # EMA: restart codes unused this many steps (0: never)
+  return configs.with_preset(config, preset)
+
+
+def validate(config):
+  base.check_choice(config, "codebook_mode", ("ema", "gradient"))
+  base.check(0 <= config.ema_decay < 1, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
+  base.check_positive(config, "num_codes", "code_dim")
+  base.check(config.restart_after >= 0, f"--restart_after must be >= 0, got {config.restart_after}")
+  base.check_widths(config, "channels", 1, 2)
