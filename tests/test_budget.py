@@ -40,6 +40,7 @@ def test_unknown_preset_is_one_clear_error():
     configs.get_config("vae", preset="2m")
 
 
+@pytest.mark.slow
 def test_budget_trains_evaluates_and_writes_the_table(tmp_path):
   root = tmp_path / "budget"
   proc = subprocess.run(

@@ -16,6 +16,7 @@ RUN = dict(model="vae", train_size=1024, test_size=200, batch_size=64, num_epoch
            latent_dim=4, log_every=8)
 
 
+@pytest.mark.slow
 def test_two_processes_train_one_run_like_one_process(tmp_path):
   with socket.socket() as s:  # A free port for the coordinator.
     s.bind(("localhost", 0))

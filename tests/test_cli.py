@@ -1,0 +1,82 @@
+"""The config flag: --config files with --config.FIELD overrides, and the short forms."""
+import functools
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import tiny_config
+from mnistgen_jax import cli, configs, trainer
+from mnistgen_jax.metrics import evaluate
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_short_forms_expand_to_the_config_flag():
+  expand = lambda *args: cli.expand_config_args(["prog", *args], flag_values={"workdir": None})
+  assert expand("--model=conv_vae", "--latent_dim=2", "--workdir=w") == [
+      "prog", f"--config={configs.path('conv_vae')}", "--config.latent_dim=2", "--workdir=w"]
+  assert expand("--model", "vae", "--preset=1m", "--hidden=512,256") == [
+      "prog", f"--config={configs.path('vae')}:1m", "--config.hidden=512,256"]
+  assert expand("--model=vqvae_prior", "--vqvae_workdir=runs/vq") == [  # the old flag name
+      "prog", f"--config={configs.path('vqvae_prior')}", "--config.stage1_workdir=runs/vq"]
+  assert expand("--num_epochs=3")[1] == f"--config={configs.path('vae')}"  # default family
+  assert expand("--config=my.py", "--config.latent_dim=2", "--latent_dim=3") == [
+      "prog", "--config=my.py", "--config.latent_dim=2", "--latent_dim=3"]  # no short forms
+  assert expand("--num_codes=3") == ["prog", f"--config={configs.path('vae')}", "--num_codes=3"]
+  with pytest.raises(ValueError, match="not both"):
+    expand("--model=vae", "--config=my.py")
+  with pytest.raises(ValueError, match="unknown model 'gan'"):
+    expand("--model=gan")
+
+
+def _train(*args, workdir):
+  return subprocess.run(
+      [sys.executable, "-m", "experiments.train", f"--workdir={workdir}", "--noevaluate", *args],
+      cwd=ROOT, capture_output=True, text=True)
+
+
+def test_config_file_with_overrides_equals_the_short_form(tmp_path):
+  tiny = ["num_epochs=1", "train_size=128", "test_size=100", "batch_size=64", "hidden=(32,)",
+          "latent_dim=2", "log_every=2"]
+  by_file = _train(f"--config={configs.path('vae')}", *(f"--config.{a}" for a in tiny),
+                   workdir=tmp_path / "file")
+  assert by_file.returncode == 0, by_file.stderr[-2000:]
+  short = _train("--model=vae", *(f"--{a}" for a in tiny), workdir=tmp_path / "short")
+  assert short.returncode == 0, short.stderr[-2000:]
+  saved = [json.loads((tmp_path / d / "config.json").read_text()) for d in ("file", "short")]
+  assert saved[0] == saved[1]
+  assert saved[0]["latent_dim"] == 2 and saved[0]["hidden"] == [32]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--config.latnt_dim=2"], "error: unknown config field 'latnt_dim'"),
+    (["--latent_dim=abc"], "error: flag --config.latent_dim=abc"),
+    (["--preset=2m"], "error: --preset=2m has no widths for 'vae' (its presets: 1m)"),
+    (["--hidden=400,abc"], "error: --hidden must be 1 to 8 positive integer widths"),
+])
+def test_bad_config_flags_are_one_line(args, message, tmp_path):
+  proc = _train(*args, workdir=tmp_path / "w")
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr[-500:]
+  assert "Traceback" not in proc.stderr
+  assert not (tmp_path / "w").exists()
+
+
+def test_training_again_keeps_an_earlier_evaluation(tmp_path):
+  """eval.json has one writer that merges: a later run without evaluation keeps the block."""
+  config = tiny_config("vae", num_epochs=1)
+  evaluate_fn = functools.partial(evaluate.evaluate_variables, num_samples=200, iwae_samples=2,
+                                  progress=False)
+  first = trainer.train_and_evaluate(config, str(tmp_path), print_fn=lambda s: None,
+                                     evaluate_fn=evaluate_fn)
+  assert first["evaluation"]["step"] == 4 and first["evaluation"]["samples"]["fid_lenet"] > 0
+  trainer.train_and_evaluate(config, str(tmp_path), print_fn=lambda s: None)  # --noevaluate
+  saved = json.loads((tmp_path / "eval.json").read_text())
+  assert saved["evaluation"] == json.loads(json.dumps(first["evaluation"]))
+  assert saved["test"] == json.loads(json.dumps(first["test"]))
+  # The evaluation of the state in memory equals that of the restored run (no second prior fit).
+  again = evaluate.evaluate_run(str(tmp_path), 200, 2, progress=False)
+  assert json.loads(json.dumps(again)) == saved["evaluation"]

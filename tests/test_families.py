@@ -1,0 +1,96 @@
+"""Every registered family gets these tests by registering: no list to edit.
+
+Smoke (a tiny real-MNIST run through the shared loop, finite losses, outputs written), resume
+equality (1 epoch then 2 == 2 straight, bitwise) and the sampler (shapes, range, determinism).
+Multi-stage families first get a tiny trained run of their first stage-1 family.
+"""
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from mnistgen_jax import data, models, report, trainer
+
+FAMILIES = models.names()
+
+
+def _quiet(*args):
+  del args
+
+
+@pytest.fixture(scope="session")
+def stage1_runs(tmp_path_factory):
+  """{family name: workdir of a tiny finished run}, trained on first use."""
+  runs = {}
+
+  def get(name):
+    if name not in runs:
+      runs[name] = str(tmp_path_factory.mktemp(f"stage1_{name}"))
+      trainer.train_and_evaluate(tiny_config(name, num_epochs=1), runs[name], print_fn=_quiet)
+    return runs[name]
+  return get
+
+
+def _config(name, stage1_runs, **overrides):
+  stage1_families = models.get(name).stage1_families
+  if stage1_families:
+    overrides["stage1_workdir"] = stage1_runs(stage1_families[0])
+  return tiny_config(name, **overrides)
+
+
+def _assert_trees_equal(a, b):
+  leaves_a, leaves_b = jax.tree.leaves(a), jax.tree.leaves(b)
+  assert len(leaves_a) == len(leaves_b)
+  for x, y in zip(leaves_a, leaves_b):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_family_trains_resumes_exactly_and_samples(name, stage1_runs, tmp_path):
+  straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
+  result = trainer.train_and_evaluate(_config(name, stage1_runs, num_epochs=2), straight,
+                                      print_fn=_quiet)
+  trainer.train_and_evaluate(_config(name, stage1_runs, num_epochs=1), resumed, print_fn=_quiet)
+  lines = []
+  trainer.train_and_evaluate(_config(name, stage1_runs, num_epochs=2), resumed,
+                             print_fn=lines.append)
+
+  # Smoke: finite losses every step, a test evaluation per epoch, the outputs on disk.
+  records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").open()]
+  train = [r for r in records if r["split"] == "train"]
+  assert [r["step"] for r in train] == list(range(1, 9))
+  assert all(np.isfinite(r["loss"]) for r in train)
+  assert [r["step"] for r in records if r["split"] == "test"] == [4, 8]
+  family = models.get(name)
+  assert np.isfinite(result["test"][family.loss_name])
+  assert (tmp_path / "straight" / "curves.png").exists()
+  assert list((tmp_path / "straight" / "tensorboard").iterdir())
+
+  # Resume: bit-identical state, one metrics line per step.
+  assert lines[0].startswith("resumed from") and "at step 4" in lines[0]
+  a, b = trainer.restore_run(straight)[3], trainer.restore_run(resumed)[3]
+  _assert_trees_equal(a.params, b.params)
+  _assert_trees_equal(a.opt_state, b.opt_state)
+  _assert_trees_equal(a.model_state, b.model_state)
+  records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").open()]
+  assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 9))
+
+  # Sampler: from the restored checkpoint alone (its sampling prior, if any, is inside).
+  config, _, model, state = trainer.restore_run(straight)
+  if not models.supports(model, "sample"):
+    assert not (tmp_path / "straight" / "samples.png").exists()
+    return
+  assert (tmp_path / "straight" / "samples.png").exists()
+  info = data.info(config.dataset)
+  sampler = report.make_sampler(model)
+  labels = jnp.arange(6, dtype=jnp.int32) % info.num_classes
+  one = np.asarray(sampler(state.variables(), labels, jax.random.PRNGKey(0)))
+  again = np.asarray(sampler(state.variables(), labels, jax.random.PRNGKey(0)))
+  other = np.asarray(sampler(state.variables(), labels, jax.random.PRNGKey(1)))
+  assert one.shape == (6, *info.image_shape) and one.dtype == np.float32
+  assert 0 <= one.min() <= one.max() <= 1 and np.isfinite(one).all()
+  np.testing.assert_array_equal(one, again)
+  assert np.abs(one - other).max() > 1e-6
