@@ -110,7 +110,7 @@ def initial_state(family, model, config, total_steps: int, stage1=None):
 
 def load_stage1(config, family) -> models.Stage1 | None:
   """The trained run a multi-stage family builds on (config.stage1_workdir), checked: it exists,
-  is finished, is of a family this one accepts, and of the same dataset."""
+  has a checkpoint, is of a family this one accepts, and of the same dataset."""
   if not family.stage1_families:
     return None
   accepted = " or ".join(f"--model={n}" for n in family.stage1_families)
@@ -147,17 +147,24 @@ def build(config):
   return family, family.build(config, stage1), stage1
 
 
-def check_workdir(workdir: str, config) -> None:
-  """Raises CheckpointError if workdir holds a run of another model or config."""
+def _saved_config(workdir: str):
+  """The validated config of workdir's config.json; None where it holds no run yet."""
   saved = runs.read_config(workdir)
   if saved is None:
-    return
+    return None
   try:
-    saved = json.loads(configs.from_saved(saved).to_json())
+    return configs.from_saved(saved)
   except ValueError as e:
     raise checkpoint.CheckpointError(f"{runs.config_path(workdir)} is not a valid config ({e}); "
                                      "pass another --workdir") from e
-  runs.check_same_run(workdir, saved, json.loads(config.to_json()), configs.RESUMABLE_FIELDS)
+
+
+def check_workdir(workdir: str, config) -> None:
+  """Raises CheckpointError if workdir holds a run of another model or config."""
+  saved = _saved_config(workdir)
+  if saved is not None:
+    runs.check_same_run(workdir, json.loads(saved.to_json()), json.loads(config.to_json()),
+                        configs.RESUMABLE_FIELDS)
 
 
 def train_and_evaluate(config, workdir: str, print_fn=print, evaluate_fn=None) -> dict:
@@ -179,6 +186,7 @@ def train_and_evaluate(config, workdir: str, print_fn=print, evaluate_fn=None) -
   del stage1  # Its variables now live in the state.
   training = family.training
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
+  log = None
   try:  # Closed on every exit: an open manager's threads print tracebacks at exit.
     if ckpt.latest_step() is not None:
       state = ckpt.restore(state)
@@ -262,7 +270,7 @@ def train_and_evaluate(config, workdir: str, print_fn=print, evaluate_fn=None) -
         ckpt.save(step, state, metrics=eval_metrics)
   finally:
     ckpt.close()
-    if "log" in locals():
+    if log is not None:
       log.close()
 
   final = eval_metrics  # The last epoch's evaluation, unless this run had nothing to train.
@@ -287,15 +295,11 @@ def train_and_evaluate(config, workdir: str, print_fn=print, evaluate_fn=None) -
 
 def load_config(workdir: str):
   """The validated config of the run in workdir."""
-  saved = runs.read_config(workdir)
-  if saved is None:
+  config = _saved_config(workdir)
+  if config is None:
     raise checkpoint.CheckpointError(f"{workdir} holds no run (no config.json); pass a workdir "
                                      "written by experiments.train")
-  try:
-    return configs.from_saved(saved)
-  except ValueError as e:
-    raise checkpoint.CheckpointError(f"{runs.config_path(workdir)} is not a valid config ({e}); "
-                                     "pass a workdir written by experiments.train") from e
+  return config
 
 
 def restore_run(workdir: str, step: int | None = None, config=None):

@@ -101,6 +101,4 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
     saved.setdefault("stage1_workdir", saved.pop("vqvae_workdir"))
   fields = _module(model).get_config("")
   saved = {k: v for k, v in saved.items() if k in fields or k not in LEGACY_FIELDS}
-  preset = saved.pop("preset", "")
-  config = get_config(model, preset=preset, **saved)
-  return config
+  return get_config(model, **saved)  # Its preset first, then the saved fields.
