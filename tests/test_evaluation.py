@@ -80,12 +80,12 @@ def test_compare_writes_a_table(tmp_path):
   out = tmp_path / "table.md"
   proc = subprocess.run([sys.executable, "-m", "experiments.compare",
                          f"--workdirs={tmp_path / 'ae'},{tmp_path / 'vae'}", f"--out={out}"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+                        cwd=ROOT, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr
   lines = out.read_text().splitlines()
   assert lines[0].startswith("| run | model | params") and len(lines) == 4
   assert "| vae | vae |" in lines[3] and "(neg_elbo)" in lines[3]
   proc = subprocess.run([sys.executable, "-m", "experiments.compare",
                          f"--workdirs={tmp_path / 'missing'}"], cwd=ROOT, capture_output=True,
-                        text=True, timeout=120)
+                        text=True)
   assert proc.returncode == 1 and "eval.json not found" in proc.stderr.strip().splitlines()[-1]

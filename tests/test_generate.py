@@ -23,7 +23,7 @@ def runs(tmp_path_factory):
 
 def _generate(*args):
   return subprocess.run([sys.executable, "-m", "experiments.generate", *args], cwd=ROOT,
-                        capture_output=True, text=True, timeout=300)
+                        capture_output=True, text=True)
 
 
 def test_generate_a_digit_as_png_and_npy(runs, tmp_path):
@@ -61,8 +61,7 @@ def test_bad_requests_are_one_clear_line(runs, tmp_path, args, message):
 
 
 def _run(*args, cwd=ROOT):
-  return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True,
-                        timeout=300)
+  return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
 
 
 @pytest.mark.parametrize("name", ["cond_vae", "ae"])
