@@ -9,7 +9,7 @@ import sys
 
 from absl import app, flags, logging
 
-from mnistgen_jax import checkpoint, data
+from mnistgen_jax import checkpoint, cli, data
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "a run written by experiments.train")
@@ -17,6 +17,7 @@ flags.DEFINE_integer("num_samples", 10000, "samples drawn for the sample metrics
 flags.DEFINE_integer("iwae_samples", 50, "importance samples K of the IWAE bound (0: skip)")
 flags.DEFINE_bool("calibration", True, "also compute the calibration rows")
 flags.DEFINE_bool("progress", True, "progress bars")
+cli.define_sampling_flags()
 flags.mark_flag_as_required("workdir")
 
 SAMPLE_COLUMNS = ["fid_lenet", "kid_lenet", "precision", "recall", "density", "coverage",
@@ -32,11 +33,11 @@ def main(argv):
   if FLAGS.num_samples <= 0:
     sys.exit(f"error: --num_samples must be a positive integer, got {FLAGS.num_samples}")
   try:
-    config = trainer.load_config(FLAGS.workdir)
+    config = cli.with_sampling_flags(trainer.load_config(FLAGS.workdir))
     data_kw = dict(source=config.data_source, data_dir=config.data_dir or None)
     ref = evaluate.Reference.load(config.dataset, progress=FLAGS.progress, **data_kw)
     result = evaluate.evaluate_run(FLAGS.workdir, FLAGS.num_samples, FLAGS.iwae_samples,
-                                   progress=FLAGS.progress, ref=ref)
+                                   progress=FLAGS.progress, ref=ref, config=config)
     if FLAGS.calibration:
       result["calibration"] = evaluate.calibration(ref, jax.random.PRNGKey(0), FLAGS.num_samples,
                                                    **data_kw)

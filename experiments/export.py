@@ -17,13 +17,14 @@ import sys
 
 from absl import app, flags, logging
 
-from mnistgen_jax import checkpoint, data
+from mnistgen_jax import checkpoint, cli, data
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "a run written by experiments.train")
 flags.DEFINE_string("out", None, "file to write the serialised sampler to")
 flags.DEFINE_list("platforms", ["cpu", "cuda", "tpu"], "platforms to lower for")
 flags.DEFINE_bool("overwrite", False, "replace --out if it exists")
+cli.define_sampling_flags()
 flags.mark_flags_as_required(["workdir", "out"])
 
 
@@ -37,7 +38,8 @@ def main(argv):
   try:
     if os.path.exists(FLAGS.out) and not FLAGS.overwrite:
       raise ValueError(f"--out={FLAGS.out} exists; pass --overwrite to replace it")
-    config, _, model, state = trainer.restore_run(FLAGS.workdir)
+    config = cli.with_sampling_flags(trainer.load_config(FLAGS.workdir))
+    config, _, model, state = trainer.restore_run(FLAGS.workdir, config=config)
     if not supports(model, "sample"):
       raise ValueError(f"{FLAGS.workdir} holds a {config.model!r} run, which cannot sample")
     variables = state.variables()  # A fitted sampling prior, if any, is in the checkpoint.

@@ -14,7 +14,7 @@ import sys
 
 from absl import app, flags, logging
 
-from mnistgen_jax import checkpoint, data
+from mnistgen_jax import checkpoint, cli, data
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "a run written by experiments.train")
@@ -22,10 +22,10 @@ flags.DEFINE_integer("num", 64, "number of samples")
 flags.DEFINE_string("out", "digits.png", "PNG grid to write")
 flags.DEFINE_integer("digit", None, "conditional models: the digit to draw (0-9)")
 flags.DEFINE_integer("seed", 0, "sampling seed")
-flags.DEFINE_float("temperature", None, "autoregressive priors: sampling temperature")
 flags.DEFINE_string("npy", None, "also save the uint8 images (num, 28, 28, 1) here")
 flags.DEFINE_string("interpolate", None, "i,j: a strip between test images i and j instead")
 flags.DEFINE_integer("steps", 10, "--interpolate: decoded points along the path")
+cli.define_sampling_flags()
 flags.mark_flag_as_required("workdir")
 
 
@@ -34,19 +34,14 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   import jax
   import numpy as np
-  from mnistgen_jax import configs, trainer, viz
+  from mnistgen_jax import trainer, viz
   from mnistgen_jax.metrics import evaluate
   from mnistgen_jax.models import supports
 
   try:
     if FLAGS.num <= 0:
       raise ValueError(f"--num must be a positive integer, got {FLAGS.num}")
-    config = trainer.load_config(FLAGS.workdir)
-    if FLAGS.temperature is not None:
-      if "temperature" not in config:
-        raise ValueError(f"--temperature applies to autoregressive priors, not {config.model!r}")
-      config.temperature = FLAGS.temperature  # A resumable field: the checkpoint still fits.
-      configs.validate(config)
+    config = cli.with_sampling_flags(trainer.load_config(FLAGS.workdir))
     config, family, model, state = trainer.restore_run(FLAGS.workdir, config=config)
     if not supports(model, "sample"):
       raise ValueError(f"{FLAGS.workdir} holds a {config.model!r} run, which cannot sample")

@@ -102,3 +102,32 @@ def parse_flags(argv: list[str]) -> list[str]:
     if isinstance(e, (flags.Error, AttributeError)):
       message += " (see --helpshort)"
     sys.exit(f"error: {message}")
+
+
+# How a trained run samples: resumable config fields that generate, evaluate and export may change
+# without retraining (configs.RESUMABLE_FIELDS). name -> (type, who has it).
+SAMPLING_FIELDS = {
+    "temperature": (float, "autoregressive priors: sampling temperature"),
+    "solver": (str, "flow models: ODE solver, euler | heun"),
+    "sample_steps": (int, "flow models: ODE steps"),
+    "guidance": (float, "conditional flow models: classifier-free guidance scale (1: none)"),
+}
+_DEFINE = {float: flags.DEFINE_float, int: flags.DEFINE_integer, str: flags.DEFINE_string}
+
+
+def define_sampling_flags() -> None:
+  """--temperature, --solver, --sample_steps, --guidance; unset: the run's own values."""
+  for name, (kind, help_string) in SAMPLING_FIELDS.items():
+    _DEFINE[kind](name, None, help_string)
+
+
+def with_sampling_flags(config, flag_values=flags.FLAGS):
+  """config with the sampling flags that were set; ValueError for one its family lacks."""
+  for name, (_, help_string) in SAMPLING_FIELDS.items():
+    value = flag_values[name].value
+    if value is None:
+      continue
+    if name not in config:
+      raise ValueError(f"--{name} is for {help_string.split(':')[0]}, not {config.model!r}")
+    config[name] = value
+  return configs.validate(config)

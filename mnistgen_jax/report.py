@@ -49,13 +49,23 @@ def write_json(path: str, obj) -> None:
   os.replace(tmp, path)
 
 
+def read_eval_json(workdir: str) -> dict:
+  """workdir/eval.json ({} where there is none, or it is unreadable)."""
+  try:
+    with open(os.path.join(workdir, "eval.json")) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return {}
+  return saved if isinstance(saved, dict) else {}
+
+
 def update_eval_json(workdir: str, blocks: dict) -> str:
   """The one writer of workdir/eval.json: merges `blocks` into what it holds (a training run's
   results never drop an earlier 'evaluation', and an evaluation keeps the training results)."""
   path = os.path.join(workdir, "eval.json")
   saved = {}
   if os.path.exists(path):
-    with open(path) as f:
+    with open(path) as f:  # An unreadable file is an error here: it is never silently replaced.
       saved = json.load(f)
   saved.update(blocks)
   write_json(path, saved)

@@ -110,7 +110,8 @@ def initial_state(family, model, config, total_steps: int, stage1=None):
 
 def load_stage1(config, family) -> models.Stage1 | None:
   """The trained run a multi-stage family builds on (config.stage1_workdir), checked: it exists,
-  has a checkpoint, is of a family this one accepts, and of the same dataset."""
+  is of a family this one accepts, of the same dataset, and finished (its last checkpoint is the
+  end of its epochs)."""
   if not family.stage1_families:
     return None
   accepted = " or ".join(f"--model={n}" for n in family.stage1_families)
@@ -137,6 +138,14 @@ def load_stage1(config, family) -> models.Stage1 | None:
   except checkpoint.CheckpointError as e:
     raise ValueError(f"--stage1_workdir: {e}") from e
   del stage1_family
+  # Finished: training wrote its results (eval.json) at the very step of the latest checkpoint,
+  # after all of the run's configured epochs.
+  results = report.read_eval_json(workdir)
+  if (results.get("step") != int(state.step)
+      or results.get("epochs") != stage1_config.num_epochs):
+    raise ValueError(f"--stage1_workdir={workdir} holds an unfinished run (its latest checkpoint, "
+                     f"step {int(state.step)}, is not the end of its {stage1_config.num_epochs} "
+                     f"epochs); finish it first: mnistgen-train --workdir={workdir} resumes it")
   return models.Stage1(workdir, stage1_config, stage1_model, state.variables())
 
 

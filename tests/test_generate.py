@@ -18,6 +18,10 @@ def runs(tmp_path_factory):
   for name in ("cond_vae", "ae"):
     trainer.train_and_evaluate(tiny_config(name, num_epochs=1), str(root / name),
                                print_fn=lambda *a: None)
+  # A flow prior over the conditional VAE: its sampler holds an ODE solver and guidance.
+  trainer.train_and_evaluate(
+      tiny_config("latent_flow", stage1_workdir=str(root / "cond_vae"), num_epochs=1,
+                  sample_steps=3), str(root / "latent_flow"), print_fn=lambda *a: None)
   return root
 
 
@@ -48,10 +52,26 @@ def test_plain_autoencoder_samples_through_its_fitted_prior(runs, tmp_path):
   assert images.shape == (5, 28, 28, 1) and images.std() > 0
 
 
+def test_a_flow_prior_draws_a_digit_with_other_sampling_settings(runs, tmp_path):
+  config_before = (runs / "latent_flow" / "config.json").read_text()
+  drawn = {}
+  for name, extra in (("own", []), ("other", ["--guidance=3", "--solver=euler",
+                                               "--sample_steps=6"])):
+    npy = tmp_path / f"{name}.npy"
+    proc = _generate(f"--workdir={runs / 'latent_flow'}", "--num=6", "--digit=4",
+                     f"--out={tmp_path / name}.png", f"--npy={npy}", *extra)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    drawn[name] = np.load(npy)
+  assert drawn["own"].shape == drawn["other"].shape == (6, 28, 28, 1)
+  assert np.abs(drawn["own"].astype(int) - drawn["other"]).max() > 0
+  assert (runs / "latent_flow" / "config.json").read_text() == config_before  # Not retrained.
+
+
 @pytest.mark.parametrize("args,message", [
     (["--digit=3"], "error: --digit needs a conditional model; 'ae' is unconditional"),
     (["--num=0"], "error: --num must be a positive integer, got 0"),
-    (["--temperature=0.5"], "error: --temperature applies to autoregressive priors, not 'ae'"),
+    (["--temperature=0.5"], "error: --temperature is for autoregressive priors, not 'ae'"),
+    (["--sample_steps=5"], "error: --sample_steps is for flow models, not 'ae'"),
 ])
 def test_bad_requests_are_one_clear_line(runs, tmp_path, args, message):
   proc = _generate(f"--workdir={runs / 'ae'}", f"--out={tmp_path / 'x.png'}", *args)
@@ -64,7 +84,7 @@ def _run(*args, cwd=ROOT):
   return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("name", ["cond_vae", "ae"])
+@pytest.mark.parametrize("name", ["cond_vae", "ae", "latent_flow"])
 def test_exported_sampler_gives_the_same_samples_in_a_fresh_process_without_the_library(
     runs, tmp_path, name):
   out = tmp_path / f"{name}.jaxexport"

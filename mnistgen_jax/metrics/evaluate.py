@@ -127,9 +127,10 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
 
 
 def evaluate_run(workdir: str, num_samples: int = 10000, iwae_samples: int = 50,
-                 progress: bool = True, ref: Reference | None = None) -> dict:
-  """evaluate_variables of the run in workdir, at its latest checkpoint."""
-  config, _, model, state = trainer.restore_run(workdir)
+                 progress: bool = True, ref: Reference | None = None, config=None) -> dict:
+  """evaluate_variables of the run in workdir, at its latest checkpoint; config: its config with
+  sampling fields changed (e.g. sample_steps), else the saved one."""
+  config, _, model, state = trainer.restore_run(workdir, config=config)
   return {"step": int(state.step), **evaluate_variables(
       config, model, state.variables(), num_samples, iwae_samples, progress, ref)}
 

@@ -62,6 +62,12 @@ class Stage1:
   model: nn.Module
   variables: dict  # its trained variables, every collection
 
+  def insert_into(self, variables: dict, name: str) -> dict:
+    """variables with the trained stage 1 put, collection by collection, where the submodule
+    `name` of the multi-stage module keeps it."""
+    trained = self.variables
+    return {c: {**v, name: trained[c]} if c in trained else v for c, v in variables.items()}
+
 
 class Training:
   """How the shared loop trains a family: the ONE place a family customises training.

@@ -129,8 +129,7 @@ class PriorTraining(Training):
 
   def init_variables(self, config, variables, stage1):
     del config
-    trained = stage1.variables
-    return {c: {**v, "vq": trained[c]} if c in trained else v for c, v in variables.items()}
+    return stage1.insert_into(variables, "vq")
 
 
 def _builder(conditional: bool):

@@ -1,0 +1,33 @@
+"""`latent_flow`: a flow-matching prior over a trained encoder family's codes (stage 2)."""
+from mnistgen_jax import configs, flow
+from mnistgen_jax.configs import base
+
+PRESETS = {"1m": dict(prior_width=128, prior_layers=2)}
+
+
+def get_config(preset: str = ""):
+  config = base.get_config("latent_flow")
+  config.stage1_workdir = ""      # a finished run of ae, vae, conv_vae or cond_vae (or their 1m)
+  config.num_epochs = 20
+  config.batch_size = 256
+  config.learning_rate = 1e-3
+  config.lr_schedule = "cosine"
+  config.prior_width = 512        # velocity MLP width
+  config.prior_layers = 3         # its residual blocks
+  config.time_sampling = "uniform"  # uniform | logit_normal
+  config.label_dropout = 0.1      # conditional stage 1: share of labels dropped (for guidance)
+  config.ema_decay = 0.999        # EMA of the velocity weights used for sampling (0: none)
+  config.solver = "heun"          # euler | heun (may change on resume / in generate, evaluate)
+  config.sample_steps = 25        # ODE steps (likewise)
+  config.guidance = 1.0           # classifier-free guidance scale, conditional stage 1 (likewise)
+  return configs.with_preset(config, preset)
+
+
+def validate(config):
+  base.check_positive(config, "prior_width", "prior_layers", "sample_steps")
+  base.check_choice(config, "time_sampling", flow.TIME_SAMPLINGS)
+  base.check_choice(config, "solver", flow.SOLVERS)
+  base.check(0 <= config.label_dropout < 1,
+             f"--label_dropout must be in [0, 1), got {config.label_dropout}")
+  base.check(0 <= config.ema_decay < 1, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
+  base.check(config.guidance >= 0, f"--guidance must be >= 0, got {config.guidance}")

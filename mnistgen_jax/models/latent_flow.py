@@ -1,0 +1,190 @@
+"""`latent_flow`: a flow-matching prior over the codes of a trained encoder family (stage 2).
+
+The two-stage idea of Dai & Wipf (ICLR 2019): an auto-encoder's codes are not distributed like the
+N(0, I) (or fitted Gaussian) it samples from, so a second model learns their distribution. Here
+that model is an MLP velocity field trained by flow matching (mnistgen_jax/flow.py); sampling is
+noise -> ODE (Euler or Heun, config.sample_steps) -> code -> the stage-1 decoder.
+
+- Codes are the stage-1 `encode` outputs, i.e. posterior means for the VAEs: decoding a mean is the
+  model's own (sharpest) reconstruction, which is what the reconstruction FID scores, while
+  decoding a draw of q(z|x) adds the posterior's noise, which the decoder turns into blur.
+- Codes are standardised per dimension with statistics of the first training batch (data-dependent
+  initialisation, like Glow's ActNorm), then fixed: they live in the `code_stats` collection.
+- Stage 1 (every collection) sits in the `stage1` submodule, frozen: the codes are
+  stop-gradient'ed and its parameters get no updates (the optimizer sets them to zero).
+- A conditional stage 1 (cond_vae) gets a class-conditional velocity with label dropout, so
+  sampling can use classifier-free guidance (config.guidance).
+- Sampling uses an exponential moving average of the velocity weights (config.ema_decay > 0).
+"""
+from __future__ import annotations
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from mnistgen_jax import data, flow
+from mnistgen_jax import train as train_lib
+from mnistgen_jax.models.interface import Family, Training
+from mnistgen_jax.models.registry import register
+
+STAGE1 = "stage1"  # the submodule (and variable subtree) holding the frozen stage-1 model
+
+
+class VelocityMLP(nn.Module):
+  """v(z, t, label): residual MLP blocks (pre-LayerNorm), each told the time (sinusoidal
+  embedding) and the label (one extra embedding row for "no label")."""
+  code_dim: int
+  width: int = 512
+  layers: int = 3
+  num_labels: int = 0  # 0: unconditional
+
+  @nn.compact
+  def __call__(self, z, t, labels):
+    condition = nn.Dense(self.width)(nn.silu(nn.Dense(self.width)(
+        flow.time_embedding(t, 128))))
+    if self.num_labels:
+      condition = condition + nn.Embed(self.num_labels + 1, self.width)(labels)
+    condition = nn.silu(condition)
+    h = nn.Dense(self.width)(z)
+    for _ in range(self.layers):
+      r = nn.Dense(2 * self.width)(nn.LayerNorm()(h)) + nn.Dense(2 * self.width)(condition)
+      h = h + nn.Dense(self.width)(nn.silu(r))
+    # Zero-initialised output: training starts from v = 0, not from a random field.
+    return nn.Dense(self.code_dim, kernel_init=nn.initializers.zeros)(nn.LayerNorm()(h))
+
+
+class LatentFlow(nn.Module):
+  stage1: nn.Module            # the trained encoder family, frozen
+  code_dim: int
+  num_classes: int
+  conditional: bool = False
+  width: int = 512
+  layers: int = 3
+  time_sampling: str = "uniform"
+  label_dropout: float = 0.1
+  solver: str = "heun"
+  sample_steps: int = 25
+  guidance: float = 1.0
+
+  @property
+  def latent_interpolation(self) -> str:  # --interpolate walks stage 1's codes
+    return self.stage1.latent_interpolation
+
+  def setup(self):
+    self.velocity = VelocityMLP(self.code_dim, self.width, self.layers,
+                                self.num_classes if self.conditional else 0)
+    self.code_mean = self.variable("code_stats", "mean", jnp.zeros, (self.code_dim,))
+    self.code_std = self.variable("code_stats", "std", jnp.ones, (self.code_dim,))
+
+  def _labels(self, y):
+    return y if self.conditional else jnp.zeros_like(y)
+
+  def codes(self, x, y):
+    """Standardised stage-1 codes, without gradient to stage 1."""
+    codes = jax.lax.stop_gradient(self.stage1.encode(x, y))
+    return (codes - self.code_mean.value) / self.code_std.value
+
+  def losses(self, x, y, train: bool = False):
+    if self.is_initializing():  # Create every stage-1 variable (they come from the stage-1 run).
+      self.stage1.decode(self.stage1.encode(x, y), y)
+    z = self.codes(x, y)
+    flow_key, label_key = jax.random.split(self.make_rng("sample"))
+    labels = self._labels(y)
+    if self.conditional and train:
+      labels = flow.drop_labels(label_key, labels, self.label_dropout, self.num_classes)
+    loss = flow.matching_loss(lambda zt, t: self.velocity(zt, t, labels), z, flow_key,
+                              self.time_sampling)
+    return {"loss": loss}
+
+  def sample_codes(self, y):
+    """Codes of len(y) samples: N(0, I) noise carried to the code distribution by the ODE."""
+    # The weights sampled with: their moving average when there is one, else the trained ones.
+    if self.has_variable("ema", "velocity"):
+      params = self.get_variable("ema", "velocity")
+    else:
+      params = self.velocity.variables["params"]
+    network = self.velocity.clone(parent=None)  # pure function of params: safe inside fori_loop
+    velocity = lambda z, t, labels: network.apply({"params": params}, z, t, labels)
+    if self.conditional:
+      velocity = flow.guided_velocity(velocity, y, self.num_classes, self.guidance)
+    else:
+      velocity = functools.partial(velocity, labels=jnp.zeros_like(y))
+    noise = jax.random.normal(self.make_rng("sample"), (y.shape[0], self.code_dim))
+    z = flow.integrate(velocity, noise, self.sample_steps, self.solver)
+    return z * self.code_std.value + self.code_mean.value
+
+  def sample(self, y):
+    return self.stage1.decode(self.sample_codes(y), y)
+
+  def reconstruct(self, x, y):
+    return self.stage1.reconstruct(x, y)
+
+  def encode(self, x, y):
+    return self.stage1.encode(x, y)
+
+  def decode(self, z, y):
+    return self.stage1.decode(z, y)
+
+
+class FlowPriorTraining(Training):
+  """Adam on the velocity network only; code statistics from the first batch; an EMA of the
+  velocity weights for sampling."""
+
+  def optimizer(self, config, total_steps: int):
+    trained = train_lib.make_optimizer(config, total_steps)
+    labels = lambda params: {k: "frozen" if k == STAGE1 else "trained" for k in params}
+    return optax.multi_transform({"trained": trained, "frozen": optax.set_to_zero()}, labels)
+
+  def init_variables(self, config, variables, stage1):
+    variables = stage1.insert_into(variables, STAGE1)
+    if config.ema_decay:  # The average starts at the initial weights.
+      velocity = jax.tree.map(jnp.copy, variables["params"]["velocity"])
+      variables = {**variables, "ema": {"velocity": velocity}}
+    return variables
+
+  def step(self, model, tx, config):
+    update = train_lib.make_train_step(model, tx)
+
+    def code_stats(state, x, y):
+      codes = model.apply(state.variables(), x, y, method="encode")
+      return {"mean": codes.mean(0), "std": jnp.maximum(codes.std(0), 1e-6)}
+
+    def step(state, x, y):
+      stats = jax.lax.cond(state.step == 0, code_stats, lambda s, *_: s.model_state["code_stats"],
+                           state, x, y)
+      state = state.replace(model_state={**state.model_state, "code_stats": stats})
+      state, metrics = update(state, x, y)
+      if "ema" in state.model_state:
+        # Warm-up (as tf.train.ExponentialMovingAverage with num_updates): early weights, far
+        # from trained, are forgotten fast instead of lingering for ~1 / (1 - decay) steps.
+        decay = jnp.minimum(config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
+        ema = optax.incremental_update(state.params["velocity"],
+                                       state.model_state["ema"]["velocity"], 1.0 - decay)
+        state = state.replace(model_state={**state.model_state, "ema": {"velocity": ema}})
+      return state, metrics
+
+    return step
+
+
+def code_dim(stage1) -> int:
+  """The width of stage 1's codes, from the shape of `encode` (no computation)."""
+  shape = data.info(stage1.config.dataset).image_shape
+  codes = jax.eval_shape(
+      lambda v: stage1.model.apply(v, jnp.zeros((1, *shape)), jnp.zeros((1,), jnp.int32),
+                                   method="encode"), stage1.variables)
+  return codes.shape[-1]
+
+
+def build(config, stage1):
+  return LatentFlow(stage1.model, code_dim(stage1), data.info(config.dataset).num_classes,
+                    stage1.model.conditional, config.prior_width, config.prior_layers,
+                    config.time_sampling, config.label_dropout, config.solver,
+                    config.sample_steps, config.guidance)
+
+
+register(Family("latent_flow", build, FlowPriorTraining(), loss_name="velocity_mse",
+                stage1_families=("conv_vae", "vae", "ae", "cond_vae"),
+                description="flow-matching prior over a trained encoder family's codes"))

@@ -1,0 +1,138 @@
+"""The latent flow-matching prior over a trained encoder family (models/latent_flow.py).
+
+(Training, bitwise resume and the sampler are covered for every family by test_families.py.)"""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from mnistgen_jax import report, trainer
+from mnistgen_jax import train as train_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _quiet(*args):
+  del args
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+  """Tiny finished stage-1 runs (ae, cond_vae) and latent flows over them."""
+  root = tmp_path_factory.mktemp("latent_flow")
+  for name in ("ae", "cond_vae"):
+    trainer.train_and_evaluate(tiny_config(name, num_epochs=1), str(root / name), print_fn=_quiet)
+    trainer.train_and_evaluate(
+        tiny_config("latent_flow", stage1_workdir=str(root / name), num_epochs=2,
+                    sample_steps=4),
+        str(root / f"{name}_flow"), print_fn=_quiet)
+  return root
+
+
+def _leaves_equal(a, b):
+  return all(np.array_equal(np.asarray(x), np.asarray(y))
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_stage1_stays_frozen_and_codes_are_standardised_by_the_first_batch(runs):
+  _, _, _, stage1 = trainer.restore_run(str(runs / "ae"))
+  config, _, model, state = trainer.restore_run(str(runs / "ae_flow"))
+  assert state.step == 8 and not model.conditional
+  # Every stage-1 collection is inside the checkpoint, bit for bit as trained in stage 1.
+  assert _leaves_equal(state.params["stage1"], stage1.params)
+  assert _leaves_equal(state.model_state["prior"]["stage1"], stage1.model_state["prior"])
+  # The standardisation: moments of the first training batch's codes, then fixed.
+  (train_x, train_y), _ = trainer.load_data(config)
+  keys = train_lib.root_keys(config.seed)
+  first = np.asarray(train_lib.epoch_batches(keys["data"], 0, len(train_x), config.batch_size))[0]
+  codes = model.apply(state.variables(), train_lib.to_float(train_x[first]), train_y[first],
+                      method="encode")
+  stats = state.model_state["code_stats"]
+  np.testing.assert_allclose(stats["mean"], codes.mean(0), rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(stats["std"], codes.std(0), rtol=1e-5)
+  assert np.abs(np.asarray(stats["std"]) - 1).max() > 0.05  # Not the identity it starts from.
+
+
+def test_sampling_uses_the_moving_average_of_the_velocity_weights(runs):
+  _, _, model, state = trainer.restore_run(str(runs / "ae_flow"))
+  variables = state.variables()
+  ema, live = variables["ema"]["velocity"], variables["params"]["velocity"]
+  assert not _leaves_equal(ema, live)
+  # After 8 steps of warm-up decay, the average lies between the initial and the trained weights.
+  labels, key = jnp.zeros(4, jnp.int32), jax.random.PRNGKey(0)
+  sample = lambda v: np.asarray(model.apply(v, labels, method="sample_codes", rngs={"sample": key}))
+  without = {k: v for k, v in variables.items() if k != "ema"}
+  assert np.abs(sample(variables) - sample(without)).max() > 1e-4
+  swapped = {**without, "params": {**variables["params"], "velocity": ema}}
+  np.testing.assert_allclose(sample(variables), sample(swapped), atol=1e-6)
+  images = model.apply(variables, labels, method="sample", rngs={"sample": key})
+  assert images.shape == (4, 28, 28, 1) and 0 <= float(images.min()) <= float(images.max()) <= 1
+
+
+def test_a_conditional_stage1_gets_a_guided_conditional_prior(runs):
+  config, _, model, state = trainer.restore_run(str(runs / "cond_vae_flow"))
+  assert model.conditional and model.guidance == 1.0
+  key = jax.random.PRNGKey(0)
+  codes = lambda m, y: np.asarray(m.apply(state.variables(), y, method="sample_codes",
+                                          rngs={"sample": key}))
+  threes, sevens = jnp.full(8, 3, jnp.int32), jnp.full(8, 7, jnp.int32)
+  assert np.abs(codes(model, threes) - codes(model, sevens)).max() > 1e-4  # The label matters.
+  guided = model.clone(guidance=3.0)
+  assert np.abs(codes(guided, threes) - codes(model, threes)).max() > 1e-4
+  # Guidance 0 is the unconditional velocity: the requested digit no longer changes the codes.
+  free = model.clone(guidance=0.0)
+  np.testing.assert_allclose(codes(free, threes), codes(free, sevens), atol=1e-6)
+
+
+def _interrupted_copy(source, target):
+  """A copy of a finished run, resumed for more epochs and stopped at once (as by Ctrl-C)."""
+  shutil.copytree(source, target)
+  config = tiny_config("ae", num_epochs=3)
+
+  def stop(line):
+    if line.startswith("step"):
+      raise KeyboardInterrupt
+  with pytest.raises(KeyboardInterrupt):
+    trainer.train_and_evaluate(config, str(target), print_fn=stop)
+
+
+def test_bad_stage1_workdirs_are_refused_before_anything_is_written(runs, tmp_path):
+  fake = tmp_path / "fake"
+  fake.mkdir()
+  cases = {str(tmp_path / "missing"): "holds no run (no config.json)",
+           str(runs / "ae_flow"): "holds a 'latent_flow' run, which latent_flow cannot build on",
+           str(fake): "was trained on 'fashion_mnist', this run is on 'mnist'"}
+  with open(fake / "config.json", "w") as f:
+    json.dump(dict(json.load(open(runs / "ae" / "config.json")), dataset="fashion_mnist"), f)
+  _interrupted_copy(runs / "ae", tmp_path / "unfinished")
+  cases[str(tmp_path / "unfinished")] = "holds an unfinished run (its latest checkpoint, step 4"
+  for stage1, message in cases.items():
+    workdir = tmp_path / "flow"
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+      trainer.train_and_evaluate(tiny_config("latent_flow", stage1_workdir=stage1), str(workdir),
+                                 print_fn=_quiet)
+    assert not workdir.exists()
+  # From the command line: one line naming the problem and the fix, exit 1, nothing written.
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.train", "--model=latent_flow",
+       f"--stage1_workdir={tmp_path / 'unfinished'}", f"--workdir={tmp_path / 'flow'}"],
+      cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines() == [
+      f"error: --stage1_workdir={tmp_path / 'unfinished'} holds an unfinished run (its latest "
+      "checkpoint, step 4, is not the end of its 3 epochs); finish it first: mnistgen-train "
+      f"--workdir={tmp_path / 'unfinished'} resumes it"]
+  assert not (tmp_path / "flow").exists()
+
+
+def test_evaluation_results_name_the_velocity_loss(runs):
+  results = report.read_eval_json(str(runs / "cond_vae_flow"))
+  assert results["loss_name"] == "velocity_mse" and results["epochs"] == 2
+  assert 0 < results["test"]["velocity_mse"] < 10
