@@ -20,8 +20,8 @@ from mnistgen_jax import checkpoint, configs, data, models
 FLAGS = flags.FLAGS
 flags.DEFINE_string("preset", "1m", "parameter budget of the families' config files, e.g. 1m")
 flags.DEFINE_string("root", None, "directory holding one run per family")
-flags.DEFINE_list("families", ["ae", "vae", "conv_vae", "cond_vae", "vqvae_prior", "dcgan",
-                               "cond_dcgan"], "families to compare")
+flags.DEFINE_list("families", ["ae", "vae", "conv_vae", "cond_vae", "latent_flow", "vqvae_prior",
+                               "dcgan", "cond_dcgan"], "families to compare")
 flags.DEFINE_integer("num_epochs", 10, "epochs per run (stage 1 and prior alike)")
 flags.DEFINE_integer("eval_samples", 10000, "samples for the FID of samples")
 flags.DEFINE_integer("train_size", 0, "train on the first N training images (0 = all)")

@@ -3,7 +3,8 @@ r"""Writes a results table (markdown) for several runs side by side.
   python -m experiments.compare --workdirs=runs/vae,runs/conv_vae --out=results.md
 
 Each run should have been evaluated (python -m experiments.evaluate) first; missing numbers stay
-empty. FIDs are fid_lenet (MNIST-classifier features), not Inception FIDs.
+empty ("digit read": the share of a conditional model's samples that the classifier reads as
+the requested digit). FIDs are fid_lenet (MNIST-classifier features), not Inception FIDs.
 """
 import json
 import os
@@ -19,7 +20,7 @@ flags.DEFINE_string("out", None, "also write the table to this markdown file")
 flags.mark_flag_as_required("workdirs")
 
 HEADER = ["run", "model", "params", "train s", "test loss", "IWAE NLL", "FID recon",
-          "FID samples", "KID", "precision", "recall", "class. score"]
+          "FID samples", "KID", "precision", "recall", "class. score", "digit read"]
 
 
 def row(workdir: str):
@@ -36,7 +37,7 @@ def row(workdir: str):
           f"{result['train_seconds']:.1f}", f"{loss:.2f} ({result['loss_name']})", iwae,
           evaluation.get("reconstructions", {}).get("fid_lenet"), samples.get("fid_lenet"),
           samples.get("kid_lenet"), samples.get("precision"), samples.get("recall"),
-          samples.get("classifier_score")]
+          samples.get("classifier_score"), samples.get("label_accuracy")]
 
 
 def main(argv):

@@ -35,6 +35,18 @@ def test_1m_preset_builds_about_one_million_parameters(name):
   assert abs(_trained_params(model) - 1_000_000) <= 30_000, _trained_params(model)
 
 
+def test_1m_latent_flow_prior_is_small_beside_its_1m_stage1():
+  stage1_config = configs.get_config("conv_vae", preset="1m")
+  stage1_model = models.get("conv_vae").build(stage1_config)
+  shapes = jax.eval_shape(lambda: stage1_model.init(
+      {"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)},
+      jnp.zeros((2, 28, 28, 1)), jnp.zeros((2,), jnp.int32), method="losses"))
+  stage1 = models.Stage1("", stage1_config, stage1_model, shapes)
+  model = models.get("latent_flow").build(configs.get_config("latent_flow", preset="1m"), stage1)
+  prior = _trained_params(model) - _trained_params(stage1_model)
+  assert 100_000 <= prior <= 150_000, prior
+
+
 def test_unknown_preset_is_one_clear_error():
   with pytest.raises(ValueError, match=r"--preset=2m has no widths for 'vae' \(its presets: 1m\)"):
     configs.get_config("vae", preset="2m")
@@ -44,12 +56,12 @@ def test_unknown_preset_is_one_clear_error():
 def test_budget_trains_evaluates_and_writes_the_table(tmp_path):
   root = tmp_path / "budget"
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.budget", f"--root={root}", "--families=ae,vqvae_prior",
+      [sys.executable, "-m", "experiments.budget", f"--root={root}", "--families=ae,vqvae_prior,latent_flow",
        "--num_epochs=1", "--train_size=256", "--test_size=200", "--eval_samples=300",
        "--log_every=4"], cwd=ROOT, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((root / "budget.json").read_text())["results"]
-  assert set(results) == {"ae", "vqvae_prior"}
+  assert set(results) == {"ae", "vqvae_prior", "latent_flow"}
   stage1 = json.loads((root / "vqvae" / "eval.json").read_text())
   prior = json.loads((root / "vqvae_prior" / "eval.json").read_text())
   # The prior row's time is stage 1's plus the prior's; its count includes stage 1's parameters.

@@ -15,6 +15,7 @@ import pytest
 from conftest import tiny_config
 from mnistgen_jax import report, trainer
 from mnistgen_jax import train as train_lib
+from mnistgen_jax.models import latent_flow
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -56,8 +57,24 @@ def test_stage1_stays_frozen_and_codes_are_standardised_by_the_first_batch(runs)
                       method="encode")
   stats = state.model_state["code_stats"]
   np.testing.assert_allclose(stats["mean"], codes.mean(0), rtol=1e-5, atol=1e-6)
-  np.testing.assert_allclose(stats["std"], codes.std(0), rtol=1e-5)
-  assert np.abs(np.asarray(stats["std"]) - 1).max() > 0.05  # Not the identity it starts from.
+  scale = np.asarray(stats["scale_tril"])
+  np.testing.assert_allclose(np.diag(scale), codes.std(0), rtol=1e-4)
+  np.testing.assert_array_equal(scale, np.diag(np.diag(scale)))  # config.code_whitening=diagonal
+  assert np.abs(np.diag(scale) - 1).max() > 0.05  # Not the identity it starts from.
+
+
+def test_full_whitening_is_the_cholesky_factor_of_the_code_covariance():
+  codes = jax.random.normal(jax.random.PRNGKey(0), (4096, 3)) @ jnp.array(
+      [[2.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.0, -1.0, 0.1]]).T + 3.0
+  scale = np.asarray(latent_flow.code_scale(codes, "full"))
+  centred = np.asarray(codes - codes.mean(0))
+  np.testing.assert_allclose(scale @ scale.T, centred.T @ centred / len(centred), rtol=1e-4,
+                             atol=1e-5)
+  assert np.allclose(np.triu(scale, 1), 0) and np.all(np.diag(scale) > 0)
+  white = np.linalg.solve(scale, centred.T).T  # What the prior is trained on: identity covariance.
+  np.testing.assert_allclose(np.cov(white, rowvar=False), np.eye(3), atol=1e-3)
+  diagonal = np.asarray(latent_flow.code_scale(codes, "diagonal"))
+  np.testing.assert_allclose(np.diag(diagonal), centred.std(0), rtol=1e-4)
 
 
 def test_sampling_uses_the_moving_average_of_the_velocity_weights(runs):

@@ -77,7 +77,7 @@ class LatentFlow(nn.Module):
     self.velocity = VelocityMLP(self.code_dim, self.width, self.layers,
                                 self.num_classes if self.conditional else 0)
     self.code_mean = self.variable("code_stats", "mean", jnp.zeros, (self.code_dim,))
-    self.code_std = self.variable("code_stats", "std", jnp.ones, (self.code_dim,))
+    self.code_scale = self.variable("code_stats", "scale_tril", jnp.eye, self.code_dim)
 
   def _labels(self, y):
     return y if self.conditional else jnp.zeros_like(y)
@@ -85,7 +85,8 @@ class LatentFlow(nn.Module):
   def codes(self, x, y):
     """Standardised stage-1 codes, without gradient to stage 1."""
     codes = jax.lax.stop_gradient(self.stage1.encode(x, y))
-    return (codes - self.code_mean.value) / self.code_std.value
+    return jax.scipy.linalg.solve_triangular(
+        self.code_scale.value, (codes - self.code_mean.value).T, lower=True).T
 
   def losses(self, x, y, train: bool = False):
     if self.is_initializing():  # Create every stage-1 variable (they come from the stage-1 run).
@@ -114,7 +115,7 @@ class LatentFlow(nn.Module):
       velocity = functools.partial(velocity, labels=jnp.zeros_like(y))
     noise = jax.random.normal(self.make_rng("sample"), (y.shape[0], self.code_dim))
     z = flow.integrate(velocity, noise, self.sample_steps, self.solver)
-    return z * self.code_std.value + self.code_mean.value
+    return z @ self.code_scale.value.T + self.code_mean.value
 
   def sample(self, y):
     return self.stage1.decode(self.sample_codes(y), y)
@@ -150,7 +151,7 @@ class FlowPriorTraining(Training):
 
     def code_stats(state, x, y):
       codes = model.apply(state.variables(), x, y, method="encode")
-      return {"mean": codes.mean(0), "std": jnp.maximum(codes.std(0), 1e-6)}
+      return {"mean": codes.mean(0), "scale_tril": code_scale(codes, config.code_whitening)}
 
     def step(state, x, y):
       stats = jax.lax.cond(state.step == 0, code_stats, lambda s, *_: s.model_state["code_stats"],
@@ -167,6 +168,18 @@ class FlowPriorTraining(Training):
       return state, metrics
 
     return step
+
+
+def code_scale(codes, whitening: str):
+  """Lower-triangular L with codes ~ mean + L z, z white: the Cholesky factor of the codes'
+  covariance ('full'), or the diagonal of their standard deviations ('diagonal')."""
+  centred = codes - codes.mean(0)
+  cov = centred.T @ centred / codes.shape[0]
+  # Jitter relative to the average variance: collapsed dimensions stay positive definite.
+  cov = cov + 1e-6 * jnp.trace(cov) / cov.shape[0] * jnp.eye(cov.shape[0])
+  if whitening == "full":
+    return jnp.linalg.cholesky(cov)
+  return jnp.diag(jnp.sqrt(jnp.diag(cov)))
 
 
 def code_dim(stage1) -> int:
