@@ -32,11 +32,16 @@ flags.mark_flag_as_required("root")
 HEADER = ["family", "params", "epochs", "train s", "test loss", "FID samples", "FID recon"]
 
 
+def config_of(model: str, **overrides):
+  """The family's config at the budget's preset, epochs and data sizes (validated)."""
+  return configs.get_config(model, preset=FLAGS.preset, num_epochs=FLAGS.num_epochs,
+                            train_size=FLAGS.train_size, test_size=FLAGS.test_size,
+                            log_every=FLAGS.log_every, **overrides)
+
+
 def train_one(model: str, workdir: str, evaluate_fn=None, **overrides) -> dict:
   from mnistgen_jax import trainer
-  config = configs.get_config(model, preset=FLAGS.preset, num_epochs=FLAGS.num_epochs,
-                              train_size=FLAGS.train_size, test_size=FLAGS.test_size,
-                              log_every=FLAGS.log_every, **overrides)
+  config = config_of(model, **overrides)
   prefix = f"[{model}] "
   return trainer.train_and_evaluate(config, workdir, evaluate_fn=evaluate_fn,
                                     print_fn=lambda s: print(prefix + s, flush=True))
@@ -50,8 +55,10 @@ def main(argv):
 
   rows, results = [], {}
   try:
-    for name in FLAGS.families:  # Every name and its preset checked before any training.
-      configs.get_config(name, preset=FLAGS.preset)
+    for name in FLAGS.families:  # Every config checked before any training.
+      config_of(name)
+      for stage1 in models.get(name).stage1_families[:1]:
+        config_of(stage1)
     ref = evaluate.Reference.load(configs.get_config(FLAGS.families[0]).dataset)
     evaluate_fn = functools.partial(evaluate.evaluate_variables, num_samples=FLAGS.eval_samples,
                                     iwae_samples=0, ref=ref)

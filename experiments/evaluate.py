@@ -38,6 +38,8 @@ def main(argv):
     ref = evaluate.Reference.load(config.dataset, progress=FLAGS.progress, **data_kw)
     result = evaluate.evaluate_run(FLAGS.workdir, FLAGS.num_samples, FLAGS.iwae_samples,
                                    progress=FLAGS.progress, ref=ref, config=config)
+    # How the samples were drawn (the run's own settings, or the flags that changed them).
+    result["sampling"] = {k: config[k] for k in cli.SAMPLING_FIELDS if k in config}
     if FLAGS.calibration:
       result["calibration"] = evaluate.calibration(ref, jax.random.PRNGKey(0), FLAGS.num_samples,
                                                    **data_kw)

@@ -49,7 +49,8 @@ def main(argv):
     if FLAGS.digit is not None:
       if not model.conditional:
         raise ValueError(f"--digit needs a conditional model; {config.model!r} is unconditional "
-                         "(try cond_vae, vqvae_cond_prior or cond_dcgan)")
+                         "(try cond_vae, vqvae_cond_prior, cond_dcgan, or latent_flow over a cond_vae "
+                         "run)")
       if not 0 <= FLAGS.digit < num_classes:
         raise ValueError(f"--digit must be in 0..{num_classes - 1}, got {FLAGS.digit}")
     if FLAGS.interpolate is not None:

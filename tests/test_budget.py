@@ -52,12 +52,23 @@ def test_unknown_preset_is_one_clear_error():
     configs.get_config("vae", preset="2m")
 
 
+def test_budget_checks_every_config_before_any_training(tmp_path):
+  root = tmp_path / "budget"
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.budget", f"--root={root}", "--families=ae,latent_flow",
+       "--num_epochs=1", "--train_size=256"], cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines() == [
+      "error: --train_size=256 is smaller than --batch_size=512"]
+  assert not (root / "ae").exists()
+
+
 @pytest.mark.slow
 def test_budget_trains_evaluates_and_writes_the_table(tmp_path):
   root = tmp_path / "budget"
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.budget", f"--root={root}", "--families=ae,vqvae_prior,latent_flow",
-       "--num_epochs=1", "--train_size=256", "--test_size=200", "--eval_samples=300",
+      [sys.executable, "-m", "experiments.budget", f"--root={root}",
+       "--families=ae,vqvae_prior,latent_flow", "--num_epochs=1", "--train_size=512", "--test_size=200", "--eval_samples=300",
        "--log_every=4"], cwd=ROOT, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((root / "budget.json").read_text())["results"]
@@ -68,8 +79,10 @@ def test_budget_trains_evaluates_and_writes_the_table(tmp_path):
   assert results["vqvae_prior"]["train_seconds"] == pytest.approx(
       stage1["train_seconds"] + prior["train_seconds"], abs=0.02)
   assert results["vqvae_prior"]["num_params"] == prior["num_params"] > stage1["num_params"]
-  for r in results.values():
+  for name, r in results.items():
     assert np.isfinite(r["fid_samples"]) and np.isfinite(r["fid_reconstructions"])
-    assert abs(r["num_params"] - 1_000_000) <= 30_000
+    # The latent flow's small prior (0.13 M) comes on top of its 1 M stage 1 (conv_vae).
+    budget = 1_000_000 + (130_000 if name == "latent_flow" else 0)
+    assert abs(r["num_params"] - budget) <= 30_000
   table = (root / "budget.md").read_text()
   assert "| ae | 999,004 | 1 |" in table and "| vqvae_prior | " in table

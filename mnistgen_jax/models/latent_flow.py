@@ -8,8 +8,9 @@ noise -> ODE (Euler or Heun, config.sample_steps) -> code -> the stage-1 decoder
 - Codes are the stage-1 `encode` outputs, i.e. posterior means for the VAEs: decoding a mean is the
   model's own (sharpest) reconstruction, which is what the reconstruction FID scores, while
   decoding a draw of q(z|x) adds the posterior's noise, which the decoder turns into blur.
-- Codes are standardised per dimension with statistics of the first training batch (data-dependent
-  initialisation, like Glow's ActNorm), then fixed: they live in the `code_stats` collection.
+- Codes are standardised per dimension (or whitened: config.code_whitening=full) with statistics of
+  the first training batch (data-dependent initialisation, like Glow's ActNorm), then fixed: they
+  live in the `code_stats` collection.
 - Stage 1 (every collection) sits in the `stage1` submodule, frozen: the codes are
   stop-gradient'ed and its parameters get no updates (the optimizer sets them to zero).
 - A conditional stage 1 (cond_vae) gets a class-conditional velocity with label dropout, so
@@ -37,7 +38,7 @@ class VelocityMLP(nn.Module):
   """v(z, t, label): residual MLP blocks (pre-LayerNorm), each told the time (sinusoidal
   embedding) and the label (one extra embedding row for "no label")."""
   code_dim: int
-  width: int = 512
+  width: int = 256
   layers: int = 3
   num_labels: int = 0  # 0: unconditional
 
@@ -61,9 +62,9 @@ class LatentFlow(nn.Module):
   code_dim: int
   num_classes: int
   conditional: bool = False
-  width: int = 512
+  width: int = 256
   layers: int = 3
-  time_sampling: str = "uniform"
+  time_sampling: str = "logit_normal"
   label_dropout: float = 0.1
   solver: str = "heun"
   sample_steps: int = 25
