@@ -113,7 +113,7 @@ class LatentFlow(nn.Module):
     if self.conditional:
       velocity = flow.guided_velocity(velocity, y, self.num_classes, self.guidance)
     else:
-      velocity = functools.partial(velocity, labels=jnp.zeros_like(y))
+      velocity = functools.partial(velocity, labels=self._labels(y))
     noise = jax.random.normal(self.make_rng("sample"), (y.shape[0], self.code_dim))
     z = flow.integrate(velocity, noise, self.sample_steps, self.solver)
     return z @ self.code_scale.value.T + self.code_mean.value
