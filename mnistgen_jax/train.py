@@ -63,13 +63,15 @@ def init_state(model, tx, seed: int, image_shape, init_variables: Callable | Non
                     model_state=variables, rng=keys["train"])
 
 
-def make_train_step(model, tx) -> Callable:
-  """(state, x float in [0,1], y) -> (state, metrics): one step on the batch mean loss."""
+def make_train_step(model, tx, method: str = "losses") -> Callable:
+  """(state, x float in [0,1], y) -> (state, metrics): one step on the batch mean loss.
+  method: the module's per-example loss method (x, y, train) -> dict with 'loss'; a family whose
+  step reads precomputed inputs (Training.train_inputs) names the method that takes those."""
 
   def loss_fn(params, state, x, y, key):
     # Non-trainable collections (codebook EMAs, ...) may be updated by the training pass.
     losses, model_state = model.apply(
-        {"params": params, **state.model_state}, x, y, train=True, method="losses",
+        {"params": params, **state.model_state}, x, y, train=True, method=method,
         rngs={"sample": key}, mutable=list(state.model_state))
     means = {k: v.mean() for k, v in losses.items()}
     return means["loss"], (means, model_state)
@@ -88,7 +90,8 @@ def make_train_step(model, tx) -> Callable:
 
 def make_chunk_runner(model, tx, step: Callable | None = None, mesh=None) -> Callable:
   """Runs `length` consecutive steps of an epoch as one jitted lax.scan, from batch `start`.
-  step: (state, x float, y) -> (state, metrics); default make_train_step(model, tx).
+  step: (state, x, y) -> (state, metrics); default make_train_step(model, tx). x: rows of the
+  training inputs, uint8 images made float in [0, 1], or a family's float inputs as they are.
   mesh: a parallel.make_mesh mesh; each batch is split over its devices (data parallel)."""
   step = step or make_train_step(model, tx)
 
@@ -98,11 +101,12 @@ def make_chunk_runner(model, tx, step: Callable | None = None, mesh=None) -> Cal
     return lax.with_sharding_constraint(batch, parallel.batch_sharding(mesh, batch.ndim))
 
   @functools.partial(jax.jit, static_argnames="length", donate_argnums=0)
-  def run(state, images, labels, batch_indices, start, length):
+  def run(state, inputs, labels, batch_indices, start, length):
     chunk = lax.dynamic_slice_in_dim(batch_indices, start, length)
 
     def body(state, idx):
-      return step(state, to_float(split(images[idx])), split(labels[idx]))
+      x = split(inputs[idx])
+      return step(state, to_float(x) if x.dtype == jnp.uint8 else x, split(labels[idx]))
 
     return lax.scan(body, state, chunk)
 

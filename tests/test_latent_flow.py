@@ -153,3 +153,27 @@ def test_evaluation_results_name_the_velocity_loss(runs):
   results = report.read_eval_json(str(runs / "cond_vae_flow"))
   assert results["loss_name"] == "velocity_mse" and results["epochs"] == 2
   assert 0 < results["test"]["velocity_mse"] < 10
+
+
+def test_the_step_reads_codes_encoded_once_and_matches_the_loss_on_images(runs):
+  config, family, model, state = trainer.restore_run(str(runs / "cond_vae_flow"))
+  variables = state.variables()
+  (train_x, train_y), _ = trainer.load_data(config)
+  inputs = family.training.train_inputs(model, config, variables, train_x, train_y)
+  # One code per training image (its posterior mean), batch by batch as encode gives it.
+  assert inputs.shape == (len(train_x), model.code_dim) and inputs.dtype == jnp.float32
+  x, y = train_lib.to_float(jnp.asarray(train_x[:16])), jnp.asarray(train_y[:16])
+  np.testing.assert_allclose(inputs[:16], model.apply(variables, x, y, method="encode"),
+                             rtol=1e-5, atol=1e-5)
+  # The loss the step optimises on those codes is the loss of the images (same randomness),
+  # and the test evaluation, which reads images, scores the same objective.
+  rngs = {"sample": jax.random.PRNGKey(3)}
+  on_codes = model.apply(variables, inputs[:16], y, method="code_losses", rngs=rngs)["loss"]
+  on_images = model.apply(variables, x, y, method="losses", rngs=rngs)["loss"]
+  np.testing.assert_allclose(on_codes, on_images, rtol=1e-4, atol=1e-5)
+  assert on_codes.shape == (16,) and float(on_codes.mean()) > 0
+  # And the chunk runner hands float inputs to the step unchanged (uint8 images are scaled).
+  step = lambda s, batch, labels: (s, {"loss": batch.sum()})
+  run = train_lib.make_chunk_runner(model, None, step)
+  _, metrics = run(state, inputs, jnp.asarray(train_y), jnp.arange(32).reshape(2, 16), 0, 1)
+  np.testing.assert_allclose(metrics["loss"][0], inputs[:16].sum(), rtol=1e-5)

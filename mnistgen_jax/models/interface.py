@@ -87,8 +87,17 @@ class Training:
     del config, stage1
     return variables
 
+  def train_inputs(self, model, config, variables: dict, images, labels):
+    """What the step reads for each training example, computed once before the epochs (and
+    again on resume, so it must depend on frozen variables only): the uint8 images by default;
+    a family on a frozen stage 1 may return its codes, so the frozen encoder runs once rather
+    than at every step of every epoch. Test evaluation, pictures and metrics still get images."""
+    del model, config, variables, labels
+    return images
+
   def step(self, model, tx, config) -> Callable:
-    """(state, x, y) -> (state, metrics), pure and jittable; default: one Adam step on 'loss'."""
+    """(state, x, y) -> (state, metrics), pure and jittable; default: one Adam step on 'loss'.
+    x: a batch of train_inputs (images as float in [0, 1])."""
     del config
     return train_lib.make_train_step(model, tx)
 

@@ -83,16 +83,14 @@ class LatentFlow(nn.Module):
   def _labels(self, y):
     return y if self.conditional else jnp.zeros_like(y)
 
-  def codes(self, x, y):
-    """Standardised stage-1 codes, without gradient to stage 1."""
-    codes = jax.lax.stop_gradient(self.stage1.encode(x, y))
+  def standardise(self, codes):
     return jax.scipy.linalg.solve_triangular(
         self.code_scale.value, (codes - self.code_mean.value).T, lower=True).T
 
-  def losses(self, x, y, train: bool = False):
-    if self.is_initializing():  # Create every stage-1 variable (they come from the stage-1 run).
-      self.stage1.decode(self.stage1.encode(x, y), y)
-    z = self.codes(x, y)
+  def code_losses(self, codes, y, train: bool = False):
+    """The flow-matching loss of stage-1 codes (what the training step reads: the codes are
+    computed once, by FlowPriorTraining.train_inputs)."""
+    z = self.standardise(codes)
     flow_key, label_key = jax.random.split(self.make_rng("sample"))
     labels = self._labels(y)
     if self.conditional and train:
@@ -100,6 +98,11 @@ class LatentFlow(nn.Module):
     loss = flow.matching_loss(lambda zt, t: self.velocity(zt, t, labels), z, flow_key,
                               self.time_sampling)
     return {"loss": loss}
+
+  def losses(self, x, y, train: bool = False):
+    if self.is_initializing():  # Create every stage-1 variable (they come from the stage-1 run).
+      self.stage1.decode(self.stage1.encode(x, y), y)
+    return self.code_losses(jax.lax.stop_gradient(self.stage1.encode(x, y)), y, train)
 
   def sample_codes(self, y):
     """Codes of len(y) samples: N(0, I) noise carried to the code distribution by the ODE."""
@@ -132,8 +135,8 @@ class LatentFlow(nn.Module):
 
 
 class FlowPriorTraining(Training):
-  """Adam on the velocity network only; code statistics from the first batch; an EMA of the
-  velocity weights for sampling."""
+  """Adam on the velocity network only, over codes encoded once; code statistics from the first
+  batch; an EMA of the velocity weights for sampling."""
 
   def optimizer(self, config, total_steps: int):
     trained = train_lib.make_optimizer(config, total_steps)
@@ -147,18 +150,23 @@ class FlowPriorTraining(Training):
       variables = {**variables, "ema": {"velocity": velocity}}
     return variables
 
-  def step(self, model, tx, config):
-    update = train_lib.make_train_step(model, tx)
+  def train_inputs(self, model, config, variables, images, labels):
+    """The stage-1 codes of the training set, encoded once: stage 1 is frozen, so they are the
+    same at every step (and again on resume)."""
+    return train_lib.make_applier(model, "encode", config.eval_batch_size)(
+        variables, images, labels)
 
-    def code_stats(state, x, y):
-      codes = model.apply(state.variables(), x, y, method="encode")
+  def step(self, model, tx, config):
+    update = train_lib.make_train_step(model, tx, method="code_losses")
+
+    def code_stats(state, codes):
       return {"mean": codes.mean(0), "scale_tril": code_scale(codes, config.code_whitening)}
 
-    def step(state, x, y):
-      stats = jax.lax.cond(state.step == 0, code_stats, lambda s, *_: s.model_state["code_stats"],
-                           state, x, y)
+    def step(state, codes, y):
+      stats = jax.lax.cond(state.step == 0, code_stats,
+                           lambda s, _: s.model_state["code_stats"], state, codes)
       state = state.replace(model_state={**state.model_state, "code_stats": stats})
-      state, metrics = update(state, x, y)
+      state, metrics = update(state, codes, y)
       if "ema" in state.model_state:
         # Warm-up (as tf.train.ExponentialMovingAverage with num_updates): early weights, far
         # from trained, are forgotten fast instead of lingering for ~1 / (1 - decay) steps.
