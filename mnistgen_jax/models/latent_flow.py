@@ -65,6 +65,7 @@ class LatentFlow(nn.Module):
   width: int = 256
   layers: int = 3
   time_sampling: str = "logit_normal"
+  code_whitening: str = "diagonal"  # how code_stats' scale_tril was fitted: 'diagonal' | 'full'
   label_dropout: float = 0.1
   solver: str = "heun"
   sample_steps: int = 25
@@ -84,8 +85,16 @@ class LatentFlow(nn.Module):
     return y if self.conditional else jnp.zeros_like(y)
 
   def standardise(self, codes):
-    return jax.scipy.linalg.solve_triangular(
-        self.code_scale.value, (codes - self.code_mean.value).T, lower=True).T
+    """L^-1 (codes - mean). Diagonal L: a division; XLA:CPU's batched triangular solve would
+    cost as much as the whole velocity network's step. Full L: its inverse (d x d), then a
+    matmul."""
+    centred = codes - self.code_mean.value
+    scale = self.code_scale.value
+    if self.code_whitening == "diagonal":
+      return centred / jnp.diag(scale)
+    inverse = jax.scipy.linalg.solve_triangular(scale, jnp.eye(self.code_dim, dtype=scale.dtype),
+                                                lower=True)
+    return centred @ inverse.T
 
   def code_losses(self, codes, y, train: bool = False):
     """The flow-matching loss of stage-1 codes (what the training step reads: the codes are
@@ -203,7 +212,7 @@ def code_dim(stage1) -> int:
 def build(config, stage1):
   return LatentFlow(stage1.model, code_dim(stage1), data.info(config.dataset).num_classes,
                     stage1.model.conditional, config.prior_width, config.prior_layers,
-                    config.time_sampling, config.label_dropout, config.solver,
+                    config.time_sampling, config.code_whitening, config.label_dropout, config.solver,
                     config.sample_steps, config.guidance)
 
 
