@@ -88,6 +88,23 @@ def make_train_step(model, tx, method: str = "losses") -> Callable:
   return step
 
 
+def with_average(variables: dict, name: str) -> dict:
+  """variables plus an 'ema' collection whose `name` entry starts as a copy of params[name]."""
+  average = jax.tree.map(jnp.copy, variables["params"][name])
+  return {**variables, "ema": {**variables.get("ema", {}), name: average}}
+
+
+def update_average(state: TrainState, name: str, decay: float) -> TrainState:
+  """Moves model_state['ema'][name] toward params[name]: an exponential moving average of the
+  weights (sampled with instead of the last ones). Warm-up as tf.train.ExponentialMovingAverage
+  with num_updates: early weights, far from trained, are forgotten fast instead of lingering for
+  ~1 / (1 - decay) steps."""
+  rate = jnp.minimum(decay, (1.0 + state.step) / (10.0 + state.step))
+  averages = state.model_state["ema"]
+  average = optax.incremental_update(state.params[name], averages[name], 1.0 - rate)
+  return state.replace(model_state={**state.model_state, "ema": {**averages, name: average}})
+
+
 def make_chunk_runner(model, tx, step: Callable | None = None, mesh=None) -> Callable:
   """Runs `length` consecutive steps of an epoch as one jitted lax.scan, from batch `start`.
   step: (state, x, y) -> (state, metrics); default make_train_step(model, tx). x: rows of the

@@ -177,3 +177,16 @@ def test_the_step_reads_codes_encoded_once_and_matches_the_loss_on_images(runs):
   run = train_lib.make_chunk_runner(model, None, step)
   _, metrics = run(state, inputs, jnp.asarray(train_y), jnp.arange(32).reshape(2, 16), 0, 1)
   np.testing.assert_allclose(metrics["loss"][0], inputs[:16].sum(), rtol=1e-5)
+
+
+def test_standardising_inverts_the_code_scale_for_either_whitening(runs):
+  _, _, model, state = trainer.restore_run(str(runs / "ae_flow"))
+  codes = jax.random.normal(jax.random.PRNGKey(1), (64, model.code_dim)) * 2.0 + 1.0
+  mean = jnp.ones(model.code_dim)
+  for whitening in ("full", "diagonal"):
+    scale = latent_flow.code_scale(codes, whitening)
+    variables = {**state.variables(), "code_stats": {"mean": mean, "scale_tril": scale}}
+    z = model.clone(code_whitening=whitening).apply(variables, codes, method="standardise")
+    np.testing.assert_allclose(z, np.linalg.solve(scale, np.asarray(codes - mean).T).T,
+                               rtol=1e-4, atol=1e-4)
+  assert np.abs(np.tril(np.asarray(latent_flow.code_scale(codes, "full")), -1)).max() > 0

@@ -155,8 +155,7 @@ class FlowPriorTraining(Training):
   def init_variables(self, config, variables, stage1):
     variables = stage1.insert_into(variables, STAGE1)
     if config.ema_decay:  # The average starts at the initial weights.
-      velocity = jax.tree.map(jnp.copy, variables["params"]["velocity"])
-      variables = {**variables, "ema": {"velocity": velocity}}
+      variables = train_lib.with_average(variables, "velocity")
     return variables
 
   def train_inputs(self, model, config, variables, images, labels):
@@ -176,13 +175,8 @@ class FlowPriorTraining(Training):
                            lambda s, _: s.model_state["code_stats"], state, codes)
       state = state.replace(model_state={**state.model_state, "code_stats": stats})
       state, metrics = update(state, codes, y)
-      if "ema" in state.model_state:
-        # Warm-up (as tf.train.ExponentialMovingAverage with num_updates): early weights, far
-        # from trained, are forgotten fast instead of lingering for ~1 / (1 - decay) steps.
-        decay = jnp.minimum(config.ema_decay, (1.0 + state.step) / (10.0 + state.step))
-        ema = optax.incremental_update(state.params["velocity"],
-                                       state.model_state["ema"]["velocity"], 1.0 - decay)
-        state = state.replace(model_state={**state.model_state, "ema": {"velocity": ema}})
+      if config.ema_decay:
+        state = train_lib.update_average(state, "velocity", config.ema_decay)
       return state, metrics
 
     return step

@@ -1,0 +1,35 @@
+"""`flow`: flow matching in pixel space (U-Net velocity field; models/pixel_flow.py)."""
+from mnistgen_jax import configs, flow
+from mnistgen_jax.configs import base
+
+# accelerator: the larger network for a GPU/TPU (untested on one so far: README).
+PRESETS = {"1m": dict(channels=(48, 96, 96)),
+           "accelerator": dict(channels=(64, 128, 128), num_epochs=30, batch_size=256)}
+
+
+def get_config(preset: str = ""):
+  config = base.get_config("flow")
+  config.num_epochs = 10          # the CPU config (README: time on 2 cores)
+  config.batch_size = 128
+  config.learning_rate = 1e-3
+  config.lr_schedule = "cosine"
+  config.channels = (32, 64, 64)  # U-Net widths at 28x28, 14x14, 7x7
+  config.attention = True         # self-attention at the lowest resolution
+  config.time_sampling = "logit_normal"  # uniform | logit_normal (more weight mid-path)
+  config.label_dropout = 0.1      # cond_flow: share of labels dropped (for guidance)
+  config.ema_decay = 0.999        # EMA of the weights used for sampling (0: none)
+  config.solver = "heun"          # euler | heun (may change on resume / in generate, evaluate)
+  config.sample_steps = 16        # ODE steps (likewise)
+  config.guidance = 1.0           # classifier-free guidance scale, cond_flow (likewise)
+  return configs.with_preset(config, preset)
+
+
+def validate(config):
+  base.check_widths(config, "channels", 1, 4)
+  base.check_positive(config, "sample_steps")
+  base.check_choice(config, "time_sampling", flow.TIME_SAMPLINGS)
+  base.check_choice(config, "solver", flow.SOLVERS)
+  base.check(0 <= config.label_dropout < 1,
+             f"--label_dropout must be in [0, 1), got {config.label_dropout}")
+  base.check(0 <= config.ema_decay < 1, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
+  base.check(config.guidance >= 0, f"--guidance must be >= 0, got {config.guidance}")

@@ -1,0 +1,120 @@
+"""The pixel-space flow-matching families `flow` and `cond_flow` (models/pixel_flow.py).
+
+(Training, bitwise resume and the sampler's shapes are covered for every family by
+test_families.py; the flow-matching core by test_flow.py.)"""
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from conftest import tiny_config
+from mnistgen_jax import flow, models, trainer
+from mnistgen_jax import train as train_lib
+
+
+def _model_and_variables(name, **overrides):
+  config = tiny_config(name, **overrides)
+  model = models.get(name).build(config)
+  x, y = jnp.zeros((2, 28, 28, 1)), jnp.zeros((2,), jnp.int32)
+  variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, x, y,
+                         method="losses")
+  return config, model, variables
+
+
+def _perturbed(variables, scale=0.05):
+  leaves, tree = jax.tree.flatten(variables["params"])
+  keys = jax.random.split(jax.random.PRNGKey(7), len(leaves))
+  leaves = [p + scale * jax.random.normal(k, p.shape) for p, k in zip(leaves, keys)]
+  return {**variables, "params": jax.tree.unflatten(tree, leaves)}
+
+
+def test_unet_starts_at_zero_velocity_and_keeps_the_image_shape(mnist_slice):
+  _, model, variables = _model_and_variables("cond_flow")
+  assert model.channels == (8, 16)  # two resolutions: 28x28, 14x14 (attention there)
+  network = lambda v, x, t, y: model.apply(v, x, t, y, method=lambda m, *a: m.unet(*a))
+  x = train_lib.to_float(jnp.asarray(mnist_slice[0][:4]))
+  t, y = jnp.linspace(0.1, 0.9, 4), jnp.asarray(mnist_slice[1][:4])
+  out = network(variables, x, t, y)
+  assert out.shape == x.shape
+  np.testing.assert_array_equal(out, 0.0)  # zero-initialised output convolution
+  trained = _perturbed(variables)
+  out = network(trained, x, t, y)
+  assert float(jnp.abs(out).max()) > 0
+  # Time and label both reach the output.
+  assert float(jnp.abs(network(trained, x, t[::-1], y) - out).max()) > 1e-6
+  assert float(jnp.abs(network(trained, x, t, (y + 1) % 10) - out).max()) > 1e-6
+
+
+def test_loss_is_the_core_objective_on_images_scaled_to_minus_one_one(mnist_slice):
+  _, model, variables = _model_and_variables("flow")
+  variables = _perturbed(variables)
+  x = train_lib.to_float(jnp.asarray(mnist_slice[0][:8]))
+  y = jnp.asarray(mnist_slice[1][:8])
+  key = jax.random.PRNGKey(3)
+  losses = model.apply(variables, x, y, method="losses", rngs={"sample": key})["loss"]
+  # The module's first 'sample' draw, split as in `losses`: the core's loss with the same keys.
+  flow_key, _ = jax.random.split(_first_rng(model, key))
+  network = lambda xt, t: model.apply(variables, xt, t, jnp.zeros_like(y),
+                                      method=lambda m, *a: m.unet(*a))
+  expected = flow.matching_loss(network, 2.0 * x - 1.0, flow_key, model.time_sampling)
+  np.testing.assert_allclose(losses, expected, rtol=1e-5, atol=1e-6)
+  assert losses.shape == (8,) and float(losses.min()) > 0
+
+
+def _first_rng(model, key):
+  """The key a module's first make_rng('sample') returns under rngs={'sample': key}."""
+  return model.apply({}, method=lambda m: m.make_rng("sample"), rngs={"sample": key})
+
+
+def test_the_trajectory_ends_at_the_sample_and_starts_at_noise():
+  _, model, variables = _model_and_variables("cond_flow", sample_steps=8, solver="euler")
+  variables = _perturbed(variables)
+  y, key = jnp.arange(4, dtype=jnp.int32), jax.random.PRNGKey(5)
+  path = model.apply(variables, y, 4, method="trajectory", rngs={"sample": key})
+  sample = model.apply(variables, y, method="sample", rngs={"sample": key})
+  assert path.shape == (5, 4, 28, 28, 1)
+  np.testing.assert_allclose(path[-1], sample, atol=1e-5)
+  noise = jax.random.normal(_first_rng(model, key), (4, 28, 28, 1))
+  np.testing.assert_allclose(path[0], jnp.clip((noise + 1) / 2, 0, 1), atol=1e-6)
+  assert float(jnp.abs(path[2] - path[0]).mean()) > 0  # it moves
+
+
+def test_sampling_uses_the_moving_average_of_the_weights():
+  _, model, variables = _model_and_variables("flow", sample_steps=2)
+  live = _perturbed(variables)
+  y, key = jnp.zeros(2, jnp.int32), jax.random.PRNGKey(0)
+  sample = lambda v: model.apply(v, y, method="sample", rngs={"sample": key})
+  with_average = {**live, "ema": {"unet": variables["params"]["unet"]}}
+  np.testing.assert_allclose(sample(with_average), sample(variables), atol=1e-6)
+  assert float(jnp.abs(sample(live) - sample(variables)).max()) > 1e-4
+
+
+def test_training_lowers_the_loss_on_real_digits(mnist_slice):
+  config, model, _ = _model_and_variables("flow")
+  tx = optax.adam(2e-3)
+  state = train_lib.init_state(model, tx, 0, (28, 28, 1))
+  step = jax.jit(train_lib.make_train_step(model, tx))
+  x = train_lib.to_float(jnp.asarray(mnist_slice[0][:64]))
+  y = jnp.asarray(mnist_slice[1][:64])
+  evaluate = lambda s: float(model.apply(s.variables(), x, y, method="losses",
+                                         rngs={"sample": jax.random.PRNGKey(9)})["loss"].mean())
+  before = evaluate(state)
+  for _ in range(40):
+    state, _ = step(state, x, y)
+  assert evaluate(state) < 0.8 * before
+
+
+@pytest.mark.parametrize("name", ["flow", "cond_flow"])
+def test_a_run_draws_its_trajectory_and_keeps_an_average(name, tmp_path):
+  workdir = str(tmp_path / name)
+  trainer.train_and_evaluate(tiny_config(name, num_epochs=1, sample_steps=4), workdir,
+                             print_fn=lambda *a: None)
+  assert os.path.getsize(os.path.join(workdir, "trajectory.png")) > 1000
+  _, _, model, state = trainer.restore_run(workdir)
+  average, live = state.model_state["ema"]["unet"], state.params["unet"]
+  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(average),
+                                                     jax.tree.leaves(live)))
+  assert model.conditional == (name == "cond_flow")
