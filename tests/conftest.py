@@ -14,8 +14,9 @@ def mnist_slice():
   return data.load("mnist", "train", limit=256)
 
 
-# Small networks, for whichever of these fields a family's config has.
-TINY_WIDTHS = dict(hidden=(64,), channels=(8, 16), latent_dim=4, prior_width=32, prior_layers=1)
+# Small networks and few ODE steps, for whichever of these fields a family's config has.
+TINY_WIDTHS = dict(hidden=(64,), channels=(8, 16), latent_dim=4, prior_width=32, prior_layers=1,
+                   sample_steps=2)
 
 
 def tiny_config(model: str, **overrides):
