@@ -190,3 +190,24 @@ def test_standardising_inverts_the_code_scale_for_either_whitening(runs):
     np.testing.assert_allclose(z, np.linalg.solve(scale, np.asarray(codes - mean).T).T,
                                rtol=1e-4, atol=1e-4)
   assert np.abs(np.tril(np.asarray(latent_flow.code_scale(codes, "full")), -1)).max() > 0
+
+
+def test_prior_floor_decodes_training_codes_and_refuses_runs_without_codes(runs):
+  command = [sys.executable, "-m", "experiments.prior_floor", "--num=300", "--sigmas=0,0.5"]
+  proc = subprocess.run(command + [f"--workdir={runs / 'ae'}"], cwd=ROOT, capture_output=True,
+                        text=True)
+  assert proc.returncode == 0, proc.stderr
+  fids = [float(line.rsplit(" ", 1)[1]) for line in proc.stdout.splitlines() if "fid_lenet" in line]
+  assert len(fids) == 2 and fids[0] != fids[1]
+  # sigma 0 is the FID of the training images' own reconstructions (decoded exact codes).
+  from mnistgen_jax import data, viz
+  from mnistgen_jax.metrics import evaluate
+  config, _, model, state = trainer.restore_run(str(runs / "ae"))
+  images, labels = data.load("mnist", "train", limit=300)
+  recon = train_lib.make_applier(model, "reconstruct", 100)(state.variables(), images, labels)
+  fid = evaluate.Reference.load("mnist", progress=False).fid(viz.to_uint8(recon), "recon")
+  assert abs(fids[0] - fid) < 0.02, (fids[0], fid)
+  proc = subprocess.run(command + [f"--workdir={runs / 'missing'}"], cwd=ROOT,
+                        capture_output=True, text=True)
+  assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+  assert proc.stderr.startswith("error: ")
