@@ -23,7 +23,7 @@ def _trained_params(model) -> int:
 
 
 @pytest.mark.parametrize("name", ["ae", "vae", "conv_vae", "cond_vae", "vqvae_prior",
-                                  "vqvae_cond_prior", "dcgan", "cond_dcgan"])
+                                  "vqvae_cond_prior", "dcgan", "cond_dcgan", "flow", "cond_flow"])
 def test_1m_preset_builds_about_one_million_parameters(name):
   config = configs.get_config(name, preset="1m")
   if name.startswith("vqvae"):  # Stage 1 (vqvae preset) plus the prior, counted together.

@@ -1,6 +1,7 @@
 """`latent_flow`: a flow-matching prior over a trained encoder family's codes (stage 2)."""
-from mnistgen_jax import configs, flow
+from mnistgen_jax import configs
 from mnistgen_jax.configs import base
+from mnistgen_jax.configs import flow as flow_fields
 
 # 1m: a small prior (0.13 M) on top of its stage 1, which is the 1 M run of its own family.
 PRESETS = {"1m": dict(prior_width=96, prior_layers=2)}
@@ -28,11 +29,6 @@ def get_config(preset: str = ""):
 
 
 def validate(config):
-  base.check_positive(config, "prior_width", "prior_layers", "sample_steps")
-  base.check_choice(config, "time_sampling", flow.TIME_SAMPLINGS)
+  base.check_positive(config, "prior_width", "prior_layers")
   base.check_choice(config, "code_whitening", ("diagonal", "full"))
-  base.check_choice(config, "solver", flow.SOLVERS)
-  base.check(0 <= config.label_dropout < 1,
-             f"--label_dropout must be in [0, 1), got {config.label_dropout}")
-  base.check(0 <= config.ema_decay < 1, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
-  base.check(config.guidance >= 0, f"--guidance must be >= 0, got {config.guidance}")
+  flow_fields.check_flow_fields(config)
