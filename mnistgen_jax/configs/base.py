@@ -51,7 +51,7 @@ def check_positive(config, *names: str) -> None:
 
 def check_choice(config, name: str, choices) -> None:
   check(config[name] in choices,
-        f"--{name}={config[name]!r} is unknown; choose one of {', '.join(choices)}")
+        f"--{name}={config[name]!r} is unknown; choose one of {', '.join(map(str, choices))}")
 
 
 def check_widths(config, name: str, min_len: int = 1, max_len: int = 8) -> None:

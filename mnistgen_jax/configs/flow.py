@@ -15,6 +15,7 @@ def get_config(preset: str = ""):
   config.lr_schedule = "cosine"
   config.channels = (32, 64, 64)  # U-Net widths at 28x28, 14x14, 7x7
   config.attention = True         # self-attention at the lowest resolution
+  config.patch = 1                # 2: the U-Net works on 2x2 pixel blocks (14x14, 4 channels)
   config.time_sampling = "logit_normal"  # uniform | logit_normal (more weight mid-path)
   config.label_dropout = 0.1      # cond_flow: share of labels dropped (for guidance)
   config.ema_decay = 0.999        # EMA of the weights used for sampling (0: none)
@@ -37,4 +38,5 @@ def check_flow_fields(config):
 
 def validate(config):
   base.check_widths(config, "channels", 1, 4)
+  base.check_choice(config, "patch", (1, 2))
   check_flow_fields(config)

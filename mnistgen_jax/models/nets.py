@@ -67,6 +67,13 @@ def depth_to_space(x: jnp.ndarray, block: int = 2) -> jnp.ndarray:
   return x.reshape(b, h * block, w * block, c)
 
 
+def space_to_depth(x: jnp.ndarray, block: int = 2) -> jnp.ndarray:
+  """(B,block*H,block*W,C) -> (B,H,W,block*block*C); the inverse of depth_to_space."""
+  b, h, w, c = x.shape
+  x = x.reshape(b, h // block, block, w // block, block, c).transpose(0, 1, 3, 2, 4, 5)
+  return x.reshape(b, h // block, w // block, block * block * c)
+
+
 class Upsample(nn.Module):
   """2x upsampling by a sub-pixel convolution (Shi et al. 2016): a 3x3 conv to 4*C, then
   depth_to_space; as expressive as a 4x4 stride-2 transposed conv, without its zero-filled input."""

@@ -25,7 +25,7 @@ from mnistgen_jax import data, flow
 from mnistgen_jax import train as train_lib
 from mnistgen_jax import viz
 from mnistgen_jax.models.interface import Family, Training
-from mnistgen_jax.models.nets import Conv, Upsample
+from mnistgen_jax.models.nets import Conv, Upsample, depth_to_space, space_to_depth
 from mnistgen_jax.models.registry import register
 
 NETWORK = "unet"  # the velocity network's entry in params (and in the 'ema' collection)
@@ -62,13 +62,20 @@ class SelfAttention(nn.Module):
 
 
 class UNet(nn.Module):
-  """v(x, t, label) for images x (B, H, W, C); H and W divisible by 2 ** (len(channels) - 1)."""
+  """v(x, t, label) for images x (B, H, W, C); H and W divisible by
+  patch * 2 ** (len(channels) - 1). patch > 1: the network works on patch x patch blocks of
+  pixels folded into channels (space_to_depth), patch^2 times fewer positions per convolution."""
   channels: Sequence[int] = (32, 64, 64)
   attention: bool = True
   num_labels: int = 0  # 0: unconditional
+  patch: int = 1
 
   @nn.compact
   def __call__(self, x, t, labels):
+    if self.patch > 1:
+      v = UNet(self.channels, self.attention, self.num_labels, name="folded")(
+          space_to_depth(x, self.patch), t, labels)
+      return depth_to_space(v, self.patch)
     width = 4 * self.channels[0]
     condition = nn.Dense(width)(nn.silu(nn.Dense(width)(
         flow.time_embedding(t, self.channels[0]))))
@@ -102,6 +109,7 @@ class PixelFlow(nn.Module):
   conditional: bool = False
   channels: Sequence[int] = (32, 64, 64)
   attention: bool = True
+  patch: int = 1
   time_sampling: str = "logit_normal"
   label_dropout: float = 0.1
   solver: str = "heun"
@@ -110,7 +118,8 @@ class PixelFlow(nn.Module):
   latent_interpolation = "lerp"  # (no codes: --interpolate does not apply)
 
   def setup(self):
-    self.unet = UNet(self.channels, self.attention, self.num_classes if self.conditional else 0)
+    self.unet = UNet(self.channels, self.attention, self.num_classes if self.conditional else 0,
+                     self.patch)
 
   def _labels(self, y):
     return y if self.conditional else jnp.zeros_like(y)
@@ -196,8 +205,8 @@ def _builder(conditional: bool):
     del stage1
     info = data.info(config.dataset)
     return PixelFlow(info.image_shape, info.num_classes, conditional, tuple(config.channels),
-                     config.attention, config.time_sampling, config.label_dropout, config.solver,
-                     config.sample_steps, config.guidance)
+                     config.attention, config.patch, config.time_sampling,
+                     config.label_dropout, config.solver, config.sample_steps, config.guidance)
   return build
 
 
