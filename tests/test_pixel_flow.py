@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from conftest import tiny_config
 from mnistgen_jax import flow, models, trainer
@@ -126,6 +127,9 @@ def test_a_patched_unet_folds_pixel_blocks_and_keeps_the_image_shape(mnist_slice
   assert folded.shape == (4, 14, 14, 4)
   np.testing.assert_array_equal(folded[:, 3, 5, :], x[:, 6:8, 10:12, 0].reshape(4, 4))
   np.testing.assert_array_equal(nets.depth_to_space(folded, 2), x)
+  with pytest.raises(ValueError, match=r"--channels=8,16,16 with --patch=2: 28x28 images folded "
+                                       r"by 2 cannot be halved 2 times; give fewer --channels"):
+    tiny_config("flow", patch=2, channels=(8, 16, 16))
   _, model, variables = _model_and_variables("cond_flow", patch=2)
   assert "folded" in variables["params"]["unet"]
   out = model.apply(_perturbed(variables), x, jnp.full(4, 0.5), jnp.asarray(mnist_slice[1][:4]),

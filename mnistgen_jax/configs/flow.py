@@ -1,5 +1,5 @@
 """`flow`: flow matching in pixel space (U-Net velocity field; models/pixel_flow.py)."""
-from mnistgen_jax import configs, flow
+from mnistgen_jax import configs, data, flow
 from mnistgen_jax.configs import base
 
 # accelerator: the larger network for a GPU/TPU (untested on one so far: README).
@@ -39,4 +39,10 @@ def check_flow_fields(config):
 def validate(config):
   base.check_widths(config, "channels", 1, 4)
   base.check_choice(config, "patch", (1, 2))
+  size = data.info(config.dataset).image_shape[0]
+  halvings = len(config.channels) - 1
+  base.check(size % (config.patch * 2 ** halvings) == 0,
+             f"--channels={','.join(map(str, config.channels))} with --patch={config.patch}: "
+             f"{size}x{size} images folded by {config.patch} cannot be halved {halvings} times; "
+             "give fewer --channels (one per resolution) or --patch=1")
   check_flow_fields(config)
