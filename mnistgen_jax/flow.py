@@ -122,3 +122,20 @@ def time_embedding(t: jnp.ndarray, dim: int, max_period: float = 1000.0) -> jnp.
   frequencies = jnp.exp(-math.log(max_period) * jnp.arange(half) / half)
   angles = (t * max_period)[:, None] * frequencies[None, :]
   return jnp.concatenate([jnp.sin(angles), jnp.cos(angles)], axis=-1)
+
+
+def sampling_velocity(module, name: str, labels: jnp.ndarray, num_classes: int,
+                      guidance: float, conditional: bool) -> Velocity:
+  """The velocity a flow family samples with, from inside its bound Flax module: its submodule
+  `name` as a pure function of the weights' moving average (collection 'ema') when there is one,
+  else of the trained weights; guided by `labels` when conditional, else told "label 0"."""
+  network = getattr(module, name)
+  if module.has_variable("ema", name):
+    params = module.get_variable("ema", name)
+  else:
+    params = network.variables["params"]
+  pure = network.clone(parent=None)  # A pure function of params: safe inside fori_loop.
+  velocity = lambda x, t, y: pure.apply({"params": params}, x, t, y)
+  if conditional:
+    return guided_velocity(velocity, labels, num_classes, guidance)
+  return lambda x, t: velocity(x, t, jnp.zeros_like(labels))

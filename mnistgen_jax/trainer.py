@@ -215,11 +215,13 @@ def train_and_evaluate(config, workdir: str, print_fn=print, evaluate_fn=None) -
     # Data and state replicated on every device; each batch is split over them (parallel.py).
     state, train_x, train_y, test_x, test_y = parallel.put(
         (state, train_x, train_y, test_x, test_y), parallel.replicated(mesh))
-    # Part of the training time (e.g. a frozen stage 1 encoding the set once), counted below.
-    start = time.perf_counter()
-    train_inputs = jax.block_until_ready(parallel.put(
-        training.train_inputs(model, config, state.variables(), train_x, train_y),
-        parallel.replicated(mesh)))
+    # Only for steps left to train; part of the training time (e.g. a frozen stage 1 encoding
+    # the set once), counted below.
+    start, train_inputs = time.perf_counter(), None
+    if step < total_steps:
+      train_inputs = jax.block_until_ready(parallel.put(
+          training.train_inputs(model, config, state.variables(), train_x, train_y),
+          parallel.replicated(mesh)))
     input_seconds = time.perf_counter() - start
     index_sharding = parallel.batch_sharding(mesh, ndim=2, axis=1)
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -228,7 +230,7 @@ def train_and_evaluate(config, workdir: str, print_fn=print, evaluate_fn=None) -
              f"{mesh.devices.flat[0].platform.upper()} device(s)")
 
     chunk = train_lib.chunk_length(steps_per_epoch, config.log_every)
-    train_seconds = log.train_seconds() + (input_seconds if step < total_steps else 0.0)
+    train_seconds = log.train_seconds() + input_seconds
     rate, batches, batches_epoch, eval_metrics = None, None, -1, None
     while step < total_steps:
       epoch, position = divmod(step, steps_per_epoch)

@@ -19,7 +19,6 @@ noise -> ODE (Euler or Heun, config.sample_steps) -> code -> the stage-1 decoder
 """
 from __future__ import annotations
 
-import functools
 
 import flax.linen as nn
 import jax
@@ -115,17 +114,8 @@ class LatentFlow(nn.Module):
 
   def sample_codes(self, y):
     """Codes of len(y) samples: N(0, I) noise carried to the code distribution by the ODE."""
-    # The weights sampled with: their moving average when there is one, else the trained ones.
-    if self.has_variable("ema", "velocity"):
-      params = self.get_variable("ema", "velocity")
-    else:
-      params = self.velocity.variables["params"]
-    network = self.velocity.clone(parent=None)  # pure function of params: safe inside fori_loop
-    velocity = lambda z, t, labels: network.apply({"params": params}, z, t, labels)
-    if self.conditional:
-      velocity = flow.guided_velocity(velocity, y, self.num_classes, self.guidance)
-    else:
-      velocity = functools.partial(velocity, labels=self._labels(y))
+    velocity = flow.sampling_velocity(self, "velocity", y, self.num_classes, self.guidance,
+                                      self.conditional)
     noise = jax.random.normal(self.make_rng("sample"), (y.shape[0], self.code_dim))
     z = flow.integrate(velocity, noise, self.sample_steps, self.solver)
     return z @ self.code_scale.value.T + self.code_mean.value

@@ -134,17 +134,8 @@ class PixelFlow(nn.Module):
     return {"loss": loss}
 
   def _velocity(self, y):
-    """The sampling velocity (x, t) -> v: the weights' moving average when there is one, guided
-    for the conditional family."""
-    if self.has_variable("ema", NETWORK):
-      params = self.get_variable("ema", NETWORK)
-    else:
-      params = self.unet.variables["params"]
-    pure = self.unet.clone(parent=None)  # A pure function of params: safe inside fori_loop.
-    velocity = lambda x, t, labels: pure.apply({"params": params}, x, t, labels)
-    if self.conditional:
-      return flow.guided_velocity(velocity, y, self.num_classes, self.guidance)
-    return lambda x, t: velocity(x, t, self._labels(y))
+    return flow.sampling_velocity(self, NETWORK, y, self.num_classes, self.guidance,
+                                  self.conditional)
 
   def _noise(self, y):
     return jax.random.normal(self.make_rng("sample"), (y.shape[0], *self.image_shape))
