@@ -17,7 +17,7 @@ budget=${2:-560}
 py=${PYTHON:-python3}
 runs=${RUNS_DIR:-/tmp/accelerator_flows}
 curve_seconds=${CURVE_SECONDS:-210}   # both sampling curves, side by side, compilation included
-train_overhead=${TRAIN_OVERHEAD:-70}  # compilation, the test loss, the end-of-run pictures
+train_overhead=${TRAIN_OVERHEAD:-120}  # compilation, test losses, the end-of-run pictures (H100: ~90 s)
 start=$(date +%s)
 elapsed() { echo $(( $(date +%s) - start )); }
 rm -rf "$runs"; mkdir -p "$runs" "$out"

@@ -14,9 +14,10 @@ def mnist_slice():
   return data.load("mnist", "train", limit=256)
 
 
-# Small networks and few ODE steps, for whichever of these fields a family's config has.
+# Small networks and few ODE steps, for whichever of these fields a family's config has (the
+# pixel flows' U-Net unpatched and with attention: every part of it runs).
 TINY_WIDTHS = dict(hidden=(64,), channels=(8, 16), latent_dim=4, prior_width=32, prior_layers=1,
-                   sample_steps=2)
+                   sample_steps=2, patch=1, attention=True)
 
 
 def tiny_config(model: str, **overrides):

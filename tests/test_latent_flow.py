@@ -211,3 +211,33 @@ def test_prior_floor_decodes_training_codes_and_refuses_runs_without_codes(runs)
                         capture_output=True, text=True)
   assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
   assert proc.stderr.startswith("error: ")
+
+
+def test_sampling_curve_scores_each_setting_as_evaluate_does(runs):
+  workdir = runs / "cond_vae_flow"
+  command = [sys.executable, "-m", "experiments.sampling_curve", "--num_samples=200",
+             "--progress=false"]
+  proc = subprocess.run(command + [f"--workdir={workdir}", "--steps=1,3", "--solvers=euler,heun",
+                                   "--name=curve_test"], cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr
+  with open(workdir / "curve_test.json") as f:
+    rows = json.load(f)["rows"]
+  assert [(r["solver"], r["steps"], r["network evals"]) for r in rows] == [
+      ("euler", 1, 1), ("euler", 3, 3), ("heun", 1, 2), ("heun", 3, 6)]
+  assert all(r["samples/s"] > 0 and 0 <= r["label_accuracy"] <= 1 for r in rows)
+  assert len({r["fid_lenet"] for r in rows}) == 4  # each setting draws its own samples
+  assert "| heun | 3 | 6 |" in (workdir / "curve_test.md").read_text()
+  assert (workdir / "curve_test.png").stat().st_size > 0
+  # A row holds what experiments.evaluate reports for the same settings: same keys, same samples.
+  from mnistgen_jax.metrics import evaluate
+  config = trainer.load_config(str(workdir))
+  config.solver, config.sample_steps = "heun", 3
+  config, _, model, state = trainer.restore_run(str(workdir), config=config)
+  expected = evaluate.evaluate_variables(config, model, state.variables(), 200, 0, False,
+                                         evaluate.Reference.load("mnist", progress=False))
+  assert rows[3]["fid_lenet"] == pytest.approx(expected["samples"]["fid_lenet"], rel=1e-6)
+  assert rows[3]["label_accuracy"] == expected["samples"]["label_accuracy"]
+  for args in ([f"--workdir={runs / 'ae'}"], [f"--workdir={workdir}", "--steps=0,4"]):
+    proc = subprocess.run(command + args, cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.stderr.startswith("error: ")

@@ -2,7 +2,10 @@
 
 (Training, bitwise resume and the sampler's shapes are covered for every family by
 test_families.py; the flow-matching core by test_flow.py.)"""
+import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -13,6 +16,9 @@ import pytest
 from conftest import tiny_config
 from mnistgen_jax import flow, models, trainer
 from mnistgen_jax import train as train_lib
+from mnistgen_jax.metrics import likelihood
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _model_and_variables(name, **overrides):
@@ -107,17 +113,58 @@ def test_training_lowers_the_loss_on_real_digits(mnist_slice):
   assert evaluate(state) < 0.8 * before
 
 
-def test_a_run_draws_its_trajectory_and_keeps_an_average(tmp_path):
-  name = "cond_flow"  # (`flow` trains through the same code: test_families.py runs both)
-  workdir = str(tmp_path / name)
-  trainer.train_and_evaluate(tiny_config(name, num_epochs=1, sample_steps=4), workdir,
+@pytest.fixture(scope="module")
+def cond_flow_run(tmp_path_factory):
+  """A tiny finished cond_flow run (`flow` trains through the same code: test_families.py)."""
+  workdir = str(tmp_path_factory.mktemp("pixel_flow") / "cond_flow")
+  trainer.train_and_evaluate(tiny_config("cond_flow", num_epochs=1, sample_steps=4), workdir,
                              print_fn=lambda *a: None)
-  assert os.path.getsize(os.path.join(workdir, "trajectory.png")) > 1000
-  _, _, model, state = trainer.restore_run(workdir)
+  return workdir
+
+
+def test_a_run_draws_its_trajectory_and_keeps_an_average(cond_flow_run):
+  assert os.path.getsize(os.path.join(cond_flow_run, "trajectory.png")) > 1000
+  _, _, model, state = trainer.restore_run(cond_flow_run)
   average, live = state.model_state["ema"]["unet"], state.params["unet"]
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(average),
                                                      jax.tree.leaves(live)))
   assert model.conditional
+
+
+def test_an_untrained_flow_is_the_identity_map_so_its_density_is_the_noises(mnist_slice):
+  _, model, variables = _model_and_variables("cond_flow")  # zero output layer: v = 0
+  images, labels = mnist_slice[0][:6], mnist_slice[1][:6]
+  key = jax.random.PRNGKey(3)
+  mean, stderr = likelihood.dequantized_bits_per_dim(model, variables, images, labels, key,
+                                                     steps=2, batch_size=4)
+  expected = []  # log p(u) = log N(2u - 1; 0, I) + D log 2, u dequantized with the same keys
+  for i, start in enumerate(range(0, 6, 4)):
+    noise_key, _ = jax.random.split(jax.random.fold_in(key, i))
+    x = images[start:start + 4]
+    u = (x.astype(np.float32) + np.asarray(jax.random.uniform(noise_key, x.shape))) / 256.0
+    log_p = (jax.scipy.stats.norm.logpdf(2 * u - 1).reshape(len(x), -1).sum(1) + 784 * np.log(2))
+    expected.append((784 * np.log(256) - log_p) / (784 * np.log(2)))
+  expected = np.concatenate(expected)
+  assert mean == pytest.approx(expected.mean(), rel=1e-5)
+  assert stderr == pytest.approx(expected.std(ddof=1) / np.sqrt(6), rel=1e-3)
+  moved, _ = likelihood.dequantized_bits_per_dim(model, _perturbed(variables), images, labels,
+                                                 key, steps=2, batch_size=4)
+  assert abs(moved - mean) > 1e-3  # a network that moves the points changes the density
+
+
+def test_flow_likelihood_cli_scores_a_run_and_refuses_bad_input(cond_flow_run):
+  command = [sys.executable, "-m", "experiments.flow_likelihood", f"--workdir={cond_flow_run}",
+             "--num=20", "--batch_size=10"]
+  proc = subprocess.run(command + ["--steps=2"], cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr
+  with open(os.path.join(cond_flow_run, "eval.json")) as f:
+    result = json.load(f)["ode_likelihood"]
+  assert result["num_images"] == 20 and result["steps"] == 2 and result["solver"] == "heun"
+  assert 0 < result["bits_per_dim"] < 20 and result["standard_error"] > 0
+  assert f"{result['bits_per_dim']:.4f} +- " in proc.stdout
+  proc = subprocess.run(command + ["--steps=0"], cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 1 and proc.stderr.strip() == ("error: --steps must be a positive "
+                                                          "integer, got 0")
 
 
 def test_a_patched_unet_folds_pixel_blocks_and_keeps_the_image_shape(mnist_slice):

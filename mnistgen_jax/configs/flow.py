@@ -2,20 +2,23 @@
 from mnistgen_jax import configs, data, flow
 from mnistgen_jax.configs import base
 
-# accelerator: the larger network for a GPU/TPU (untested on one so far: README).
-PRESETS = {"1m": dict(channels=(32, 64, 52)),  # 1.018 M (cond_flow 1.019 M)
-           "accelerator": dict(channels=(64, 128, 128), num_epochs=30, batch_size=256)}
+# accelerator: the larger network for a GPU/TPU (README: 30 epochs on one H100 in 96 s).
+PRESETS = {"1m": dict(channels=(32, 64, 52), patch=1, attention=True),  # 1.018 M (cond: 1.019 M)
+           "accelerator": dict(channels=(64, 128, 128), patch=1, attention=True, num_epochs=30,
+                               batch_size=256)}
 
 
 def get_config(preset: str = ""):
   config = base.get_config("flow")
-  config.num_epochs = 10          # the CPU config (README: time on 2 cores)
+  # The CPU config: about an hour on 2 cores (README). The U-Net sees 2x2 pixel blocks (14x14x4)
+  # and skips attention: 4x cheaper per step than the unpatched 32,64,64 with attention.
+  config.num_epochs = 12
   config.batch_size = 128
   config.learning_rate = 1e-3
   config.lr_schedule = "cosine"
-  config.channels = (32, 64, 64)  # U-Net widths at 28x28, 14x14, 7x7
-  config.attention = True         # self-attention at the lowest resolution
-  config.patch = 1                # 2: the U-Net works on 2x2 pixel blocks (14x14, 4 channels)
+  config.channels = (32, 64)      # U-Net widths, one per resolution (here 14x14, 7x7)
+  config.attention = False        # self-attention at the lowest resolution
+  config.patch = 2                # 1: the U-Net works on pixels (28x28, 14x14, 7x7 for 3 widths)
   config.time_sampling = "logit_normal"  # uniform | logit_normal (more weight mid-path)
   config.label_dropout = 0.1      # cond_flow: share of labels dropped (for guidance)
   config.ema_decay = 0.999        # EMA of the weights used for sampling (0: none)

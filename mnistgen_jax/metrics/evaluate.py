@@ -8,6 +8,7 @@ computed the same way: real train vs real test (the floor), degraded test images
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any, Callable
 
 import jax
@@ -88,9 +89,11 @@ def calibration(ref: Reference, key, num: int = 10000, **data_kw) -> dict:
   return {name: sample_quality(ref, images, k_kid) for name, images in rows.items()}
 
 
-def generate(model, variables, labels, key, batch_size: int = 1000, progress: bool = True):
-  """len(labels) samples as uint8, in batches (one compilation), with a progress bar."""
-  sample = report.make_sampler(model)
+def generate(model, variables, labels, key, batch_size: int = 1000, progress: bool = True,
+             sampler=None):
+  """len(labels) samples as uint8, in batches (one compilation), with a progress bar.
+  sampler: report.make_sampler(model) already compiled for this batch size (timing without it)."""
+  sample = sampler or report.make_sampler(model)
   out = []
   for i, start in enumerate(tqdm(range(0, len(labels), batch_size), desc="sampling",
                                  disable=not progress, leave=False)):
@@ -98,6 +101,22 @@ def generate(model, variables, labels, key, batch_size: int = 1000, progress: bo
     y_full = np.pad(y, (0, batch_size - len(y)))  # Pad the last batch to the same shape.
     out.append(viz.to_uint8(sample(variables, jnp.asarray(y_full), jax.random.fold_in(key, i)))[:len(y)])
   return np.concatenate(out)
+
+
+def score_samples(ref: Reference, config, model, variables, num_samples: int,
+                  progress: bool = True, batch_size: int = 1000, sampler=None):
+  """(sample_quality of num_samples samples, seconds the sampling took). Labels cycle through
+  the classes (ignored if unconditional); the keys are evaluate_variables', so experiments.evaluate
+  and experiments.sampling_curve give the same numbers for the same settings."""
+  key = jax.random.fold_in(train_lib.root_keys(config.seed)["eval"], 1)
+  num_classes = data.info(config.dataset).num_classes
+  labels = np.arange(num_samples, dtype=np.int32) % num_classes
+  start = time.perf_counter()
+  images = generate(model, variables, labels, jax.random.fold_in(key, 2), batch_size, progress,
+                    sampler)
+  seconds = time.perf_counter() - start
+  return sample_quality(ref, images, jax.random.fold_in(key, 3),
+                        labels if model.conditional else None), seconds
 
 
 def evaluate_variables(config, model, variables, num_samples: int = 10000,
@@ -114,11 +133,7 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
         variables, ref.test_images, ref.test_labels)
     out["reconstructions"] = {"fid_lenet": ref.fid(viz.to_uint8(recon), "reconstruction features")}
   if supports(model, "sample"):
-    num_classes = data.info(config.dataset).num_classes
-    labels = np.arange(num_samples, dtype=np.int32) % num_classes  # Ignored if unconditional.
-    images = generate(model, variables, labels, jax.random.fold_in(key, 2), progress=progress)
-    out["samples"] = sample_quality(ref, images, jax.random.fold_in(key, 3),
-                                    labels if model.conditional else None)
+    out["samples"], _ = score_samples(ref, config, model, variables, num_samples, progress)
   if supports(model, "log_importance_weights") and iwae_samples > 0:
     out[f"iwae_nll_k{iwae_samples}"] = likelihood.iwae_nll(
         model, variables, ref.test_images, ref.test_labels, jax.random.fold_in(key, 4),

@@ -1,7 +1,9 @@
-"""Importance-weighted bound on -log p(x) (Burda et al. 2016) for families with a tractable q(z|x)."""
+"""Likelihoods: the importance-weighted bound on -log p(x) (Burda et al. 2016) for families with a
+tractable q(z|x), and bits/dim of continuous-density models (flows) on dequantized pixels."""
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -25,3 +27,27 @@ def iwae_nll(model, variables, images, labels, key, num_samples: int = 50,
     values.append(bound(images[start:start + batch_size], labels[start:start + batch_size],
                         jax.random.fold_in(key, i), num_samples))
   return float(np.concatenate([np.asarray(v) for v in values]).mean())
+
+
+def dequantized_bits_per_dim(model, variables, images, labels, key, steps: int,
+                             num_probes: int = 1, batch_size: int = 250):
+  """(mean, standard error over images) of -log2 p(x) / D for uint8 images x under a model of
+  continuous images in [0, 1] (method `log_density(u, y, steps, num_probes)`), by uniform
+  dequantization: u = (x + U[0, 1)) / 256, -log P(x) <= -log p(u) + D log 256 (Theis et al. 2016;
+  the bound the flow literature reports on MNIST, e.g. 1.02-1.08 bits/dim for normalizing flows)."""
+
+  @jax.jit
+  def bits(x, y, key):
+    noise_key, probe_key = jax.random.split(key)
+    u = (x.astype(jnp.float32) + jax.random.uniform(noise_key, x.shape)) / 256.0
+    log_p = model.apply(variables, u, y, steps, num_probes, method="log_density",
+                        rngs={"sample": probe_key})
+    dims = math.prod(x.shape[1:])
+    return (dims * math.log(256.0) - log_p) / (dims * math.log(2.0))
+
+  values = []
+  for i, start in enumerate(range(0, len(images), batch_size)):
+    values.append(bits(images[start:start + batch_size], labels[start:start + batch_size],
+                       jax.random.fold_in(key, i)))
+  values = np.concatenate([np.asarray(v) for v in values])
+  return float(values.mean()), float(values.std(ddof=1) / math.sqrt(len(values)))

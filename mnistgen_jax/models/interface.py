@@ -42,8 +42,13 @@ class GenerativeModel(Protocol):
   def log_importance_weights(self, x, y, num_samples: int):
     """(B, K) log p(x, z_k) - log q(z_k | x), z_k ~ q: the terms of the IWAE likelihood bound."""
 
+  def log_density(self, u, y, steps: int, num_probes: int = 1):
+    """(B,) log-density of continuous images u in [0, 1] (dequantized pixels) under a continuous
+    model (the pixel flows' ODE; metrics.likelihood.dequantized_bits_per_dim)."""
 
-OPTIONAL_METHODS = ("reconstruct", "encode", "decode", "sample", "log_importance_weights")
+
+OPTIONAL_METHODS = ("reconstruct", "encode", "decode", "sample", "log_importance_weights",
+                    "log_density")
 
 
 def supports(model: nn.Module, method: str) -> bool:

@@ -14,6 +14,7 @@ core's (mnistgen_jax/flow.py); this file is only the network and the family:
 """
 from __future__ import annotations
 
+import math
 import os
 from typing import Sequence
 
@@ -143,6 +144,15 @@ class PixelFlow(nn.Module):
   def sample(self, y):
     x = flow.integrate(self._velocity(y), self._noise(y), self.sample_steps, self.solver)
     return jnp.clip((x + 1.0) / 2.0, 0.0, 1.0)
+
+  def log_density(self, u, y, steps: int, num_probes: int = 1):
+    """(B,) log-density of continuous images u in [0, 1] (e.g. dequantized pixels) under the ODE
+    of the sampling weights, given y for cond_flow (guidance 1): the flow's density of 2u - 1, plus
+    D log 2 for that scaling. Solved with the configured solver in `steps` steps."""
+    velocity = flow.sampling_velocity(self, NETWORK, y, self.num_classes, 1.0, self.conditional)
+    log_p = flow.log_likelihood(velocity, 2.0 * u - 1.0, self.make_rng("sample"), steps,
+                                self.solver, num_probes)
+    return log_p + math.prod(u.shape[1:]) * math.log(2.0)
 
   def trajectory(self, y, frames: int):
     """(frames + 1, B, H, W, C): the samples at t = 0, 1/frames, ..., 1 of one ODE solve (the
