@@ -59,5 +59,10 @@ def main(argv):
         f"{seconds:.0f} s)")
 
 
-if __name__ == "__main__":
+def run():
+  """Console script `mnistgen-flow-likelihood`."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

@@ -137,5 +137,10 @@ def main(argv):
   print(f"wrote {base}.json, .md, .png")
 
 
-if __name__ == "__main__":
+def run():
+  """Console script `mnistgen-sampling-curve`."""
   app.run(main)
+
+
+if __name__ == "__main__":
+  run()

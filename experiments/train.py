@@ -51,6 +51,9 @@ def main(argv):
   except (ValueError, data.DataError, checkpoint.CheckpointError, trainer.TrainingError,
           features.FeatureNetworkError) as e:
     sys.exit(f"error: {e}")
+  except trainer.Interrupted as e:  # The shell's convention: 128 + the signal's number.
+    print(f"stopped: {e}", file=sys.stderr)
+    sys.exit(128 + e.signum)
   import jax
   if jax.process_index() != 0:
     return  # Several hosts: the first reports.

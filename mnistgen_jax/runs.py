@@ -1,4 +1,7 @@
-"""A run's workdir: its config.json, written once training has started, and checked on resume.
+"""A run's workdir: its lock, its config.json (written with the first checkpoint), checked on resume.
+
+`lock(workdir)` makes one process own a workdir while it trains there: an OS file lock (flock) on
+workdir/.lock, which dies with its process, so a killed run never leaves a stale lock behind.
 
 `workdir/config.json` records what the checkpoints were trained with; a later run in the same
 workdir must match it (except the resumable fields), so a checkpoint is never restored into, or
@@ -7,10 +10,40 @@ caller turns the saved dict into a config.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import socket
 
 from mnistgen_jax.checkpoint import CheckpointError
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def lock(workdir: str):
+  """Holds workdir's exclusive lock (creating the folder); CheckpointError, naming the holder's
+  PID and host, when another process holds it, and for a workdir that cannot be written."""
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+  except OSError as e:
+    raise CheckpointError(f"cannot write in --workdir={workdir} ({e.strerror}); pass a writable "
+                          "folder") from e
+  try:
+    try:
+      fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+      raise CheckpointError(f"{workdir} is in use by a run of {holder}; wait for it to end (or "
+                            "stop it), or pass another --workdir") from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"PID {os.getpid()} on {socket.gethostname()}".encode())
+    yield
+  finally:
+    os.close(fd)  # Releases the lock.
 
 
 def config_path(workdir: str) -> str:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import functools
 import json
 import os
+import signal
+import threading
 import time
 
 import jax
@@ -60,6 +62,37 @@ class MetricsLog:
 
 class TrainingError(RuntimeError):
   """Training cannot go on (a non-finite loss); the workdir keeps its last good checkpoint."""
+
+
+class Interrupted(RuntimeError):
+  """SIGTERM or SIGINT stopped training after a chunk, whose step was saved as a checkpoint."""
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum
+
+
+class StopSignals:
+  """While installed, SIGTERM (preemption, SLURM, `kill`) and SIGINT (Ctrl-C) only record that they
+  came: the loop finishes its chunk, saves a checkpoint and raises Interrupted. A second signal
+  acts as it would have. Installed from the main thread only (Python delivers signals there), and
+  not on several hosts: one host stopping alone would leave the others waiting in a collective."""
+
+  def __init__(self):
+    self.signum, self.previous = None, {}
+    if threading.current_thread() is threading.main_thread() and jax.process_count() == 1:
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self.previous[sig] = signal.signal(sig, self._record)
+
+  def _record(self, signum, frame):
+    del frame
+    self.signum = signum
+    self.restore()
+
+  def restore(self):
+    for sig, handler in self.previous.items():
+      signal.signal(sig, handler)
+    self.previous = {}
 
 
 def first_non_finite(metrics: dict, first_step: int):
@@ -178,30 +211,45 @@ def check_workdir(workdir: str, config) -> None:
 
 def train_and_evaluate(config, workdir: str, print_fn=print, evaluate_fn=None) -> dict:
   """Trains (or resumes) config in workdir; writes checkpoints, metrics, pictures and eval.json.
+  The workdir is locked meanwhile (runs.lock); SIGTERM / SIGINT save and raise Interrupted.
 
   evaluate_fn(config, model, variables) -> dict or None: an evaluation of the trained state in
   memory (e.g. metrics.evaluate.evaluate_variables), stored as eval.json's 'evaluation' block."""
-  # Several hosts: all take part in every step; the first alone writes files and prints.
-  primary = jax.process_index() == 0
-  print_fn = print_fn if primary else (lambda *args: None)
   mesh = parallel.make_mesh(config.num_devices)
   parallel.check_batch(config.batch_size, mesh)
-  check_workdir(workdir, config)  # Before anything is written.
-  family, model, stage1 = build(config)
-  (train_x, train_y), (test_x, test_y) = load_data(config)
+  family, model, stage1 = build(config)  # These refuse bad input before anything is written,
+  datasets = load_data(config)           # the workdir and its lock included.
+  run = functools.partial(_train_and_evaluate, config, workdir, mesh, family, model, stage1,
+                          datasets, evaluate_fn=evaluate_fn)
+  # Several hosts: all take part in every step; the first alone writes files, prints and locks.
+  if jax.process_index() != 0:
+    return run(primary=False, print_fn=lambda *args: None)
+  with runs.lock(workdir):
+    return run(primary=True, print_fn=print_fn)
+
+
+def _train_and_evaluate(config, workdir: str, mesh, family, model, stage1, datasets, *,
+                        primary: bool, print_fn, evaluate_fn) -> dict:
+  check_workdir(workdir, config)  # Under the lock: no other run can write it meanwhile.
+  (train_x, train_y), (test_x, test_y) = datasets
   steps_per_epoch = len(train_x) // config.batch_size
   total_steps = steps_per_epoch * config.num_epochs
   tx, state = initial_state(family, model, config, total_steps, stage1)
   del stage1  # Its variables now live in the state.
   training = family.training
   ckpt = checkpoint.Checkpointer(workdir, config.keep_checkpoints)
-  log = None
+  log, stop = None, None
   try:  # Closed on every exit: an open manager's threads print tracebacks at exit.
     if ckpt.latest_step() is not None:
       state = ckpt.restore(state)
       print_fn(f"resumed from {ckpt.directory} at step {int(state.step)}")
-    if primary:  # After a successful restore: a refused workdir keeps its config.json.
+    # config.json belongs to checkpoints: written on resume (after a successful restore, so a
+    # refused workdir keeps its own) or just before the first save, so a run that fails before any
+    # checkpoint (a diverging learning rate, say) never locks the workdir to its settings.
+    config_written = False
+    if primary and ckpt.latest_step() is not None:
       runs.write_config(workdir, config)
+      config_written = True
 
     step = int(state.step)
     log = MetricsLog(workdir, step, write=primary)
@@ -232,6 +280,7 @@ def train_and_evaluate(config, workdir: str, print_fn=print, evaluate_fn=None) -
     chunk = train_lib.chunk_length(steps_per_epoch, config.log_every)
     train_seconds = log.train_seconds() + input_seconds
     rate, batches, batches_epoch, eval_metrics = None, None, -1, None
+    stop = StopSignals()
     while step < total_steps:
       epoch, position = divmod(step, steps_per_epoch)
       if epoch != batches_epoch:
@@ -277,15 +326,24 @@ def train_and_evaluate(config, workdir: str, print_fn=print, evaluate_fn=None) -
         print_fn(f"epoch {epoch + 1} test: " + " ".join(
             f"{k} {v:.3f}" for k, v in record.items() if k in eval_metrics or k.endswith("entropy")))
       every = config.checkpoint_every_steps
-      if end_of_epoch or (every and step % every == 0):
+      if end_of_epoch or (every and step % every == 0) or stop.signum is not None:
         if not _all_finite((state.params, state.model_state, state.opt_state)):
           _stop(ckpt, f"the model's parameters or state are not finite after step {step}")
         if fit_prior is not None:  # Every checkpoint can sample.
           fitted = fit_prior(state.variables(), train_x, train_y)
           state = state.replace(model_state=parallel.put(
               {k: v for k, v in fitted.items() if k != "params"}, parallel.replicated(mesh)))
+        if primary and not config_written:
+          runs.write_config(workdir, config)
+          config_written = True
         ckpt.save(step, state, metrics=eval_metrics)
+      if stop.signum is not None:
+        raise Interrupted(f"{signal.Signals(stop.signum).name} received: stopped after step "
+                          f"{step}/{total_steps} and saved it in {ckpt.directory}; run the same "
+                          "command to resume from there", stop.signum)
   finally:
+    if stop is not None:
+      stop.restore()
     ckpt.close()
     if log is not None:
       log.close()

@@ -56,6 +56,9 @@ def test_config_file_with_overrides_equals_the_short_form(tmp_path):
     (["--latent_dim=abc"], "error: flag --config.latent_dim=abc"),
     (["--preset=2m"], "error: --preset=2m has no widths for 'vae' (its presets: 1m)"),
     (["--hidden=400,abc"], "error: --hidden must be 1 to 8 positive integer widths"),
+    (["--learning_rate=inf"], "error: --learning_rate must be in (0, 1], got inf"),
+    (["--learning_rate=1e4"], "error: --learning_rate must be in (0, 1], got 10000.0"),
+    (["--num_epochs=0"], "error: --num_epochs must be a positive integer, got 0"),
 ])
 def test_bad_config_flags_are_one_line(args, message, tmp_path):
   proc = _train(*args, workdir=tmp_path / "w")

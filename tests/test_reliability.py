@@ -1,6 +1,8 @@
-"""Crash safety and bad state: SIGKILL + resume, the NaN guard, corrupted checkpoints."""
+"""Crash safety and bad state: SIGKILL + resume, SIGTERM / SIGINT saves, the workdir lock, the NaN
+guard, corrupted checkpoints."""
 import dataclasses
 import glob
+import json
 import os
 import random
 import shutil
@@ -25,8 +27,8 @@ KILL_RUN = dict(model="vae", train_size=2048, test_size=200, batch_size=32, num_
                 latent_dim=4)
 
 
-def _train_cmd(workdir):
-  flags = [f"--{k}={v}" for k, v in KILL_RUN.items()]
+def _train_cmd(workdir, **overrides):
+  flags = [f"--{k}={v}" for k, v in {**KILL_RUN, **overrides}.items()]
   return [sys.executable, "-m", "experiments.train", f"--workdir={workdir}", "--noevaluate", *flags]
 
 
@@ -71,6 +73,104 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
   _assert_same(killed_state.opt_state, reference_state.opt_state)
 
 
+def _wait_for_step(proc, workdir, step: int) -> None:
+  """Returns once workdir's metrics.jsonl has logged `step` (no wall-clock limit: a busy machine
+  only waits longer); fails if the process ends first."""
+  path = workdir / "metrics.jsonl"
+  while proc.poll() is None:
+    if path.exists():
+      with open(path) as f:
+        logged = [json.loads(line)["step"] for line in f if line.rstrip().endswith("}")]
+      if logged and max(logged) >= step:
+        return
+    time.sleep(0.05)
+  pytest.fail(f"the run ended (exit {proc.returncode}) before logging step {step}")
+
+
+def _latest_step(workdir) -> int:
+  ckpt = checkpoint.Checkpointer(str(workdir), 2)
+  try:
+    return ckpt.latest_step()
+  finally:
+    ckpt.close()
+
+
+def _stopped_step(stderr_file, sig) -> int:
+  """The step named by the one line a run stopped by `sig` prints (no traceback allowed)."""
+  stderr_file.seek(0)
+  lines = [line for line in stderr_file.read().splitlines() if line.strip()]
+  assert not any("Traceback" in line for line in lines), lines
+  prefix = f"stopped: {sig.name} received: stopped after step "
+  stopped = [line for line in lines if line.startswith(prefix)]
+  assert len(stopped) == 1, lines
+  return int(stopped[0][len(prefix):].split("/")[0])
+
+
+def test_one_run_owns_a_workdir_and_sigterm_sigint_save_what_resume_continues(tmp_path):
+  # Checkpoints at epoch ends only (a mid-epoch one is the signal's), and enough steps that a
+  # signal sent at step 3 comes long before the end.
+  epoch_checkpoints = dict(checkpoint_every_steps=0, num_epochs=20)
+  logs = []
+
+  def start(workdir, **overrides):
+    logs.append(open(tmp_path / f"stderr_{len(logs)}.txt", "w+"))
+    return subprocess.Popen(_train_cmd(workdir, **{**epoch_checkpoints, **overrides}), cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=logs[-1], text=True)
+
+  # While a (long) run trains, a second one on its workdir is refused, naming the holder; SIGTERM
+  # then stops the holder with one line, after saving the step it reached.
+  owned = tmp_path / "owned"
+  proc = start(owned, num_epochs=100000)
+  _wait_for_step(proc, owned, 3)
+  second = subprocess.run(_train_cmd(owned, **{**epoch_checkpoints, "num_epochs": 100000}),
+                          cwd=ROOT, capture_output=True, text=True)
+  assert second.returncode == 1, second.stderr[-2000:]
+  assert second.stderr.strip().splitlines()[-1].startswith(
+      f"error: {owned} is in use by a run of PID {proc.pid} on "), second.stderr[-2000:]
+  proc.send_signal(signal.SIGTERM)
+  assert proc.wait() == 128 + signal.SIGTERM  # The shell's convention (a plain kill: -15).
+  step = _stopped_step(logs[-1], signal.SIGTERM)
+  assert step >= 3 and _latest_step(owned) == step  # That very step was saved.
+
+  # SIGINT, then SIGKILL (uncatchable: the OS releases the lock with the process, so it never
+  # goes stale), then the same command to the end: bitwise the uninterrupted run.
+  workdir, saved = tmp_path / "stopped", 0
+  proc = start(workdir)
+  _wait_for_step(proc, workdir, 3)
+  proc.send_signal(signal.SIGINT)
+  assert proc.wait() == 128 + signal.SIGINT
+  saved = _stopped_step(logs[-1], signal.SIGINT)
+  assert saved >= 3 and _latest_step(workdir) == saved
+  proc = start(workdir)
+  _wait_for_step(proc, workdir, saved + 2)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  finish = subprocess.run(_train_cmd(workdir, **epoch_checkpoints), cwd=ROOT,
+                          capture_output=True, text=True)
+  assert finish.returncode == 0, finish.stderr[-2000:]
+  for f in logs:
+    f.close()
+  reference = tmp_path / "uninterrupted"
+  config = configs.get_config(**{**KILL_RUN, "hidden": (64,), **epoch_checkpoints})
+  trainer.train_and_evaluate(config, str(reference), print_fn=lambda s: None)
+  stopped_state = trainer.restore_run(str(workdir))[3]
+  reference_state = trainer.restore_run(str(reference))[3]
+  assert int(stopped_state.step) == int(reference_state.step) == 20 * 64
+  _assert_same(stopped_state.params, reference_state.params)
+  _assert_same(stopped_state.opt_state, reference_state.opt_state)
+
+
+def test_an_unwritable_workdir_is_refused_in_one_line(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a folder")
+  proc = subprocess.run(_train_cmd(blocker / "run"), cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 1
+  assert proc.stderr.strip().splitlines() == [
+      f"error: cannot write in --workdir={blocker / 'run'} (Not a directory); pass a writable "
+      "folder"]
+  assert blocker.read_text() == "not a folder"
+
+
 def _poisoned_step(model, tx, config):
   """The usual step, except that from step 6 on the KL term and the parameters become NaN."""
   step = train_lib.make_train_step(model, tx)
@@ -105,17 +205,22 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatc
   assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(state.params))
 
 
-def test_a_diverging_run_ends_with_one_clear_line(tmp_path):
-  proc = subprocess.run(
-      [sys.executable, "-m", "experiments.train", "--model=vae", f"--workdir={tmp_path}",
-       "--train_size=256", "--test_size=200", "--batch_size=64", "--num_epochs=2",
-       "--log_every=2", "--learning_rate=1e4", "--hidden=64", "--latent_dim=4", "--noevaluate"],
-      cwd=ROOT, capture_output=True, text=True)
+def test_a_diverging_run_ends_with_one_clear_line_and_leaves_its_workdir_free(tmp_path):
+  command = [sys.executable, "-m", "experiments.train", "--model=vae", f"--workdir={tmp_path}",
+             "--train_size=256", "--test_size=200", "--batch_size=64", "--num_epochs=2",
+             "--log_every=2", "--hidden=64", "--latent_dim=4", "--noevaluate"]
+  proc = subprocess.run(command + ["--learning_rate=1"], cwd=ROOT, capture_output=True, text=True)
   assert proc.returncode == 1
   last = proc.stderr.strip().splitlines()[-1]
-  assert last.startswith("error: the training loss term 'kl' is inf at step ") and last.endswith(
+  assert last.startswith("error: the training loss term ") and last.endswith(
       "no checkpoint was written; try a lower --learning_rate"), last
   assert not glob.glob(str(tmp_path / "checkpoints" / "[0-9]*"))
+  # No checkpoint, no config.json: doing what the line says, in the same workdir, is not refused.
+  assert not (tmp_path / "config.json").exists()
+  proc = subprocess.run(command + ["--learning_rate=1e-3"], cwd=ROOT, capture_output=True,
+                        text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert json.loads((tmp_path / "config.json").read_text())["learning_rate"] == 1e-3
 
 
 @pytest.fixture(scope="module")

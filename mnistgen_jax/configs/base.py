@@ -5,6 +5,8 @@ and may define `PRESETS` (equal-parameter widths) and `validate(config)` for its
 """
 from __future__ import annotations
 
+import math
+
 import ml_collections
 
 from mnistgen_jax import data
@@ -72,9 +74,10 @@ def validate(config) -> None:
   check_choice(config, "data_source", data.SOURCES)
   check_choice(config, "lr_schedule", ("constant", "cosine"))
   check_positive(config, "batch_size", "eval_batch_size", "log_every", "keep_checkpoints",
-                 "num_samples")
-  for name in ("num_epochs", "train_size", "test_size", "checkpoint_every_steps", "num_devices"):
+                 "num_samples", "num_epochs")
+  for name in ("train_size", "test_size", "checkpoint_every_steps", "num_devices"):
     check(int(config[name]) >= 0, f"--{name} must be >= 0, got {config[name]}")
-  check(config.learning_rate > 0, f"--learning_rate must be > 0, got {config.learning_rate}")
+  check(math.isfinite(config.learning_rate) and 0 < config.learning_rate <= 1,
+        f"--learning_rate must be in (0, 1], got {config.learning_rate}")
   check(not config.train_size or config.train_size >= config.batch_size,
         f"--train_size={config.train_size} is smaller than --batch_size={config.batch_size}")
