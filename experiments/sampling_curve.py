@@ -14,7 +14,7 @@ import sys
 
 from absl import app, flags, logging
 
-from mnistgen_jax import checkpoint, data
+from mnistgen_jax import checkpoint, cli, data
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "a flow-matching run written by experiments.train")
@@ -23,7 +23,7 @@ flags.DEFINE_list("solvers", None, "ODE solvers to try (euler, heun); default: t
 flags.DEFINE_integer("num_samples", 10000, "samples per setting")
 flags.DEFINE_integer("batch_size", 1000, "samples per jitted sampler call")
 flags.DEFINE_bool("progress", True, "progress bars")
-flags.DEFINE_float("guidance", None, "conditional flows: classifier-free guidance scale")
+cli.define_sampling_flags()  # --guidance, --solver (the default of --solvers), ...
 flags.DEFINE_string("name", "sampling_curve", "basename of the .json, .md and .png written")
 flags.mark_flag_as_required("workdir")
 
@@ -99,9 +99,8 @@ def main(argv):
     if "sample_steps" not in config:
       raise ValueError(f"{FLAGS.workdir} is a {config.model!r} run; sampling_curve is for flow "
                        "families (flow, cond_flow, latent_flow)")
+    config = cli.with_sampling_flags(config)
     solvers = FLAGS.solvers or [config.solver]
-    if FLAGS.guidance is not None:
-      config.guidance = FLAGS.guidance
     data_kw = dict(source=config.data_source, data_dir=config.data_dir or None)
     ref = evaluate.Reference.load(config.dataset, progress=FLAGS.progress, **data_kw)
     rows = []
