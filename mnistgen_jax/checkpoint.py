@@ -8,12 +8,16 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+
+
+DELETED_SUBDIR = ".deleted"
 
 
 class CheckpointError(RuntimeError):
@@ -36,7 +40,11 @@ class Checkpointer:
   """Keeps the last `keep` checkpoints and the best one by `best_metric` (lower is better).
 
   Beside them, workdir/checkpoint_digests.json holds the sha256 of every file of each checkpoint,
-  checked before a restore: orbax reads truncated or altered files without complaint."""
+  checked before a restore: orbax reads truncated or altered files without complaint.
+
+  An old checkpoint is dropped by an atomic rename into checkpoints/.deleted (orbax's
+  todelete_subdir), emptied by us afterwards: a run killed while deleting in place would leave a
+  half-deleted step folder that still counts as a checkpoint and fails its digests."""
 
   def __init__(self, workdir: str, keep: int, best_metric: str = "loss"):
     policy = policies.AnyPreservationPolicy([
@@ -45,7 +53,8 @@ class Checkpointer:
                        keep_checkpoints_without_metrics=False),
     ])
     options = ocp.CheckpointManagerOptions(
-        preservation_policy=policy, enable_async_checkpointing=False, create=True)
+        preservation_policy=policy, enable_async_checkpointing=False, create=True,
+        todelete_subdir=DELETED_SUBDIR)
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     self.manager = ocp.CheckpointManager(self.directory, options=options)
     self.best_metric = best_metric
@@ -88,9 +97,15 @@ class Checkpointer:
   def save(self, step: int, state, metrics: dict | None = None) -> None:
     if step in self.manager.all_steps():
       return  # Already saved (e.g. an epoch end that is also a save interval).
+    self._empty_deleted()  # A kill may have left a half-emptied one; a rename into it needs room.
     self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
     self.manager.wait_until_finished()
     self._write_digests(step)
+    self._empty_deleted()
+
+  def _empty_deleted(self) -> None:
+    if jax.process_index() == 0:
+      shutil.rmtree(os.path.join(self.directory, DELETED_SUBDIR), ignore_errors=True)
 
   def latest_step(self):
     return self.manager.latest_step()
