@@ -3,10 +3,12 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from conftest import tiny_config
 from mnistgen_jax import models, trainer
+from mnistgen_jax.models import dcgan
 from mnistgen_jax import train as train_lib
 
 
@@ -59,8 +61,9 @@ def test_each_loss_has_gradients_where_expected(mnist_slice):
   assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(gg["discriminator"]))
 
 
-def _d_loss_like_step(model, state, d_params, x, y):
-  """The discriminator loss exactly as the step computes it (same noise key)."""
+def _d_loss_like_step(model, state, d_params, x, y, smoothing=0.0, r1_gamma=0.0):
+  """The discriminator loss as the step computes it (same noise key), written out again: BCE
+  with target 1 - smoothing on real images, 0 on fakes, + r1_gamma / 2 * ||grad_x D(x)||^2."""
   key = jax.random.fold_in(state.rng, state.step)
   z = jax.random.normal(key, (x.shape[0], model.latent_dim))
   variables = {"params": state.params, **state.model_state}
@@ -69,21 +72,40 @@ def _d_loss_like_step(model, state, d_params, x, y):
   p = {**state.params, "discriminator": d_params}
   real = model.apply({"params": p, **state.model_state}, x, y, method="discriminate")
   fake_logits = model.apply({"params": p, **state.model_state}, fake, y, method="discriminate")
-  return (jax.nn.softplus(-real) + jax.nn.softplus(fake_logits)).mean()
+  real_target = 1.0 - smoothing
+  real_bce = real_target * jax.nn.softplus(-real) + (1 - real_target) * jax.nn.softplus(real)
+  d_of_x = lambda images: model.apply({"params": p, **state.model_state}, images, y,
+                                      method="discriminate").sum()
+  r1 = jnp.square(jax.grad(d_of_x)(x)).sum(axis=(1, 2, 3))
+  return (real_bce + jax.nn.softplus(fake_logits) + 0.5 * r1_gamma * r1).mean()
 
 
-def test_generator_step_leaves_the_discriminator_as_its_own_update_left_it(mnist_slice):
-  """After a full step, D equals D after its own Adam update alone: G's update changed nothing in D,
-  and G changed (its update ran), while D's update did not touch G before it."""
-  config, family, model, tx, state = _setup()
+def test_r1_penalty_is_the_squared_input_gradient_norm():
+  w = jnp.arange(12.0).reshape(1, 2, 2, 3) / 10
+  discriminate = lambda x, y: jnp.sum(w * x, axis=(1, 2, 3)) ** 2 + y  # grad: 2 (w.x) w
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, 2, 2, 3))
+  y = jnp.arange(4.0)
+  expected = (2 * jnp.sum(w * x, axis=(1, 2, 3))) ** 2 * jnp.sum(w * w)
+  np.testing.assert_allclose(dcgan.r1_penalty(discriminate, x, y), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("options", [
+    {}, {"gan_label_smoothing": 0.1, "gan_r1_gamma": 5.0, "gan_d_learning_rate": 4e-4}])
+def test_generator_step_leaves_the_discriminator_as_its_own_update_left_it(mnist_slice, options):
+  """After a full step, D equals D after its own Adam update alone (at D's learning rate, with
+  smoothing and R1 where set): G's update changed nothing in D, and G changed (its update ran),
+  while D's update did not touch G before it."""
+  config, family, model, tx, state = _setup(**options)
   step = family.training.step(model, tx, config)
   x = train_lib.to_float(jnp.asarray(mnist_slice[0][:32]))
   y = jnp.asarray(mnist_slice[1][:32])
   new, _ = step(state, x, y)
-  d_grads = jax.grad(lambda dp: _d_loss_like_step(model, state, dp, x, y))(
-      state.params["discriminator"])
-  updates, _ = tx.adam.update(d_grads, tx.adam.init(state.params["discriminator"]),
-                              state.params["discriminator"])
+  d_grads = jax.grad(lambda dp: _d_loss_like_step(
+      model, state, dp, x, y, config.gan_label_smoothing, config.gan_r1_gamma))(
+          state.params["discriminator"])
+  d_adam = optax.adam(options.get("gan_d_learning_rate", config.learning_rate), b1=0.5)
+  updates, _ = d_adam.update(d_grads, d_adam.init(state.params["discriminator"]),
+                             state.params["discriminator"])
   expected_d = jax.tree.map(lambda p, u: p + u, state.params["discriminator"], updates)
   for a, b in zip(jax.tree.leaves(new.params["discriminator"]), jax.tree.leaves(expected_d)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
@@ -95,6 +117,38 @@ def test_generator_step_leaves_the_discriminator_as_its_own_update_left_it(mnist
                            jax.tree.leaves(new.params["generator"])):
     np.testing.assert_allclose(ema, old + (1 - config.gan_ema_decay) * (cur - old), rtol=1e-5,
                                atol=1e-7)
+
+
+def test_ema_generator_has_batch_stats_of_its_own_and_samples_with_them(mnist_slice):
+  config, family, model, tx, state = _setup()
+  step = family.training.step(model, tx, config)
+  x = train_lib.to_float(jnp.asarray(mnist_slice[0][:32]))
+  y = jnp.asarray(mnist_slice[1][:32])
+  for _ in range(3):
+    previous, (state, _) = state, step(state, x, y)
+  # The last step's EMA statistics: the EMA weights run in train mode on that step's noise.
+  z = jax.random.normal(jax.random.fold_in(previous.rng, previous.step), (32, model.latent_dim))
+  ema = state.model_state["ema"]
+  variables = {"params": {**state.params, "generator": ema["generator"]},
+               "batch_stats": {"generator": previous.model_state["ema"]["batch_stats"]}}
+  _, expected = model.apply(variables, z, y, True, method="generate", mutable=["batch_stats"])
+  for a, b in zip(jax.tree.leaves(ema["batch_stats"]),
+                  jax.tree.leaves(expected["batch_stats"]["generator"]), strict=True):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  assert any(not np.allclose(a, b) for a, b in zip(  # Not the live generator's statistics.
+      jax.tree.leaves(ema["batch_stats"]), jax.tree.leaves(state.model_state["batch_stats"])))
+  # Sampling reads the EMA statistics: the live ones do not matter to it.
+  sample = lambda s: model.apply(s.variables(), y[:8], method="sample",
+                                 rngs={"sample": jax.random.PRNGKey(1)})
+  live_scrambled = state.replace(model_state={**state.model_state, "batch_stats": jax.tree.map(
+      lambda v: v + 1.0, state.model_state["batch_stats"])})
+  np.testing.assert_array_equal(sample(state), sample(live_scrambled))
+  # Without them (older runs, --nogan_ema_batch_stats) it falls back to the live statistics.
+  _, family, model, tx, plain = _setup(gan_ema_batch_stats=False)
+  assert "batch_stats" not in plain.model_state["ema"]
+  plain_scrambled = plain.replace(model_state={**plain.model_state, "batch_stats": jax.tree.map(
+      lambda v: v + 1.0, plain.model_state["batch_stats"])})
+  assert not np.array_equal(sample(plain), sample(plain_scrambled))
 
 
 def test_dcgan_run_is_deterministic_resumable_and_snapshots(tmp_path):

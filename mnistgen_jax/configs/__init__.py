@@ -99,6 +99,10 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
     raise ValueError("the saved config names no model")
   if "vqvae_workdir" in saved:
     saved.setdefault("stage1_workdir", saved.pop("vqvae_workdir"))
-  fields = _module(model).get_config("")
+  module = _module(model)
+  fields = module.get_config("")
   saved = {k: v for k, v in saved.items() if k in fields or k not in LEGACY_FIELDS}
+  # A field added later, whose default would change what an older run's checkpoint holds.
+  for name, value in getattr(module, "ABSENT_IN_OLDER_RUNS", {}).items():
+    saved.setdefault(name, value)
   return get_config(model, **saved)  # Its preset first, then the saved fields.

@@ -1,9 +1,11 @@
 """`dcgan`: DCGAN (Radford et al. 2015) for 28x28 digits, optionally class-conditional.
 
-Generator: dense to 7x7x64, two sub-pixel 2x upsamplings with BatchNorm and ReLU, sigmoid image.
+Generator: dense to 7x7xC1, two sub-pixel 2x upsamplings with BatchNorm and ReLU, sigmoid image.
 Discriminator: stride-2 convolutions with LeakyReLU(0.2), a dense logit. N(0, 0.02) weights,
-non-saturating BCE, Adam(2e-4, beta1=0.5) per network. One step updates D, then G against the
-updated D; BatchNorm statistics and an EMA of G's weights (used for sampling) are variables.
+non-saturating BCE, Adam(beta1=0.5) per network (its own learning rate for D: TTUR), optional
+one-sided label smoothing and R1 penalty on real images. One step updates D, then G against the
+updated D; BatchNorm statistics and an EMA of G's weights (used for sampling) with BatchNorm
+statistics of its own are variables.
 """
 from __future__ import annotations
 
@@ -61,17 +63,18 @@ def bce_with_logits(logits, target: float):
 
 
 class DCGAN(nn.Module):
-  """channels: the discriminator's widths; the generator mirrors them at half width."""
+  """channels: the discriminator's widths (14x14, 7x7); generator_channels: G's (7x7, 14x14)."""
   latent_dim: int
   conditional: bool
   channels: Sequence[int]
   image_shape: Sequence[int]
   num_classes: int
 
+  generator_channels: Sequence[int]  # G's widths at 7x7, then at 14x14
+
   def setup(self):
-    self.generator = Generator(self.latent_dim, self.conditional,
-                               tuple(c // 2 for c in reversed(self.channels)), self.image_shape,
-                               self.num_classes)
+    self.generator = Generator(self.latent_dim, self.conditional, tuple(self.generator_channels),
+                               self.image_shape, self.num_classes)
     self.discriminator = Discriminator(self.conditional, tuple(self.channels), self.num_classes)
 
   def generate(self, z, y, train: bool = False):
@@ -91,30 +94,46 @@ class DCGAN(nn.Module):
             "d_real": nn.sigmoid(real_logits), "d_fake": nn.sigmoid(fake_logits)}
 
   def sample(self, y):
-    """Samples from the EMA generator weights when they exist (as trained), else the live ones."""
+    """Samples from the EMA generator when there is one (as trained), else the live one. The EMA
+    weights use their own BatchNorm statistics where tracked (--gan_ema_batch_stats), else the
+    live generator's, which belong to other weights."""
     z = jax.random.normal(self.make_rng("sample"), (y.shape[0], self.latent_dim))
     if self.has_variable("ema", "generator"):
-      variables = {"params": self.get_variable("ema", "generator"),
-                   "batch_stats": self.get_variable("batch_stats", "generator")}
+      stats = (self.get_variable("ema", "batch_stats") if self.has_variable("ema", "batch_stats")
+               else self.get_variable("batch_stats", "generator"))
+      variables = {"params": self.get_variable("ema", "generator"), "batch_stats": stats}
       return self.generator.clone(parent=None).apply(variables, z, y, False)
     return self.generator(z, y, False)
 
 
 class PerNetworkAdam(NamedTuple):
-  """One Adam per network, so the D update never touches G's moments and vice versa."""
-  adam: optax.GradientTransformation
+  """One Adam per network, so the D update never touches G's moments and vice versa; each has its
+  own learning rate (TTUR, Heusel et al. 2017)."""
+  generator: optax.GradientTransformation
+  discriminator: optax.GradientTransformation
 
   def init(self, params):
-    return {name: self.adam.init(p) for name, p in params.items()}
+    return {name: getattr(self, name).init(p) for name, p in params.items()}
 
 
-def make_train_step(model, tx: PerNetworkAdam, ema_decay: float):
+def r1_penalty(discriminate, x, y):
+  """Per-example ||grad_x D(x)||^2 on real images (Mescheder et al. 2018); differentiated again
+  by D's update."""
+  grads = jax.grad(lambda images: discriminate(images, y).sum())(x)
+  return jnp.sum(jnp.square(grads).reshape(x.shape[0], -1), axis=-1)
+
+
+def make_train_step(model, tx: PerNetworkAdam, config):
+  ema_decay = config.gan_ema_decay
+  real_target = 1.0 - config.gan_label_smoothing  # One-sided: fakes keep target 0.
+  r1_gamma = config.gan_r1_gamma
+
   def apply(params, state, method, *args, mutable=False):
     return model.apply({"params": params, **state.model_state}, *args, method=method,
                        mutable=mutable)
 
   def update(name, grads, opt_state, params):
-    updates, new_state = tx.adam.update(grads, opt_state[name], params[name])
+    updates, new_state = getattr(tx, name).update(grads, opt_state[name], params[name])
     return ({**params, name: optax.apply_updates(params[name], updates)},
             {**opt_state, name: new_state})
 
@@ -127,10 +146,12 @@ def make_train_step(model, tx: PerNetworkAdam, ema_decay: float):
 
     def d_loss(d_params):
       p = {**params, "discriminator": d_params}
-      real_logits = apply(p, state, "discriminate", x, y)
-      fake_logits = apply(p, state, "discriminate", fake, y)
-      loss = (bce_with_logits(real_logits, 1.0) + bce_with_logits(fake_logits, 0.0)).mean()
-      return loss, (nn.sigmoid(real_logits).mean(), nn.sigmoid(fake_logits).mean())
+      discriminate = lambda images, labels: apply(p, state, "discriminate", images, labels)
+      real_logits, fake_logits = discriminate(x, y), discriminate(fake, y)
+      loss = bce_with_logits(real_logits, real_target) + bce_with_logits(fake_logits, 0.0)
+      if r1_gamma:
+        loss = loss + 0.5 * r1_gamma * r1_penalty(discriminate, x, y)
+      return loss.mean(), (nn.sigmoid(real_logits).mean(), nn.sigmoid(fake_logits).mean())
 
     (d_value, (d_real, d_fake)), d_grads = jax.value_and_grad(d_loss, has_aux=True)(
         params["discriminator"])
@@ -145,8 +166,15 @@ def make_train_step(model, tx: PerNetworkAdam, ema_decay: float):
     params, opt_state = update("generator", g_grads, opt_state, params)
     model_state = dict(state.model_state, batch_stats=new_stats["batch_stats"])
     if "ema" in model_state:
-      model_state["ema"] = {"generator": optax.incremental_update(
+      ema = {**model_state["ema"], "generator": optax.incremental_update(
           params["generator"], model_state["ema"]["generator"], 1.0 - ema_decay)}
+      if "batch_stats" in ema:  # The EMA weights' own BatchNorm statistics, on the same noise.
+        ema_variables = {"params": {**params, "generator": ema["generator"]},
+                         "batch_stats": {"generator": ema["batch_stats"]}}
+        _, ema_stats = model.apply(ema_variables, z, y, True, method="generate",
+                                   mutable=["batch_stats"])
+        ema["batch_stats"] = ema_stats["batch_stats"]["generator"]
+      model_state["ema"] = ema
     metrics = {"loss": g_value, "d_loss": d_value, "g_loss": g_value, "d_real": d_real,
                "d_fake": d_fake}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
@@ -156,24 +184,29 @@ def make_train_step(model, tx: PerNetworkAdam, ema_decay: float):
 
 
 class AlternatingTraining(Training):
-  """Per-network Adam(lr, beta1=0.5); each step updates D, then G against the updated D; an EMA
-  of G's weights (config.gan_ema_decay > 0) for sampling; per-epoch sample snapshots."""
+  """Per-network Adam(beta1=0.5): G at learning_rate, D at gan_d_learning_rate (0: the same); each
+  step updates D, then G against the updated D; an EMA of G's weights (config.gan_ema_decay > 0),
+  with BatchNorm statistics of its own (gan_ema_batch_stats), for sampling; per-epoch snapshots."""
   epoch_snapshots = True
 
   def optimizer(self, config, total_steps: int):
     del total_steps
-    return PerNetworkAdam(optax.adam(config.learning_rate, b1=0.5))
+    d_rate = config.gan_d_learning_rate or config.learning_rate
+    return PerNetworkAdam(generator=optax.adam(config.learning_rate, b1=0.5),
+                          discriminator=optax.adam(d_rate, b1=0.5))
 
   def init_variables(self, config, variables, stage1):
-    """The EMA of the generator starts at its initial weights."""
+    """The EMA of the generator starts at its initial weights (and their statistics)."""
     del stage1
     if not config.gan_ema_decay:
       return variables
-    generator = jax.tree.map(jnp.copy, variables["params"]["generator"])
-    return {**variables, "ema": {"generator": generator}}
+    ema = {"generator": jax.tree.map(jnp.copy, variables["params"]["generator"])}
+    if config.gan_ema_batch_stats:
+      ema["batch_stats"] = jax.tree.map(jnp.copy, variables["batch_stats"]["generator"])
+    return {**variables, "ema": ema}
 
   def step(self, model, tx, config):
-    return make_train_step(model, tx, config.gan_ema_decay)
+    return make_train_step(model, tx, config)
 
 
 def _builder(conditional: bool):
@@ -181,7 +214,7 @@ def _builder(conditional: bool):
     del stage1
     info = data.info(config.dataset)
     return DCGAN(config.latent_dim, conditional, tuple(config.channels), info.image_shape,
-                 info.num_classes)
+                 info.num_classes, tuple(config.generator_channels))
   return build
 
 
