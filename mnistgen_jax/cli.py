@@ -67,6 +67,12 @@ def expand_config_args(argv: list[str], flag_values=flags.FLAGS) -> list[str]:
       name = ALIASES.get(option[0], option[0])
       if name in fields and name not in flag_values:
         arg = f"--config.{name}={option[1]}"
+    elif option:  # --FIELD / --noFIELD of a boolean field, as absl spells its own booleans.
+      name, value = option[0], "True"
+      if name not in fields and name.startswith("no"):
+        name, value = name[2:], "False"
+      if isinstance(fields.get(name), bool) and name not in flag_values:
+        arg = f"--config.{name}={value}"
     out.append(arg)
   return out
 
