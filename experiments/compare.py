@@ -20,7 +20,8 @@ flags.DEFINE_string("out", None, "also write the table to this markdown file")
 flags.mark_flag_as_required("workdirs")
 
 HEADER = ["run", "model", "params", "train s", "test loss", "IWAE NLL", "FID recon",
-          "FID samples", "KID", "precision", "recall", "class. score", "digit read"]
+          "FID samples", "KID", "precision", "recall", "class. score", "digit entropy",
+          "digit read"]
 
 
 def row(workdir: str):
@@ -37,7 +38,8 @@ def row(workdir: str):
           f"{result['train_seconds']:.1f}", f"{loss:.2f} ({result['loss_name']})", iwae,
           evaluation.get("reconstructions", {}).get("fid_lenet"), samples.get("fid_lenet"),
           samples.get("kid_lenet"), samples.get("precision"), samples.get("recall"),
-          samples.get("classifier_score"), samples.get("label_accuracy")]
+          samples.get("classifier_score"), samples.get("digit_entropy"),
+          samples.get("label_accuracy")]
 
 
 def main(argv):

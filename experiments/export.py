@@ -12,7 +12,6 @@ Arguments: a raw uint32[2] key, and int32[n] digit labels (any n; unconditional 
 their count). Result: float32[n, 28, 28, 1] in [0, 1]. The weights (and a fitted prior, for
 families sampling through one) are baked in as constants.
 """
-import os
 import sys
 
 from absl import app, flags, logging
@@ -22,6 +21,7 @@ from mnistgen_jax import checkpoint, cli, data
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "a run written by experiments.train")
 flags.DEFINE_string("out", None, "file to write the serialised sampler to")
+PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
 flags.DEFINE_list("platforms", ["cpu", "cuda", "tpu"], "platforms to lower for")
 flags.DEFINE_bool("overwrite", False, "replace --out if it exists")
 cli.define_sampling_flags()
@@ -36,8 +36,11 @@ def main(argv):
   from mnistgen_jax.models import supports
 
   try:
-    if os.path.exists(FLAGS.out) and not FLAGS.overwrite:
-      raise ValueError(f"--out={FLAGS.out} exists; pass --overwrite to replace it")
+    cli.check_output("out", FLAGS.out, overwrite=FLAGS.overwrite)
+    unknown = sorted(set(FLAGS.platforms) - set(PLATFORMS))
+    if unknown or not FLAGS.platforms:
+      raise ValueError(f"--platforms={','.join(FLAGS.platforms)}: {', '.join(unknown) or 'none'} "
+                       f"is not a platform jax exports for; choose among {', '.join(PLATFORMS)}")
     config = cli.with_sampling_flags(trainer.load_config(FLAGS.workdir))
     config, _, model, state = trainer.restore_run(FLAGS.workdir, config=config)
     if not supports(model, "sample"):
@@ -46,10 +49,14 @@ def main(argv):
   except (ValueError, data.DataError, checkpoint.CheckpointError) as e:
     sys.exit(f"error: {e}")
   blob = export_sampler(model, variables, FLAGS.platforms).serialize()
-  tmp = FLAGS.out + ".tmp"
-  with open(tmp, "wb") as f:
-    f.write(blob)
-  os.replace(tmp, FLAGS.out)  # Never a half-written file under the final name.
+
+  def write(path):
+    with open(path, "wb") as f:
+      f.write(blob)
+  try:
+    cli.write_output(FLAGS.out, write)  # Never a half-written file under the final name.
+  except ValueError as e:
+    sys.exit(f"error: {e}")
   kind = "one digit per sample" if model.conditional else "only their count is used"
   print(f"wrote {FLAGS.out} ({len(blob) / 1e6:.1f} MB): {config.model} sampler for "
         f"{', '.join(FLAGS.platforms)}; call with a uint32[2] key and int32[n] labels ({kind})")

@@ -41,6 +41,9 @@ def main(argv):
   try:
     if FLAGS.num <= 0:
       raise ValueError(f"--num must be a positive integer, got {FLAGS.num}")
+    cli.check_output("out", FLAGS.out, cli.image_extensions())  # Before any sampling.
+    if FLAGS.npy:
+      cli.check_output("npy", FLAGS.npy, [".npy"])
     config = cli.with_sampling_flags(trainer.load_config(FLAGS.workdir))
     config, family, model, state = trainer.restore_run(FLAGS.workdir, config=config)
     if not supports(model, "sample"):
@@ -70,9 +73,12 @@ def main(argv):
     rows = math.ceil(FLAGS.num / num_classes)
     order = [i for d in range(num_classes) for i in range(d, FLAGS.num, num_classes)]
     images, ncol = images[order], rows
-  viz.save_grid(FLAGS.out, images, ncol=ncol)
-  if FLAGS.npy:
-    np.save(FLAGS.npy, images)
+  try:
+    cli.write_output(FLAGS.out, lambda path: viz.save_grid(path, images, ncol=ncol))
+    if FLAGS.npy:
+      cli.write_output(FLAGS.npy, lambda path: np.save(path, images))
+  except ValueError as e:
+    sys.exit(f"error: {e}")
   print(f"wrote {FLAGS.num} samples of {config.model} to {FLAGS.out}"
         + (f" and {FLAGS.npy}" if FLAGS.npy else ""))
 
@@ -104,7 +110,7 @@ def interpolate(config, model, variables):
   strip = latent.interpolate(model, variables, to_float(jnp.asarray(images[[i, j]])),
                              jnp.asarray(labels[[i, j]]), FLAGS.steps, model.latent_interpolation,
                              model.conditional)
-  viz.save_grid(FLAGS.out, strip, ncol=FLAGS.steps + 2)
+  cli.write_output(FLAGS.out, lambda path: viz.save_grid(path, strip, ncol=FLAGS.steps + 2))
   print(f"wrote a {model.latent_interpolation} strip of {config.model} between test images {i} and {j} "
         f"(digits {labels[i]} and {labels[j]}) to {FLAGS.out}")
 

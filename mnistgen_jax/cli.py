@@ -9,6 +9,8 @@ so every field is declared once, in its config file, and never typed again as a 
 """
 from __future__ import annotations
 
+import errno
+import os
 import sys
 
 from absl import flags
@@ -137,3 +139,44 @@ def with_sampling_flags(config, flag_values=flags.FLAGS):
       raise ValueError(f"--{name} is for {help_string.split(':')[0]}, not {config.model!r}")
     config[name] = value
   return configs.validate(config)
+
+
+def image_extensions() -> list[str]:
+  """The file extensions PIL can write, e.g. '.png'."""
+  from PIL import Image
+  Image.init()
+  return sorted(ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.SAVE)
+
+
+def check_output(flag: str, path: str, extensions=None, overwrite: bool = True) -> None:
+  """Raises ValueError (one line naming the flag and the fix) when `path` cannot be written as
+  asked; called before any work, so a bad --out never costs a finished computation."""
+  folder = os.path.dirname(os.path.abspath(path))
+  if os.path.isdir(path):
+    raise ValueError(f"--{flag}={path} is a directory: pass a file path")
+  if extensions is not None and os.path.splitext(path)[1].lower() not in extensions:
+    shown = ", ".join(e for e in extensions if e in (".png", ".jpg", ".npy", ".jaxexport")) or \
+        ", ".join(extensions[:5])
+    raise ValueError(f"--{flag}={path} has no extension this writes: end it with {shown}")
+  if not os.path.isdir(folder):
+    raise ValueError(f"--{flag}={path}: folder {folder} does not exist: create it "
+                     f"(mkdir -p {folder}) or pass another --{flag}")
+  if os.path.exists(path) and not overwrite:
+    raise ValueError(f"--{flag}={path} exists; pass --overwrite to replace it")
+  if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):
+    raise ValueError(f"--{flag}={path} is not writable here: pass another --{flag}")
+
+
+def write_output(path: str, write) -> None:
+  """write(tmp_path) then an atomic rename to `path`: a failure (e.g. a full disk) leaves neither
+  a half-written file nor the temporary one, and raises ValueError in one line."""
+  base, ext = os.path.splitext(path)
+  tmp = f"{base}.tmp{ext}"
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  except OSError as e:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    hint = ": free some space and run again" if e.errno == errno.ENOSPC else ""
+    raise ValueError(f"could not write {path} ({e.strerror or e}){hint}") from e

@@ -181,6 +181,10 @@ def _load_verified(name: str, split: str, source: str, data_dir: str | None):
     raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
   if source not in SOURCES:
     raise ValueError(f"unknown data source {source!r}; choose one of {', '.join(SOURCES)}")
+  if data_dir and source != "tfds" and not os.path.isdir(data_dir):
+    # Not a silent fall back to another source: the user asked for this copy of the data.
+    raise DataError(f"--data_dir={data_dir} is not a directory: pass the folder holding the 4 IDX "
+                    ".gz files, or leave --data_dir out to use the default sources")
   tried = []
   for src in (_LOADERS if source == "auto" else [source]):
     try:

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnistgen_jax import data, viz
+from mnistgen_jax.metrics import sample_metrics
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models.interface import supports
 
@@ -142,6 +143,5 @@ class EpochSnapshot:
       return {}
     digits = self.classifier(self.sample(variables, self.classified_labels,
                                          jax.random.fold_in(self.key, 1)))
-    hist = np.bincount(np.asarray(digits), minlength=self.num_classes) / len(digits)
-    entropy = float(-(hist[hist > 0] * np.log(hist[hist > 0])).sum()) + 0.0  # never -0.0
+    hist, entropy = sample_metrics.digit_histogram(digits, self.num_classes)
     return {"sample_digit_entropy": entropy, "sample_digit_hist": [float(h) for h in hist]}

@@ -128,6 +128,9 @@ def load_data(config):
   kw = dict(source=config.data_source, data_dir=config.data_dir or None)
   train = data.load(config.dataset, "train", limit=config.train_size or None, **kw)
   test = data.load(config.dataset, "test", limit=config.test_size or None, **kw)
+  if len(train[0]) < config.batch_size:
+    raise ValueError(f"--batch_size={config.batch_size} is larger than the {len(train[0]):,} "
+                     f"training images of {config.dataset}: pass a smaller --batch_size")
   return train, test
 
 
@@ -204,9 +207,28 @@ def _saved_config(workdir: str):
 def check_workdir(workdir: str, config) -> None:
   """Raises CheckpointError if workdir holds a run of another model or config."""
   saved = _saved_config(workdir)
-  if saved is not None:
-    runs.check_same_run(workdir, json.loads(saved.to_json()), json.loads(config.to_json()),
-                        configs.RESUMABLE_FIELDS)
+  if saved is None:
+    return
+  runs.check_same_run(workdir, json.loads(saved.to_json()), json.loads(config.to_json()),
+                      configs.RESUMABLE_FIELDS)
+  # A schedule that depends on the total would differ from a straight run of the new length.
+  if config.lr_schedule != "constant" and config.num_epochs != saved.num_epochs:
+    raise checkpoint.CheckpointError(
+        f"{workdir} was trained with --lr_schedule={config.lr_schedule} over "
+        f"--num_epochs={saved.num_epochs}, which sets the rate of every step; resuming with "
+        f"--num_epochs={config.num_epochs} would match no straight run: pass "
+        f"--num_epochs={saved.num_epochs}, or train the longer run in another --workdir")
+
+
+def check_not_past_the_end(workdir: str, step: int, total_steps: int, steps_per_epoch: int,
+                           num_epochs: int) -> None:
+  """A run resumed with fewer epochs than it has trained would describe its checkpoint wrongly."""
+  if step > total_steps:
+    done = -(-step // steps_per_epoch)
+    raise checkpoint.CheckpointError(
+        f"{workdir} has already trained {step} steps ({done} epochs), more than "
+        f"--num_epochs={num_epochs}: pass --num_epochs={done} (or more) to resume it, "
+        "mnistgen-evaluate to evaluate it, or another --workdir")
 
 
 def train_and_evaluate(config, workdir: str, print_fn=print, evaluate_fn=None) -> dict:
@@ -242,6 +264,8 @@ def _train_and_evaluate(config, workdir: str, mesh, family, model, stage1, datas
   try:  # Closed on every exit: an open manager's threads print tracebacks at exit.
     if ckpt.latest_step() is not None:
       state = ckpt.restore(state)
+      check_not_past_the_end(workdir, int(state.step), total_steps, steps_per_epoch,
+                             config.num_epochs)
       print_fn(f"resumed from {ckpt.directory} at step {int(state.step)}")
     # config.json belongs to checkpoints: written on resume (after a successful restore, so a
     # refused workdir keeps its own) or just before the first save, so a run that fails before any

@@ -1,4 +1,5 @@
 """The config flag: --config files with --config.FIELD overrides, and the short forms."""
+import errno
 import functools
 import json
 import os
@@ -87,3 +88,18 @@ def test_training_again_keeps_an_earlier_evaluation(tmp_path):
   # The evaluation of the state in memory equals that of the restored run (no second prior fit).
   again = evaluate.evaluate_run(str(tmp_path), 200, 2, progress=False)
   assert json.loads(json.dumps(again)) == saved["evaluation"]
+
+
+def test_write_output_is_atomic_and_a_full_disk_is_one_line(tmp_path):
+  target = tmp_path / "grid.png"
+  cli.write_output(str(target), lambda path: open(path, "w").write("new"))
+  assert target.read_text() == "new" and sorted(os.listdir(tmp_path)) == ["grid.png"]
+
+  def fills_the_disk(path):
+    with open(path, "w") as f:
+      f.write("half")
+    raise OSError(errno.ENOSPC, "No space left on device")
+  with pytest.raises(ValueError, match=f"could not write {target} .No space left on device.: "
+                                       "free some space and run again"):
+    cli.write_output(str(target), fills_the_disk)
+  assert target.read_text() == "new" and sorted(os.listdir(tmp_path)) == ["grid.png"]

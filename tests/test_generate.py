@@ -80,6 +80,35 @@ def test_bad_requests_are_one_clear_line(runs, tmp_path, args, message):
   assert not (tmp_path / "x.png").exists()
 
 
+def test_bad_output_paths_are_one_clear_line_before_any_work(runs, tmp_path):
+  regular_file = tmp_path / "file"
+  regular_file.write_text("x")
+  workdir = f"--workdir={runs / 'ae'}"
+  cases = [  # (command, message)
+      (["experiments.generate", workdir, f"--out={tmp_path}/missing/x.png"],
+       f"error: --out={tmp_path}/missing/x.png: folder {tmp_path}/missing does not exist: "
+       f"create it (mkdir -p {tmp_path}/missing) or pass another --out"),
+      (["experiments.generate", workdir, f"--out={tmp_path}/grid"],
+       f"error: --out={tmp_path}/grid has no extension this writes: end it with .jpg, .png"),
+      (["experiments.generate", workdir, f"--out={tmp_path}/ok.png",
+        f"--npy={regular_file}/x.npy"],  # Refused before the PNG is written.
+       f"error: --npy={regular_file}/x.npy: folder {regular_file} does not exist"),
+      (["experiments.export", workdir, f"--out={tmp_path}", "--overwrite"],
+       f"error: --out={tmp_path} is a directory: pass a file path"),
+      (["experiments.export", workdir, f"--out={tmp_path}/missing/s.jaxexport"],
+       f"error: --out={tmp_path}/missing/s.jaxexport: folder {tmp_path}/missing does not exist"),
+      (["experiments.export", workdir, f"--out={tmp_path}/s.jaxexport", "--platforms=cpu,foo"],
+       "error: --platforms=cpu,foo: foo is not a platform jax exports for; choose among cpu, "
+       "cuda, rocm, tpu"),
+  ]
+  for command, message in cases:
+    proc = _run("-m", *command)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and lines[-1].startswith(message), (command, proc.stderr[-2000:])
+    assert not any("Traceback" in line for line in lines)
+  assert sorted(os.listdir(tmp_path)) == ["file"]  # Nothing written, no .tmp left behind.
+
+
 def _run(*args, cwd=ROOT):
   return subprocess.run([sys.executable, *args], cwd=cwd, capture_output=True, text=True)
 

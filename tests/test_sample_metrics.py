@@ -83,3 +83,13 @@ def test_classifier_score_bounds():
                              rtol=1e-6)
   collapsed = jnp.eye(10)[jnp.zeros(100, jnp.int32)]
   np.testing.assert_allclose(sample_metrics.classifier_score(collapsed), 1.0, rtol=1e-6)
+
+
+def test_digit_histogram_and_its_entropy():
+  hist, entropy = sample_metrics.digit_histogram(np.arange(1000) % 10, 10)
+  np.testing.assert_allclose(hist, 0.1)
+  assert abs(entropy - np.log(10)) < 1e-12
+  hist, entropy = sample_metrics.digit_histogram(np.array([3, 3, 3, 7]), 10)
+  np.testing.assert_allclose(hist, [0, 0, 0, 0.75, 0, 0, 0, 0.25, 0, 0])
+  assert abs(entropy - -(0.75 * np.log(0.75) + 0.25 * np.log(0.25))) < 1e-12
+  assert sample_metrics.digit_histogram(np.full(5, 2), 10)[1] == 0.0  # one mode: 0, not -0

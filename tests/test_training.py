@@ -100,18 +100,33 @@ def test_checkpoints_keep_the_last_k_and_the_best(tmp_path):
 
 
 def test_workdir_of_another_run_is_refused_untouched(tmp_path):
-  trainer.train_and_evaluate(tiny_config("ae", num_epochs=1), str(tmp_path), print_fn=_quiet)
-  before = {p: os.path.getmtime(os.path.join(d, p)) for d, _, fs in os.walk(tmp_path) for p in fs}
-  with pytest.raises(checkpoint.CheckpointError, match="holds a 'ae' run, not 'vae'"):
-    trainer.train_and_evaluate(tiny_config("vae", num_epochs=1), str(tmp_path), print_fn=_quiet)
-  with pytest.raises(checkpoint.CheckpointError, match="trained with latent_dim=4 .now 8."):
-    trainer.train_and_evaluate(tiny_config("ae", num_epochs=2, latent_dim=8), str(tmp_path),
-                               print_fn=_quiet)
-  after = {p: os.path.getmtime(os.path.join(d, p)) for d, _, fs in os.walk(tmp_path) for p in fs}
-  # Only the lock file moved: it records the latest process that held the workdir.
-  assert {p: t for p, t in before.items() if p != runs.LOCK_FILE} == {
-      p: t for p, t in after.items() if p != runs.LOCK_FILE}
-  assert runs.LOCK_FILE in after
+  trainer.train_and_evaluate(tiny_config("ae", num_epochs=2), str(tmp_path / "ae"),
+                             print_fn=_quiet)
+  trainer.train_and_evaluate(tiny_config("ae", num_epochs=1, lr_schedule="cosine"),
+                             str(tmp_path / "cosine"), print_fn=_quiet)
+  mtimes = lambda: {os.path.join(d, p): os.path.getmtime(os.path.join(d, p))
+                    for d, _, fs in os.walk(tmp_path) for p in fs
+                    if p != runs.LOCK_FILE}  # It records the latest process that held the workdir.
+  before = mtimes()
+  refusals = [  # (workdir, config, message)
+      ("ae", tiny_config("vae", num_epochs=2), "holds a 'ae' run, not 'vae'"),
+      ("ae", tiny_config("ae", num_epochs=2, latent_dim=8), "trained with latent_dim=4 .now 8."),
+      # The test loss's noise is keyed per evaluation batch: a run keeps its batch size.
+      ("ae", tiny_config("ae", num_epochs=2, eval_batch_size=50),
+       "trained with eval_batch_size=100 .now 50."),
+      ("ae", tiny_config("ae", num_epochs=1), "has already trained 8 steps .2 epochs., more than "
+       "--num_epochs=1: pass --num_epochs=2 .or more. to resume it"),
+      # A longer cosine schedule would differ from a straight run's at every step (a constant
+      # rate resumes bit-identically: test_resume_equals_uninterrupted_run).
+      ("cosine", tiny_config("ae", num_epochs=2, lr_schedule="cosine"),
+       "trained with --lr_schedule=cosine over --num_epochs=1, .* resuming with --num_epochs=2 "
+       "would match no straight run: pass --num_epochs=1, or train the longer run in another"),
+  ]
+  for workdir, config, message in refusals:
+    with pytest.raises(checkpoint.CheckpointError, match=message):
+      trainer.train_and_evaluate(config, str(tmp_path / workdir), print_fn=_quiet)
+  assert mtimes() == before
+  assert (tmp_path / "ae" / runs.LOCK_FILE).exists()
 
 
 @pytest.mark.parametrize("overrides,message", [
@@ -132,6 +147,8 @@ def test_bad_config_values(overrides, message):
 @pytest.mark.parametrize("args,message", [
     (["--model=gan"], "error: unknown model 'gan'; choose one of: " + ", ".join(models.names())),
     (["--batch_size=-3"], "error: --batch_size must be a positive integer, got -3"),
+    (["--batch_size=100000"], "error: --batch_size=100000 is larger than the 60,000 training "
+     "images of mnist: pass a smaller --batch_size"),
 ])
 def test_binary_bad_input_is_one_clear_line(args, message, tmp_path):
   workdir = tmp_path / "w"

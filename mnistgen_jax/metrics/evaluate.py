@@ -66,7 +66,9 @@ def sample_quality(ref: Reference, images, key, labels=None) -> dict:
   out = {"fid_lenet": fid.fid_from_stats(fid.stats_of(np.asarray(feats)), ref.test_stats),
          "kid_lenet": kid_mean, "kid_lenet_std": kid_std,
          **sample_metrics.precision_recall(ref.test_features, feats, PR_NEIGHBOURS, ref.test_radii),
-         "classifier_score": sample_metrics.classifier_score(probs)}
+         "classifier_score": sample_metrics.classifier_score(probs),
+         "digit_entropy": sample_metrics.digit_histogram(np.asarray(probs).argmax(1),
+                                                         probs.shape[1])[1]}
   if labels is not None:  # Conditional samples: does the classifier read the requested digit?
     out["label_accuracy"] = float((np.asarray(probs).argmax(1) == np.asarray(labels)).mean())
   return out

@@ -98,3 +98,11 @@ def _classifier_score(probs):
 def classifier_score(probs) -> float:
   """exp(E_x KL(p(y|x) || p(y))): the Inception-score analogue; at most the number of classes."""
   return float(_classifier_score(jnp.asarray(probs)))
+
+
+def digit_histogram(predicted, num_classes: int) -> tuple[np.ndarray, float]:
+  """The share of samples read as each class, and that histogram's entropy in nats (ln 10 = 2.30
+  when every digit is equally frequent; lower: some digits missing, a mode-collapse signal)."""
+  hist = np.bincount(np.asarray(predicted), minlength=num_classes) / len(predicted)
+  entropy = float(-(hist[hist > 0] * np.log(hist[hist > 0])).sum()) + 0.0  # never -0.0
+  return hist, entropy
