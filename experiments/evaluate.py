@@ -5,11 +5,12 @@ r"""Evaluates a trained run of any family and adds the results to its eval.json.
 FID, KID and precision/recall use the committed LeNet classifier's 128-d features (fid_lenet,
 ...), not Inception-v3: they are comparable with each other, not with Inception FIDs in papers.
 """
+import os
 import sys
 
 from absl import app, flags, logging
 
-from mnistgen_jax import checkpoint, cli, data
+from mnistgen_jax import checkpoint, cli, data, runs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "a run written by experiments.train")
@@ -34,6 +35,8 @@ def main(argv):
     sys.exit(f"error: --num_samples must be a positive integer, got {FLAGS.num_samples}")
   try:
     config = cli.with_sampling_flags(trainer.load_config(FLAGS.workdir))
+    # Before minutes of work that could not be saved (a read-only or full workdir).
+    cli.check_output("workdir", os.path.join(FLAGS.workdir, "eval.json"))
     data_kw = dict(source=config.data_source, data_dir=config.data_dir or None)
     ref = evaluate.Reference.load(config.dataset, progress=FLAGS.progress, **data_kw)
     result = evaluate.evaluate_run(FLAGS.workdir, FLAGS.num_samples, FLAGS.iwae_samples,
@@ -47,7 +50,10 @@ def main(argv):
           features.FeatureNetworkError) as e:
     sys.exit(f"error: {e}")
 
-  path = evaluate.save_evaluation(FLAGS.workdir, result)
+  try:
+    path = evaluate.save_evaluation(FLAGS.workdir, result)
+  except OSError as e:
+    sys.exit(f"error: {runs.os_error_line(e, 'run the same command again')}")
 
   rows, name = [], config.model
   if "reconstructions" in result:

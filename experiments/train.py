@@ -12,7 +12,7 @@ import sys
 
 from absl import app, flags, logging
 
-from mnistgen_jax import checkpoint, cli, configs, data
+from mnistgen_jax import checkpoint, cli, configs, data, runs
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", None, f"short for --config=<its file>: {', '.join(configs.names())}")
@@ -54,6 +54,11 @@ def main(argv):
   except trainer.Interrupted as e:  # The shell's convention: 128 + the signal's number.
     print(f"stopped: {e}", file=sys.stderr)
     sys.exit(128 + e.signum)
+  except Exception as e:  # A full disk or an I/O error, maybe wrapped by orbax: one line.
+    os_error = runs.os_error_in(e)
+    if os_error is None:
+      raise
+    sys.exit(f"error: {runs.os_error_line(os_error, 'run the same command again: it resumes from its last checkpoint')}")
   import jax
   if jax.process_index() != 0:
     return  # Several hosts: the first reports.

@@ -16,7 +16,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from mnistgen_jax import configs
+from mnistgen_jax import configs, runs
 
 ALIASES = {"vqvae_workdir": "stage1_workdir"}
 
@@ -170,13 +170,8 @@ def check_output(flag: str, path: str, extensions=None, overwrite: bool = True) 
 def write_output(path: str, write) -> None:
   """write(tmp_path) then an atomic rename to `path`: a failure (e.g. a full disk) leaves neither
   a half-written file nor the temporary one, and raises ValueError in one line."""
-  base, ext = os.path.splitext(path)
-  tmp = f"{base}.tmp{ext}"
   try:
-    write(tmp)
-    os.replace(tmp, path)
+    runs.write_atomically(path, write)
   except OSError as e:
-    if os.path.exists(tmp):
-      os.remove(tmp)
     hint = ": free some space and run again" if e.errno == errno.ENOSPC else ""
     raise ValueError(f"could not write {path} ({e.strerror or e}){hint}") from e

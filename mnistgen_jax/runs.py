@@ -11,6 +11,7 @@ caller turns the saved dict into a config.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
@@ -44,6 +45,40 @@ def lock(workdir: str):
     yield
   finally:
     os.close(fd)  # Releases the lock.
+
+
+def write_atomically(path: str, write) -> None:
+  """write(tmp) then an atomic rename onto `path`: a crash or a failure (a full disk) leaves the
+  old file, never a cut one, and no temporary file behind (the OSError goes on)."""
+  base, ext = os.path.splitext(path)
+  tmp = f"{base}.tmp{ext}"  # Same extension: writers that pick a format by it still can.
+  try:
+    write(tmp)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
+
+
+def os_error_in(error: BaseException) -> OSError | None:
+  """The OSError behind `error` (itself, or its cause / context: orbax wraps them), or None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    if isinstance(error, OSError):
+      return error
+    seen.add(id(error))
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def os_error_line(error: OSError, then: str) -> str:
+  """One line for a failed write or read: what, where, and for a full disk what to do `then`."""
+  where = f": {error.filename}" if error.filename else ""
+  line = f"{error.strerror or error}{where}"
+  if error.errno == errno.ENOSPC:
+    line += f"; free some space, then {then}"
+  return line
 
 
 def config_path(workdir: str) -> str:
@@ -88,7 +123,7 @@ def write_config(workdir: str, config) -> None:
     with open(path) as f:
       if f.read() == text:
         return  # Unchanged (a resumed run): leave the file, and the folder, untouched.
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    f.write(text)
-  os.replace(tmp, path)  # Atomic: never a half-written config.
+  def write(tmp):
+    with open(tmp, "w") as f:
+      f.write(text)
+  write_atomically(path, write)  # Never a half-written config.

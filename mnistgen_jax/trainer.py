@@ -34,9 +34,10 @@ class MetricsLog:
           if record["step"] <= resume_step:
             self.records.append(record)
     if self.writes:  # Atomically: a crash here leaves the old file, never a cut one.
-      with open(self.path + ".tmp", "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in self.records)
-      os.replace(self.path + ".tmp", self.path)
+      def write(tmp):
+        with open(tmp, "w") as f:
+          f.writelines(json.dumps(r) + "\n" for r in self.records)
+      runs.write_atomically(self.path, write)
       from tensorboardX import SummaryWriter  # purge_step hides events of a run's lost steps.
       self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"),
                                        purge_step=resume_step + 1)

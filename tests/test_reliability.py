@@ -1,6 +1,7 @@
 """Crash safety and bad state: SIGKILL + resume, SIGTERM / SIGINT saves, the workdir lock, the NaN
 guard, corrupted checkpoints."""
 import dataclasses
+import errno
 import glob
 import json
 import os
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from mnistgen_jax import checkpoint, configs, models, trainer
+from mnistgen_jax import checkpoint, configs, models, runs, trainer
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models import registry
 
@@ -305,3 +306,53 @@ def test_binary_reports_a_corrupted_checkpoint_in_one_line(finished_run, tmp_pat
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith(f"error: checkpoint {workdir}/checkpoints/8 is "
                                                  "corrupted"), proc.stderr[-2000:]
+
+
+def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
+  # The second checkpoint save fails as a full disk does (inside orbax, wrapped); the run must
+  # stop with one line saying what to do, and leave the first checkpoint intact for the resume.
+  workdir = tmp_path / "run"
+  script = (
+      "import errno, sys\n"
+      "from mnistgen_jax import checkpoint\n"
+      "save, calls = checkpoint.Checkpointer.save, []\n"
+      "def full_disk(self, step, state, metrics=None):\n"
+      "  calls.append(step)\n"
+      "  if len(calls) == 2:\n"
+      "    try:\n"
+      "      raise OSError(errno.ENOSPC, 'No space left on device', self.directory)\n"
+      "    except OSError as e:\n"
+      "      raise RuntimeError('orbax: save failed') from e\n"
+      "  return save(self, step, state, metrics)\n"
+      "checkpoint.Checkpointer.save = full_disk\n"
+      f"sys.argv = ['train'] + {_train_cmd(workdir)[3:]!r}\n"  # Read when the flags are defined.
+      "from experiments import train\n"
+      "train.run()\n")
+  proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert proc.stderr.strip().splitlines()[-1:] == [
+      f"error: No space left on device: {workdir}/checkpoints; free some space, then run the same "
+      "command again: it resumes from its last checkpoint"], proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  state = trainer.restore_run(str(workdir))[3]
+  assert int(state.step) == 4  # The first checkpoint (every 4 steps), readable.
+  assert not glob.glob(str(workdir / "*.tmp*"))
+
+
+def test_write_atomically_leaves_the_old_file_and_no_temporary_one(tmp_path):
+  target = tmp_path / "metrics.jsonl"
+  target.write_text("old")
+
+  def cut(path):
+    with open(path, "w") as f:
+      f.write("half")
+    raise OSError(errno.ENOSPC, "No space left on device")
+  with pytest.raises(OSError):
+    runs.write_atomically(str(target), cut)
+  assert target.read_text() == "old" and os.listdir(tmp_path) == ["metrics.jsonl"]
+  error = OSError(errno.ENOSPC, "No space left on device", "/w/x")
+  wrapped = RuntimeError("orbax")
+  wrapped.__cause__ = error
+  assert runs.os_error_in(wrapped) is error and runs.os_error_in(RuntimeError("x")) is None
+  assert runs.os_error_line(error, "retry") == (
+      "No space left on device: /w/x; free some space, then retry")
