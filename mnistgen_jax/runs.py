@@ -27,6 +27,8 @@ LOCK_FILE = ".lock"
 def lock(workdir: str):
   """Holds workdir's exclusive lock (creating the folder); CheckpointError, naming the holder's
   PID and host, when another process holds it, and for a workdir that cannot be written."""
+  if os.path.exists(workdir) and not os.path.isdir(workdir):
+    raise CheckpointError(f"--workdir={workdir} is a file, not a folder; pass a folder")
   try:
     os.makedirs(workdir, exist_ok=True)
     fd = os.open(os.path.join(workdir, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)

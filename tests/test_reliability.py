@@ -196,6 +196,10 @@ def test_an_unwritable_workdir_is_refused_in_one_line(tmp_path):
       f"error: cannot write in --workdir={blocker / 'run'} (Not a directory); pass a writable "
       "folder"]
   assert blocker.read_text() == "not a folder"
+  proc = subprocess.run(_train_cmd(blocker), cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+      f"error: --workdir={blocker} is a file, not a folder; pass a folder"]
+  assert blocker.read_text() == "not a folder"
 
 
 def _poisoned_step(model, tx, config):
