@@ -360,3 +360,14 @@ def test_write_atomically_leaves_the_old_file_and_no_temporary_one(tmp_path):
   assert runs.os_error_in(wrapped) is error and runs.os_error_in(RuntimeError("x")) is None
   assert runs.os_error_line(error, "retry") == (
       "No space left on device: /w/x; free some space, then retry")
+
+
+def test_evaluate_refuses_before_its_work_when_eval_json_cannot_be_written(finished_run, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(finished_run, workdir)
+  os.remove(workdir / "eval.json")
+  os.mkdir(workdir / "eval.json")  # What root cannot be kept from writing: a path taken.
+  proc = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}"],
+                        cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+      f"error: --workdir={workdir}/eval.json is a directory: pass a file path"], proc.stderr[-2000:]
