@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from mnistgen_jax import data
+from mnistgen_jax import train as train_lib
 from mnistgen_jax.models.interface import Family, Training
 from mnistgen_jax.models.nets import Conv, Upsample, with_label
 from mnistgen_jax.models.registry import register
@@ -165,20 +166,21 @@ def make_train_step(model, tx: PerNetworkAdam, config):
     (g_value, new_stats), g_grads = jax.value_and_grad(g_loss, has_aux=True)(params["generator"])
     params, opt_state = update("generator", g_grads, opt_state, params)
     model_state = dict(state.model_state, batch_stats=new_stats["batch_stats"])
+    state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                          model_state=model_state)
     if "ema" in model_state:
-      ema = {**model_state["ema"], "generator": optax.incremental_update(
-          params["generator"], model_state["ema"]["generator"], 1.0 - ema_decay)}
+      state = train_lib.update_average(state, "generator", ema_decay)  # with warm-up
+      ema = state.model_state["ema"]
       if "batch_stats" in ema:  # The EMA weights' own BatchNorm statistics, on the same noise.
         ema_variables = {"params": {**params, "generator": ema["generator"]},
                          "batch_stats": {"generator": ema["batch_stats"]}}
         _, ema_stats = model.apply(ema_variables, z, y, True, method="generate",
                                    mutable=["batch_stats"])
-        ema["batch_stats"] = ema_stats["batch_stats"]["generator"]
-      model_state["ema"] = ema
+        state = state.replace(model_state={**state.model_state, "ema": {
+            **ema, "batch_stats": ema_stats["batch_stats"]["generator"]}})
     metrics = {"loss": g_value, "d_loss": d_value, "g_loss": g_value, "d_real": d_real,
                "d_fake": d_fake}
-    return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                         model_state=model_state), metrics
+    return state, metrics
 
   return step
 
