@@ -76,7 +76,13 @@ def expand_config_args(argv: list[str], flag_values=flags.FLAGS) -> list[str]:
       if isinstance(fields.get(name), bool) and name not in flag_values:
         arg = f"--config.{name}={value}"
     out.append(arg)
-  return out
+  # The last --config.FIELD=... wins, as for any flag (config_flags would join repeated tuples).
+  last = {}
+  for i, arg in enumerate(out):
+    if arg.startswith("--config.") and "=" in arg:
+      last[arg.partition("=")[0]] = i
+  return [arg for i, arg in enumerate(out)
+          if not (arg.startswith("--config.") and "=" in arg and last[arg.partition("=")[0]] != i)]
 
 
 _DEFERRED_ERRORS: list[str] = []

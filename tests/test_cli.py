@@ -27,10 +27,13 @@ def test_short_forms_expand_to_the_config_flag():
   assert expand("--config=my.py", "--config.latent_dim=2", "--latent_dim=3") == [
       "prog", "--config=my.py", "--config.latent_dim=2", "--latent_dim=3"]  # no short forms
   assert expand("--num_codes=3") == ["prog", f"--config={configs.path('vae')}", "--num_codes=3"]
-  assert expand("--model=dcgan", "--nogan_ema_batch_stats", "--gan_ema_batch_stats")[2:] == [
-      "--config.gan_ema_batch_stats=False", "--config.gan_ema_batch_stats=True"]  # absl's form
+  assert expand("--model=dcgan", "--nogan_ema_batch_stats")[2:] == [  # absl's boolean forms
+      "--config.gan_ema_batch_stats=False"]
+  assert expand("--model=dcgan", "--gan_ema_batch_stats")[2:] == ["--config.gan_ema_batch_stats=True"]
   assert expand("--model=dcgan", "--nolatent_dim", "--noworkdir")[2:] == [  # booleans only
       "--nolatent_dim", "--noworkdir"]
+  assert expand("--model=dcgan", "--channels=8,16", "--latent_dim=3", "--channels=4,8")[2:] == [
+      "--config.latent_dim=3", "--config.channels=4,8"]  # the last wins, not (8, 16, 4, 8)
   with pytest.raises(ValueError, match="not both"):
     expand("--model=vae", "--config=my.py")
   with pytest.raises(ValueError, match="unknown model 'gan'"):
