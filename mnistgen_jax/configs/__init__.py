@@ -104,5 +104,6 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
   saved = {k: v for k, v in saved.items() if k in fields or k not in LEGACY_FIELDS}
   # A field added later, whose default would change what an older run's checkpoint holds.
   for name, value in getattr(module, "ABSENT_IN_OLDER_RUNS", {}).items():
-    saved.setdefault(name, value)
+    if name not in saved:
+      saved[name] = value(saved) if callable(value) else value
   return get_config(model, **saved)  # Its preset first, then the saved fields.

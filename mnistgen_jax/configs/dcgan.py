@@ -5,8 +5,12 @@ from mnistgen_jax.configs import base
 
 PRESETS = {"1m": dict(channels=(112, 224), generator_channels=(112, 56))}  # 1.010 M (G 0.37 M)
 
-# Runs saved before these fields existed: their EMA generator had no statistics of its own.
-ABSENT_IN_OLDER_RUNS = {"gan_ema_batch_stats": False}
+# Runs saved before these fields existed: G mirrored D's widths at half, the EMA generator had no
+# statistics of its own, and there was no R1, TTUR or smoothing (a value or f(saved config)).
+ABSENT_IN_OLDER_RUNS = {
+    "generator_channels": lambda saved: [c // 2 for c in reversed(saved.get("channels", (64, 128)))],
+    "gan_ema_batch_stats": False, "gan_r1_gamma": 0.0, "gan_d_learning_rate": 0.0,
+    "gan_label_smoothing": 0.0}
 
 
 def get_config(preset: str = ""):
@@ -15,11 +19,11 @@ def get_config(preset: str = ""):
   config.gan_d_learning_rate = 0.0       # TTUR: D's own learning rate (0: learning_rate)
   config.latent_dim = 64
   config.channels = (64, 128)            # the discriminator's widths (14x14, 7x7)
-  config.generator_channels = (64, 32)   # the generator's widths (7x7, 14x14)
+  config.generator_channels = (128, 64)  # the generator's widths (7x7, 14x14)
   config.gan_ema_decay = 0.999           # EMA of the generator's weights for sampling (0: off)
   config.gan_ema_batch_stats = True      # the EMA weights get BatchNorm statistics of their own
   config.gan_label_smoothing = 0.0       # one-sided: D's target for real images is 1 - this
-  config.gan_r1_gamma = 0.0              # R1 penalty weight on D's gradient at real images
+  config.gan_r1_gamma = 1.0              # R1 penalty weight on D's gradient at real images
   return configs.with_preset(config, preset)
 
 
