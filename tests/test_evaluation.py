@@ -65,6 +65,7 @@ def test_evaluate_run_for_a_conditional_model(tmp_path, ref):
                "classifier_score", "label_accuracy"):
     assert np.isfinite(samples[name]), name
   assert 0 <= samples["label_accuracy"] <= 1 and 1 <= samples["classifier_score"] <= 10
+  assert 0 <= samples["digit_entropy"] <= np.log(10) + 1e-9
   assert np.isfinite(result["iwae_nll_k4"]) and result["iwae_nll_k4"] > 0
   assert result["reconstructions"]["fid_lenet"] > 0
   evaluate.save_evaluation(str(tmp_path), result)
