@@ -10,7 +10,7 @@
 # 3. a 10x10 grid per guidance (one row per digit) with experiments.generate;
 # 4. experiments.flow_likelihood: bits/dim of 1,000 dequantized test digits, 32 Heun steps;
 # 5. OUT_DIR/runs.tgz: the run without checkpoints (metrics, curves, pictures) and the logs.
-# TRAIN_ARGS / CURVE_ARGS / LIKELIHOOD_ARGS add flags (tests run it tiny on the CPU).
+# TRAIN_ARGS / CURVE_ARGS / LIKELIHOOD_ARGS add flags (e.g. a tiny network, to try it on a CPU).
 set -u
 out=${1:?usage: accelerator_guidance.sh OUT_DIR [GUIDANCES] [STEPS]}
 guidances=${2:-1,1.25,1.5}
