@@ -55,3 +55,24 @@ def test_log_importance_weights_match_scipy_densities(mnist_slice):
     log_pz = stats.norm.logpdf(z).sum(1)
     log_qz = stats.norm.logpdf(z, mean, std).sum(1)
     np.testing.assert_allclose(log_w[:, k], log_px + log_pz - log_qz, rtol=1e-4)
+
+
+def test_iwae_in_chunks_of_samples_equals_the_bound_over_all_of_them(mnist_slice):
+  """K = 12 drawn 5 at a time (the third chunk's last 3 draws unused) is the K = 12 bound of
+  exactly those draws: what lets K = 5000 run in the memory of 500."""
+  from jax.scipy.special import logsumexp
+  model, variables = _trained_vae(mnist_slice)
+  images, labels = mnist_slice[0][:40], mnist_slice[1][:40]
+  key = jax.random.PRNGKey(3)
+  chunked = likelihood.iwae_nll(model, variables, images, labels, key, num_samples=12,
+                                batch_size=40, samples_per_call=5)
+  batch_key = jax.random.fold_in(key, 0)
+  x, y = jnp.asarray(images, jnp.float32) / 255.0, jnp.asarray(labels)
+  log_w = jnp.concatenate([
+      model.apply(variables, x, y, 5, method="log_importance_weights",
+                  rngs={"sample": jax.random.fold_in(batch_key, i)}) for i in range(3)], axis=1)
+  direct = float(-(logsumexp(log_w[:, :12], axis=1) - jnp.log(12.0)).mean())
+  np.testing.assert_allclose(chunked, direct, rtol=1e-6)
+  one_call = likelihood.iwae_nll(model, variables, images, labels, key, num_samples=12,
+                                 batch_size=40)  # K <= samples_per_call: one chunk, other draws
+  assert abs(one_call - chunked) < 0.05 * chunked

@@ -139,7 +139,7 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
   if supports(model, "log_importance_weights") and iwae_samples > 0:
     out[f"iwae_nll_k{iwae_samples}"] = likelihood.iwae_nll(
         model, variables, ref.test_images, ref.test_labels, jax.random.fold_in(key, 4),
-        iwae_samples)
+        iwae_samples, progress=progress)
   return out
 
 

@@ -9,24 +9,42 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
+from tqdm import tqdm
 
 
 def iwae_nll(model, variables, images, labels, key, num_samples: int = 50,
-             batch_size: int = 100) -> float:
+             batch_size: int = 100, samples_per_call: int = 500, progress: bool = False) -> float:
   """Mean over images of -log (1/K sum_k w_k), nats per image: an upper bound on -log p(x) that
-  tightens as K grows (K=1 is the one-sample negative ELBO)."""
+  tightens as K grows (K=1 is the one-sample negative ELBO).
 
-  @functools.partial(jax.jit, static_argnames="k")
-  def bound(x, y, key, k):
-    log_w = model.apply(variables, x.astype(jnp.float32) / 255.0, y, k,
-                        method="log_importance_weights", rngs={"sample": key})
-    return -(logsumexp(log_w, axis=1) - jnp.log(k))
+  The K importance samples of a batch are drawn samples_per_call at a time inside one jitted scan
+  that carries a running logsumexp, so K = 5000 (the IWAE paper's test estimate) needs the memory
+  of samples_per_call, not of K. K <= samples_per_call is one chunk (the same draws as before)."""
+  chunk = min(num_samples, samples_per_call)
+  num_chunks = -(-num_samples // chunk)
+
+  @jax.jit
+  def bound(x, y, key):
+    x = x.astype(jnp.float32) / 255.0
+
+    def add_chunk(total, i):
+      log_w = model.apply(variables, x, y, chunk, method="log_importance_weights",
+                          rngs={"sample": jax.random.fold_in(key, i) if num_chunks > 1 else key})
+      # The last chunk may hold more samples than K needs: those get weight zero.
+      keep = i * chunk + jnp.arange(chunk) < num_samples
+      log_w = jnp.where(keep[None, :], log_w, -jnp.inf)
+      return jnp.logaddexp(total, logsumexp(log_w, axis=1)), None
+
+    total, _ = jax.lax.scan(add_chunk, jnp.full((x.shape[0],), -jnp.inf), jnp.arange(num_chunks))
+    return -(total - jnp.log(num_samples))
 
   values = []
-  for i, start in enumerate(range(0, len(images), batch_size)):
-    values.append(bound(images[start:start + batch_size], labels[start:start + batch_size],
-                        jax.random.fold_in(key, i), num_samples))
-  return float(np.concatenate([np.asarray(v) for v in values]).mean())
+  starts = range(0, len(images), batch_size)
+  for i, start in enumerate(tqdm(starts, desc=f"IWAE bound, K={num_samples}", unit="batch",
+                                 disable=not progress, leave=False)):
+    values.append(np.asarray(bound(images[start:start + batch_size],
+                                   labels[start:start + batch_size], jax.random.fold_in(key, i))))
+  return float(np.concatenate(values).mean())
 
 
 def dequantized_bits_per_dim(model, variables, images, labels, key, steps: int,
