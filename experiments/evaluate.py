@@ -7,6 +7,7 @@ FID, KID and precision/recall use the committed LeNet classifier's 128-d feature
 """
 import os
 import sys
+import time
 
 from absl import app, flags, logging
 
@@ -38,14 +39,20 @@ def main(argv):
     # Before minutes of work that could not be saved (a read-only or full workdir).
     cli.check_output("workdir", os.path.join(FLAGS.workdir, "eval.json"))
     data_kw = dict(source=config.data_source, data_dir=config.data_dir or None)
+    start = time.perf_counter()
     ref = evaluate.Reference.load(config.dataset, progress=FLAGS.progress, **data_kw)
+    reference_seconds = time.perf_counter() - start
     result = evaluate.evaluate_run(FLAGS.workdir, FLAGS.num_samples, FLAGS.iwae_samples,
                                    progress=FLAGS.progress, ref=ref, config=config)
+    result["seconds"] = {"reference": round(reference_seconds, 2), **result["seconds"]}
     # How the samples were drawn (the run's own settings, or the flags that changed them).
     result["sampling"] = {k: config[k] for k in cli.SAMPLING_FIELDS if k in config}
     if FLAGS.calibration:
+      calibration_start = time.perf_counter()
       result["calibration"] = evaluate.calibration(ref, jax.random.PRNGKey(0), FLAGS.num_samples,
                                                    **data_kw)
+      result["seconds"]["calibration"] = round(time.perf_counter() - calibration_start, 2)
+    result["seconds"]["total"] = round(time.perf_counter() - start, 2)
   except (ValueError, data.DataError, checkpoint.CheckpointError,
           features.FeatureNetworkError) as e:
     sys.exit(f"error: {e}")
@@ -70,6 +77,7 @@ def main(argv):
       print(f"{key}: {value:.3f} nats")
   if "label_accuracy" in result.get("samples", {}):
     print(f"label accuracy of conditional samples: {result['samples']['label_accuracy']:.4f}")
+  print("seconds: " + ", ".join(f"{part} {t:.1f}" for part, t in result["seconds"].items()))
   print(f"written to {path}")
 
 

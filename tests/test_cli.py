@@ -90,7 +90,9 @@ def test_training_again_keeps_an_earlier_evaluation(tmp_path):
   assert saved["test"] == json.loads(json.dumps(first["test"]))
   # The evaluation of the state in memory equals that of the restored run (no second prior fit).
   again = evaluate.evaluate_run(str(tmp_path), 200, 2, progress=False)
-  assert json.loads(json.dumps(again)) == saved["evaluation"]
+  timings = lambda e: {k: v for k, v in e.items() if k != "seconds"}  # wall times differ
+  assert set(again["seconds"]) == {"reference", "reconstructions", "samples", "iwae_k2"}
+  assert timings(json.loads(json.dumps(again))) == timings(saved["evaluation"])
 
 
 def test_write_output_is_atomic_and_a_full_disk_is_one_line(tmp_path):

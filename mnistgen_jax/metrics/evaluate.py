@@ -125,21 +125,36 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
                        iwae_samples: int = 50, progress: bool = True,
                        ref: Reference | None = None) -> dict:
   """Every evaluation that fits the model, on trained variables in memory (their sampling prior,
-  if any, already fitted by training); returns a dict for eval.json's 'evaluation' block."""
+  if any, already fitted by training); returns a dict for eval.json's 'evaluation' block, with
+  the wall seconds of each part under 'seconds'."""
   data_kw = dict(source=config.data_source, data_dir=config.data_dir or None)
-  ref = ref or Reference.load(config.dataset, progress=progress, **data_kw)
+  seconds, clock = {}, time.perf_counter()
+
+  def took(part):
+    nonlocal clock
+    now = time.perf_counter()
+    seconds[part] = round(now - clock, 2)
+    clock = now
+
+  if ref is None:
+    ref = Reference.load(config.dataset, progress=progress, **data_kw)
+    took("reference")
   key = jax.random.fold_in(train_lib.root_keys(config.seed)["eval"], 1)
   out = {"num_samples": num_samples}
   if supports(model, "reconstruct"):
     recon = train_lib.make_applier(model, "reconstruct", config.eval_batch_size)(
         variables, ref.test_images, ref.test_labels)
     out["reconstructions"] = {"fid_lenet": ref.fid(viz.to_uint8(recon), "reconstruction features")}
+    took("reconstructions")
   if supports(model, "sample"):
     out["samples"], _ = score_samples(ref, config, model, variables, num_samples, progress)
+    took("samples")
   if supports(model, "log_importance_weights") and iwae_samples > 0:
     out[f"iwae_nll_k{iwae_samples}"] = likelihood.iwae_nll(
         model, variables, ref.test_images, ref.test_labels, jax.random.fold_in(key, 4),
         iwae_samples, progress=progress)
+    took(f"iwae_k{iwae_samples}")
+  out["seconds"] = seconds
   return out
 
 
