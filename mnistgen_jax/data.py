@@ -211,3 +211,18 @@ def load(name: str = "mnist", split: str = "train", *, source: str = "auto",
       raise ValueError(f"subset size must be positive, got {limit}")
     images, labels = images[:limit], labels[:limit]
   return images, labels
+
+
+BINARIZATIONS = ("none", "dynamic")
+# The seed of the fixed binarization of evaluation images (binarize=dynamic runs). The standard
+# fixed binarized MNIST (Larochelle & Murray 2011) cannot be downloaded here; papers that train
+# with dynamic binarization (IWAE, Burda et al. 2016) also test on a random binarization.
+TEST_BINARIZATION_SEED = 0
+
+
+def binarized(images: np.ndarray, seed: int = TEST_BINARIZATION_SEED) -> np.ndarray:
+  """A fixed Bernoulli draw of uint8 images: pixel 255 with probability x / 255, else 0 (uint8,
+  same shape); numpy's generator, so the same set on every platform and device."""
+  uniform = np.random.default_rng(seed).random(images.shape, dtype=np.float32)
+  return np.where(uniform < images.astype(np.float32) / 255.0, 255, 0).astype(np.uint8)
+

@@ -12,6 +12,7 @@ from typing import Any, Callable
 import flax
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 
@@ -33,13 +34,25 @@ class TrainState:
 def root_keys(seed: int):
   root = jax.random.PRNGKey(seed)
   return {name: jax.random.fold_in(root, i)
-          for i, name in enumerate(("init", "train", "data", "eval", "sample"))}
+          for i, name in enumerate(("init", "train", "data", "eval", "sample", "binarize"))}
+
+
+def iwae_schedule(learning_rate: float, steps_per_epoch: int, stages: int = 8):
+  """Burda et al. 2016's schedule: stage i = 0..7 lasts 3^i epochs at learning_rate * 10^(-i/7)
+  (3280 epochs in all); the last rate holds after that. Epoch-based, so it does not depend on
+  num_epochs: a shorter run is the schedule's beginning."""
+  ends = np.cumsum([3**i for i in range(stages)])[:-1]  # 1, 4, 13, ..., 1093 epochs
+  return optax.piecewise_constant_schedule(
+      learning_rate, {int(e) * steps_per_epoch: 10 ** (-1 / 7) for e in ends})
 
 
 def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
-  """Adam; with lr_schedule='cosine' the rate decays to 0 over total_steps."""
+  """Adam; lr_schedule 'cosine' decays the rate to 0 over total_steps, 'iwae' is iwae_schedule."""
   if config.lr_schedule == "cosine":
     return optax.adam(optax.cosine_decay_schedule(config.learning_rate, max(total_steps, 1)))
+  if config.lr_schedule == "iwae":
+    return optax.adam(iwae_schedule(config.learning_rate,
+                                    max(total_steps // config.num_epochs, 1)))
   return optax.adam(config.learning_rate)
 
 
@@ -105,12 +118,24 @@ def update_average(state: TrainState, name: str, decay: float) -> TrainState:
   return state.replace(model_state={**state.model_state, "ema": {**averages, name: average}})
 
 
-def make_chunk_runner(model, tx, step: Callable | None = None, mesh=None) -> Callable:
+def make_chunk_runner(model, tx, step: Callable | None = None, mesh=None,
+                      binarize_key=None) -> Callable:
   """Runs `length` consecutive steps of an epoch as one jitted lax.scan, from batch `start`.
   step: (state, x, y) -> (state, metrics); default make_train_step(model, tx). x: rows of the
   training inputs, uint8 images made float in [0, 1], or a family's float inputs as they are.
-  mesh: a parallel.make_mesh mesh; each batch is split over its devices (data parallel)."""
+  mesh: a parallel.make_mesh mesh; each batch is split over its devices (data parallel).
+  binarize_key: images become a Bernoulli draw of their pixels (dynamic binarization), drawn
+  from this key and the step number, so a resumed run draws the same bits."""
   step = step or make_train_step(model, tx)
+
+  def inputs_of(state, x):
+    if x.dtype != jnp.uint8:
+      return x
+    x = to_float(x)
+    if binarize_key is not None:
+      key = jax.random.fold_in(binarize_key, state.step)
+      x = jax.random.bernoulli(key, x).astype(x.dtype)
+    return x
 
   def split(batch):
     if mesh is None:
@@ -123,7 +148,7 @@ def make_chunk_runner(model, tx, step: Callable | None = None, mesh=None) -> Cal
 
     def body(state, idx):
       x = split(inputs[idx])
-      return step(state, to_float(x) if x.dtype == jnp.uint8 else x, split(labels[idx]))
+      return step(state, inputs_of(state, x), split(labels[idx]))
 
     return lax.scan(body, state, chunk)
 

@@ -132,6 +132,8 @@ def load_data(config):
   if len(train[0]) < config.batch_size:
     raise ValueError(f"--batch_size={config.batch_size} is larger than the {len(train[0]):,} "
                      f"training images of {config.dataset}: pass a smaller --batch_size")
+  if config.binarize == "dynamic":  # Training images are drawn afresh at each step instead.
+    test = (data.binarized(test[0]), test[1])
   return train, test
 
 
@@ -213,7 +215,7 @@ def check_workdir(workdir: str, config) -> None:
   runs.check_same_run(workdir, json.loads(saved.to_json()), json.loads(config.to_json()),
                       configs.RESUMABLE_FIELDS)
   # A schedule that depends on the total would differ from a straight run of the new length.
-  if config.lr_schedule != "constant" and config.num_epochs != saved.num_epochs:
+  if config.lr_schedule == "cosine" and config.num_epochs != saved.num_epochs:
     raise checkpoint.CheckpointError(
         f"{workdir} was trained with --lr_schedule={config.lr_schedule} over "
         f"--num_epochs={saved.num_epochs}, which sets the rate of every step; resuming with "
@@ -279,7 +281,9 @@ def _train_and_evaluate(config, workdir: str, mesh, family, model, stage1, datas
     step = int(state.step)
     log = MetricsLog(workdir, step, write=primary)
     keys = train_lib.root_keys(config.seed)
-    run_chunk = train_lib.make_chunk_runner(model, tx, training.step(model, tx, config), mesh)
+    run_chunk = train_lib.make_chunk_runner(
+        model, tx, training.step(model, tx, config), mesh,
+        binarize_key=keys["binarize"] if config.binarize == "dynamic" else None)
     fit_prior = training.fit_prior(model, config)
     snapshot = None
     if training.epoch_snapshots and primary:

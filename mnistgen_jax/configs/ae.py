@@ -9,4 +9,5 @@ validate = vae.validate
 def get_config(preset: str = ""):
   config = vae.get_config()
   config.model = "ae"
+  del config["objective"], config["importance_samples"]  # no variational posterior
   return configs.with_preset(config, preset)

@@ -26,12 +26,14 @@ def get_config(model: str) -> ml_collections.ConfigDict:
       data_dir="",               # directory with the 4 IDX .gz files ('' = defaults)
       train_size=0,              # >0: train on the first N training images only
       test_size=0,               # >0: evaluate on the first N test images only
+      binarize="none",           # none | dynamic: a fresh Bernoulli draw of every training
+                                 # image at each step; test images binarized once (seed 0)
       seed=0,
       num_devices=0,             # data-parallel over the first N devices (0: all visible)
       num_epochs=10,
       batch_size=128,
       learning_rate=1e-3,
-      lr_schedule="constant",    # constant | cosine (to 0 over num_epochs)
+      lr_schedule="constant",    # constant | cosine (to 0 over num_epochs) | iwae (3^i epochs)
       eval_batch_size=1000,
       log_every=100,             # steps per scanned chunk and progress line
       checkpoint_every_steps=0,  # 0: at each epoch end only
@@ -71,7 +73,8 @@ def validate(config) -> None:
   """Checks of the shared fields."""
   check_choice(config, "dataset", data.DATASETS)
   check_choice(config, "data_source", data.SOURCES)
-  check_choice(config, "lr_schedule", ("constant", "cosine"))
+  check_choice(config, "lr_schedule", ("constant", "cosine", "iwae"))
+  check_choice(config, "binarize", data.BINARIZATIONS)
   check_positive(config, "batch_size", "eval_batch_size", "log_every", "keep_checkpoints",
                  "num_samples", "num_epochs")
   for name in ("train_size", "test_size", "checkpoint_every_steps", "num_devices"):

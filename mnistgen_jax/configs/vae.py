@@ -2,8 +2,14 @@
 from mnistgen_jax import configs
 from mnistgen_jax.configs import base
 
-# Widths for about 1 M trained parameters (experiments.budget --preset=1m).
-PRESETS = {"1m": dict(hidden=(615,))}  # 1.003 M
+# 1m: widths for about 1 M trained parameters (experiments.budget --preset=1m).
+# iwae_1layer: Burda et al. 2016's one-stochastic-layer networks (784-200-200-50, tanh) on
+# dynamically binarized MNIST, batch 20, their 3^i-epoch schedule over 3280 epochs; add
+# --objective=iwae --importance_samples=5 for their IWAE rows.
+PRESETS = {"1m": dict(hidden=(615,)),  # 1.003 M
+           "iwae_1layer": dict(hidden=(200, 200), latent_dim=50, activation="tanh",
+                               binarize="dynamic", batch_size=20, learning_rate=1e-3,
+                               lr_schedule="iwae", num_epochs=3280)}
 
 
 def get_config(preset: str = ""):
@@ -12,11 +18,17 @@ def get_config(preset: str = ""):
   config.latent_dim = 20         # latent dimension (2 draws latent.png directly)
   config.hidden = (400,)         # dense widths after the (optional) conv stack
   config.channels = (32, 64)     # conv widths, each a stride-2 layer (arch=conv)
+  config.activation = "relu"     # relu | tanh, of every hidden layer
+  config.objective = "elbo"      # elbo | iwae (Burda et al. 2016), over importance_samples
+  config.importance_samples = 1  # k draws of z per image in the training loss
   return configs.with_preset(config, preset)
 
 
 def validate(config):
   base.check_choice(config, "arch", ("mlp", "conv"))
-  base.check_positive(config, "latent_dim")
+  base.check_positive(config, "latent_dim", *(["importance_samples"] * ("objective" in config)))
+  base.check_choice(config, "activation", ("relu", "tanh"))
+  if "objective" in config:  # not the auto-encoder's (configs/ae.py)
+    base.check_choice(config, "objective", ("elbo", "iwae"))
   base.check_widths(config, "hidden")
   base.check_widths(config, "channels", 1, 2)

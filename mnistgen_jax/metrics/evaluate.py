@@ -150,9 +150,12 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
     out["samples"], _ = score_samples(ref, config, model, variables, num_samples, progress)
     took("samples")
   if supports(model, "log_importance_weights") and iwae_samples > 0:
+    # A model of binarized digits is scored on the fixed binarization of the test set.
+    images = (data.binarized(ref.test_images) if config.get("binarize", "none") == "dynamic"
+              else ref.test_images)
     out[f"iwae_nll_k{iwae_samples}"] = likelihood.iwae_nll(
-        model, variables, ref.test_images, ref.test_labels, jax.random.fold_in(key, 4),
-        iwae_samples, progress=progress)
+        model, variables, images, ref.test_labels, jax.random.fold_in(key, 4), iwae_samples,
+        progress=progress)
     took(f"iwae_k{iwae_samples}")
   out["seconds"] = seconds
   return out

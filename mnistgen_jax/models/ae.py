@@ -24,14 +24,15 @@ class AutoEncoder(nn.Module):
   channels: Sequence[int]
   image_shape: Sequence[int]
   num_classes: int
+  activation: str = "relu"
   conditional = False
   latent_interpolation = "lerp"
 
   def setup(self):
     self.encoder = Encoder(self.arch, self.latent_dim, self.hidden, self.channels,
-                           self.num_classes)
+                           self.num_classes, self.activation)
     self.decoder = Decoder(self.arch, self.hidden, self.channels, self.num_classes,
-                           self.image_shape)
+                           self.image_shape, self.activation)
     d = self.latent_dim
     self.prior_mean = self.variable("prior", "mean", jnp.zeros, (d,))
     self.prior_scale_tril = self.variable("prior", "scale_tril", jnp.eye, d)
@@ -79,7 +80,7 @@ def build(config, stage1=None):
   info = data.info(config.dataset)
   return AutoEncoder(arch=config.arch, latent_dim=config.latent_dim, hidden=tuple(config.hidden),
                      channels=tuple(config.channels), image_shape=info.image_shape,
-                     num_classes=info.num_classes)
+                     num_classes=info.num_classes, activation=config.activation)
 
 
 register(Family("ae", build, FittedGaussianPrior(), loss_name="recon_nll",

@@ -87,6 +87,10 @@ class Upsample(nn.Module):
                                kernel_init=self.kernel_init)(x))
 
 
+# Hidden-layer nonlinearities by config name (tanh: the IWAE paper's networks).
+ACTIVATIONS = {"relu": nn.relu, "tanh": jnp.tanh}
+
+
 class Encoder(nn.Module):
   """Image (B,H,W,C) in [0,1] -> (B, features); `arch` is 'mlp' or 'conv'."""
   arch: str
@@ -94,16 +98,18 @@ class Encoder(nn.Module):
   hidden: Sequence[int]
   channels: Sequence[int]
   num_classes: int  # of the label y, when one is given
+  activation: str = "relu"  # a name in ACTIVATIONS
 
   @nn.compact
   def __call__(self, x, y=None):
+    act = ACTIVATIONS[self.activation]
     h = x
     if self.arch == "conv":
       for c in self.channels:  # Each stride-2 conv halves the resolution: 28 -> 14 -> 7.
-        h = nn.relu(Conv(c, 4, stride=2)(h))
+        h = act(Conv(c, 4, stride=2)(h))
     h = with_label(h.reshape(h.shape[0], -1), y, self.num_classes)
     for width in self.hidden:
-      h = nn.relu(nn.Dense(width)(h))
+      h = act(nn.Dense(width)(h))
     return nn.Dense(self.features)(h)
 
 
@@ -114,19 +120,21 @@ class Decoder(nn.Module):
   channels: Sequence[int]
   num_classes: int
   image_shape: Sequence[int]  # (H, W, C)
+  activation: str = "relu"  # a name in ACTIVATIONS
 
   @nn.compact
   def __call__(self, z, y=None):
+    act = ACTIVATIONS[self.activation]
     h = with_label(z, y, self.num_classes)
     for width in reversed(self.hidden):
-      h = nn.relu(nn.Dense(width)(h))
+      h = act(nn.Dense(width)(h))
     if self.arch == "mlp":
       return nn.Dense(math.prod(self.image_shape))(h).reshape(-1, *self.image_shape)
     height, width = (s // 2 ** len(self.channels) for s in self.image_shape[:2])
-    h = nn.relu(nn.Dense(height * width * self.channels[-1])(h))
+    h = act(nn.Dense(height * width * self.channels[-1])(h))
     h = h.reshape(-1, height, width, self.channels[-1])
     for c in reversed(self.channels[:-1]):
-      h = nn.relu(Upsample(c)(h))
+      h = act(Upsample(c)(h))
     return Upsample(self.image_shape[-1])(h)
 
 
@@ -134,3 +142,20 @@ def bernoulli_nll(logits: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
   """Per-image -log p(x | logits), summed over pixels (nats); x in [0,1] (grayscale BCE)."""
   per_pixel = optax.sigmoid_binary_cross_entropy(logits, x)
   return per_pixel.reshape(per_pixel.shape[0], -1).sum(-1)
+
+
+def gaussian_log_density(z, mean, logvar):
+  """log N(z; mean, diag(exp(logvar))), summed over the last axis."""
+  return -0.5 * jnp.sum(jnp.log(2 * jnp.pi) + logvar + jnp.square(z - mean) * jnp.exp(-logvar),
+                        axis=-1)
+
+
+def importance_weighted_losses(log_w: jnp.ndarray, objective: str) -> dict:
+  """Per-example training losses from (B, k) log importance weights log p(x, z_k) - log q(z_k|x):
+  neg_elbo_k = mean_k -log w_k (the k-sample ELBO estimate), neg_iwae_k = -log mean_k w_k (the
+  IWAE bound, Burda et al. 2016: never above neg_elbo_k), 'loss' the one named by objective."""
+  neg_elbo = -jnp.mean(log_w, axis=1)
+  neg_iwae = -(jax.scipy.special.logsumexp(log_w, axis=1) - jnp.log(log_w.shape[1]))
+  return {"loss": neg_iwae if objective == "iwae" else neg_elbo, "neg_elbo_k": neg_elbo,
+          "neg_iwae_k": neg_iwae}
+

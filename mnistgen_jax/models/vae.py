@@ -11,7 +11,7 @@ import jax.numpy as jnp
 
 from mnistgen_jax import data
 from mnistgen_jax.models.interface import Family
-from mnistgen_jax.models.nets import Decoder, Encoder, bernoulli_nll
+from mnistgen_jax.models.nets import Decoder, Encoder, bernoulli_nll, importance_weighted_losses
 from mnistgen_jax.models.registry import register
 
 
@@ -28,13 +28,16 @@ class VAE(nn.Module):
   image_shape: Sequence[int]
   num_classes: int
   conditional: bool = False
+  activation: str = "relu"
+  objective: str = "elbo"       # elbo | iwae: the training loss over importance_samples draws
+  importance_samples: int = 1   # k draws of z per image in the training loss
   latent_interpolation = "slerp"  # Gaussian latents: the straight line's middle is atypical.
 
   def setup(self):
     self.encoder = Encoder(self.arch, 2 * self.latent_dim, self.hidden, self.channels,
-                           self.num_classes)
+                           self.num_classes, self.activation)
     self.decoder = Decoder(self.arch, self.hidden, self.channels, self.num_classes,
-                           self.image_shape)
+                           self.image_shape, self.activation)
 
   def _label(self, y):
     return y if self.conditional else None
@@ -45,6 +48,9 @@ class VAE(nn.Module):
 
   def losses(self, x, y, train: bool = False):
     del train  # Same computation in training and evaluation.
+    if self.objective == "iwae" or self.importance_samples > 1:  # nets.importance_weighted_losses
+      return importance_weighted_losses(
+          self.log_importance_weights(x, y, self.importance_samples), self.objective)
     mean, logvar = self.posterior(x, y)
     eps = jax.random.normal(self.make_rng("sample"), mean.shape, mean.dtype)
     z = mean + jnp.exp(0.5 * logvar) * eps  # Reparameterisation: gradients flow to mean/logvar.
@@ -84,7 +90,9 @@ def _builder(conditional: bool):
     info = data.info(config.dataset)
     return VAE(arch=config.arch, latent_dim=config.latent_dim, hidden=tuple(config.hidden),
                channels=tuple(config.channels), image_shape=info.image_shape,
-               num_classes=info.num_classes, conditional=conditional)
+               num_classes=info.num_classes, conditional=conditional,
+               activation=config.activation, objective=config.objective,
+               importance_samples=config.importance_samples)
   return build
 
 

@@ -1,0 +1,31 @@
+"""`hvae`: the IWAE paper's VAE with two stochastic layers (Burda et al. 2016), on dynamically
+binarized MNIST. Defaults: their networks (784-200-200-100 and 100-100-50, tanh), batch 20, Adam
+1e-3 with their 3^i-epoch schedule (3280 epochs in all: pass a smaller --num_epochs to run its
+beginning); --objective=iwae --importance_samples=5 for their IWAE rows."""
+from mnistgen_jax import configs
+from mnistgen_jax.configs import base
+
+
+def get_config(preset: str = ""):
+  config = base.get_config("hvae")
+  config.binarize = "dynamic"
+  config.batch_size = 20
+  config.learning_rate = 1e-3
+  config.lr_schedule = "iwae"
+  config.num_epochs = 3280
+  config.hidden = (200, 200)       # x <-> z1
+  config.hidden2 = (100, 100)      # z1 <-> z2
+  config.latent_dims = (100, 50)   # z1, z2
+  config.activation = "tanh"       # relu | tanh
+  config.objective = "elbo"        # elbo | iwae
+  config.importance_samples = 1    # k draws per image in the training loss
+  return configs.with_preset(config, preset)
+
+
+def validate(config):
+  base.check_widths(config, "hidden")
+  base.check_widths(config, "hidden2")
+  base.check_widths(config, "latent_dims", 2, 2)
+  base.check_choice(config, "activation", ("relu", "tanh"))
+  base.check_choice(config, "objective", ("elbo", "iwae"))
+  base.check_positive(config, "importance_samples")
