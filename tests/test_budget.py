@@ -48,7 +48,7 @@ def test_1m_latent_flow_prior_is_small_beside_its_1m_stage1():
 
 
 def test_unknown_preset_is_one_clear_error():
-  with pytest.raises(ValueError, match=r"--preset=2m has no widths for 'vae' \(its presets: 1m\)"):
+  with pytest.raises(ValueError, match=r"--preset=2m is not a preset of 'vae' \(its presets: 1m, iwae_1layer\)"):
     configs.get_config("vae", preset="2m")
 
 

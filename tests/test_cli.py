@@ -62,7 +62,7 @@ def test_config_file_with_overrides_equals_the_short_form(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--config.latnt_dim=2"], "error: unknown config field 'latnt_dim'"),
     (["--latent_dim=abc"], "error: flag --config.latent_dim=abc"),
-    (["--preset=2m"], "error: --preset=2m has no widths for 'vae' (its presets: 1m)"),
+    (["--preset=2m"], "error: --preset=2m is not a preset of 'vae' (its presets: 1m, iwae_1layer)"),
     (["--hidden=400,abc"], "error: --hidden must be 1 to 8 positive integer widths"),
     (["--learning_rate=inf"], "error: --learning_rate must be in (0, 1], got inf"),
     (["--learning_rate=1e4"], "error: --learning_rate must be in (0, 1], got 10000.0"),

@@ -55,12 +55,13 @@ def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 
 def with_preset(config: ml_collections.ConfigDict, preset: str) -> ml_collections.ConfigDict:
-  """The family's widths for a parameter budget (its config file's PRESETS[preset])."""
+  """The family's settings for a named preset (its config file's PRESETS[preset]): widths for a
+  parameter budget (1m), or a whole recipe (accelerator, iwae_1layer)."""
   if preset:
     table = presets(config.model)
     if preset not in table:
       known = ", ".join(table) or "none"
-      raise ValueError(f"--preset={preset} has no widths for {config.model!r} (its presets: "
+      raise ValueError(f"--preset={preset} is not a preset of {config.model!r} (its presets: "
                        f"{known})")
     config.update(table[preset])
     config.preset = preset
