@@ -53,6 +53,7 @@ def test_dynamic_binarization_draws_fresh_bits_each_step(mnist_slice):
   np.testing.assert_allclose(np.asarray(plain["x"])[0], grey)  # off: the grey pixels
 
 
+@pytest.mark.slow
 def test_binarized_run_resumes_exactly_and_tests_on_the_fixed_binarization(tmp_path):
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   config = lambda epochs: tiny_config("vae", num_epochs=epochs, binarize="dynamic")

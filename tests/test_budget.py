@@ -52,6 +52,7 @@ def test_unknown_preset_is_one_clear_error():
     configs.get_config("vae", preset="2m")
 
 
+@pytest.mark.slow
 def test_budget_checks_every_config_before_any_training(tmp_path):
   root = tmp_path / "budget"
   proc = subprocess.run(

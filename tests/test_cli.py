@@ -76,6 +76,7 @@ def test_bad_config_flags_are_one_line(args, message, tmp_path):
   assert not (tmp_path / "w").exists()
 
 
+@pytest.mark.slow
 def test_training_again_keeps_an_earlier_evaluation(tmp_path):
   """eval.json has one writer that merges: a later run without evaluation keeps the block."""
   config = tiny_config("vae", num_epochs=1)

@@ -151,6 +151,7 @@ def test_ema_generator_has_batch_stats_of_its_own_and_samples_with_them(mnist_sl
   assert not np.array_equal(sample(plain), sample(plain_scrambled))
 
 
+@pytest.mark.slow
 def test_dcgan_run_is_deterministic_resumable_and_snapshots(tmp_path):
   quiet = lambda *a: None
   straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")

@@ -55,6 +55,7 @@ def test_calibration_rows_are_ordered(ref):
   assert rows["pure noise, clip(N(0.5, 0.5^2))"]["recall"] < 0.01
 
 
+@pytest.mark.slow
 def test_evaluate_run_for_a_conditional_model(tmp_path, ref):
   trainer.train_and_evaluate(tiny_config("cond_vae"), str(tmp_path), print_fn=lambda *a: None)
   result = evaluate.evaluate_run(str(tmp_path), num_samples=300, iwae_samples=4, ref=ref,
@@ -74,6 +75,7 @@ def test_evaluate_run_for_a_conditional_model(tmp_path, ref):
   assert "test" in saved  # The training results are kept.
 
 
+@pytest.mark.slow
 def test_compare_writes_a_table(tmp_path):
   for name in ("ae", "vae"):
     trainer.train_and_evaluate(tiny_config(name, num_epochs=1), str(tmp_path / name),

@@ -14,6 +14,9 @@ import pytest
 from conftest import tiny_config
 from mnistgen_jax import data, models, report, trainer
 
+# End-to-end: every test here trains or restores whole runs (pytest -m 'not slow' skips them).
+pytestmark = pytest.mark.slow
+
 FAMILIES = models.names()
 
 

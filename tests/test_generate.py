@@ -9,6 +9,9 @@ from PIL import Image
 from conftest import tiny_config
 from mnistgen_jax import trainer
 
+# End-to-end: every test here trains or restores whole runs (pytest -m 'not slow' skips them).
+pytestmark = pytest.mark.slow
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -42,6 +42,7 @@ def _leaves_equal(a, b):
              for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+@pytest.mark.slow
 def test_stage1_stays_frozen_and_codes_are_standardised_by_the_first_batch(runs):
   _, _, _, stage1 = trainer.restore_run(str(runs / "ae"))
   config, _, model, state = trainer.restore_run(str(runs / "ae_flow"))
@@ -77,6 +78,7 @@ def test_full_whitening_is_the_cholesky_factor_of_the_code_covariance():
   np.testing.assert_allclose(np.diag(diagonal), centred.std(0), rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_sampling_uses_the_moving_average_of_the_velocity_weights(runs):
   _, _, model, state = trainer.restore_run(str(runs / "ae_flow"))
   variables = state.variables()
@@ -93,6 +95,7 @@ def test_sampling_uses_the_moving_average_of_the_velocity_weights(runs):
   assert images.shape == (4, 28, 28, 1) and 0 <= float(images.min()) <= float(images.max()) <= 1
 
 
+@pytest.mark.slow
 def test_a_conditional_stage1_gets_a_guided_conditional_prior(runs):
   config, _, model, state = trainer.restore_run(str(runs / "cond_vae_flow"))
   assert model.conditional and model.guidance == 1.0
@@ -120,6 +123,7 @@ def _interrupted_copy(source, target):
     trainer.train_and_evaluate(config, str(target), print_fn=stop)
 
 
+@pytest.mark.slow
 def test_bad_stage1_workdirs_are_refused_before_anything_is_written(runs, tmp_path):
   fake = tmp_path / "fake"
   fake.mkdir()
@@ -155,6 +159,7 @@ def test_evaluation_results_name_the_velocity_loss(runs):
   assert 0 < results["test"]["velocity_mse"] < 10
 
 
+@pytest.mark.slow
 def test_the_step_reads_codes_encoded_once_and_matches_the_loss_on_images(runs):
   config, family, model, state = trainer.restore_run(str(runs / "cond_vae_flow"))
   variables = state.variables()
@@ -179,6 +184,7 @@ def test_the_step_reads_codes_encoded_once_and_matches_the_loss_on_images(runs):
   np.testing.assert_allclose(metrics["loss"][0], inputs[:16].sum(), rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_standardising_inverts_the_code_scale_for_either_whitening(runs):
   _, _, model, state = trainer.restore_run(str(runs / "ae_flow"))
   codes = jax.random.normal(jax.random.PRNGKey(1), (64, model.code_dim)) * 2.0 + 1.0
@@ -192,6 +198,7 @@ def test_standardising_inverts_the_code_scale_for_either_whitening(runs):
   assert np.abs(np.tril(np.asarray(latent_flow.code_scale(codes, "full")), -1)).max() > 0
 
 
+@pytest.mark.slow
 def test_prior_floor_decodes_training_codes_and_refuses_runs_without_codes(runs):
   command = [sys.executable, "-m", "experiments.prior_floor", "--num=300", "--sigmas=0,0.5"]
   proc = subprocess.run(command + [f"--workdir={runs / 'ae'}"], cwd=ROOT, capture_output=True,
@@ -213,6 +220,7 @@ def test_prior_floor_decodes_training_codes_and_refuses_runs_without_codes(runs)
   assert proc.stderr.startswith("error: ")
 
 
+@pytest.mark.slow
 def test_sampling_curve_scores_each_setting_as_evaluate_does(runs):
   workdir = runs / "cond_vae_flow"
   command = [sys.executable, "-m", "experiments.sampling_curve", "--num_samples=200",

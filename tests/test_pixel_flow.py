@@ -122,6 +122,7 @@ def cond_flow_run(tmp_path_factory):
   return workdir
 
 
+@pytest.mark.slow
 def test_a_run_draws_its_trajectory_and_keeps_an_average(cond_flow_run):
   assert os.path.getsize(os.path.join(cond_flow_run, "trajectory.png")) > 1000
   _, _, model, state = trainer.restore_run(cond_flow_run)
@@ -152,6 +153,7 @@ def test_an_untrained_flow_is_the_identity_map_so_its_density_is_the_noises(mnis
   assert abs(moved - mean) > 1e-3  # a network that moves the points changes the density
 
 
+@pytest.mark.slow
 def test_flow_likelihood_cli_scores_a_run_and_refuses_bad_input(cond_flow_run):
   command = [sys.executable, "-m", "experiments.flow_likelihood", f"--workdir={cond_flow_run}",
              "--num=20", "--batch_size=10"]

@@ -133,6 +133,7 @@ def _stopped_step(stderr_file, sig) -> int:
   return int(stopped[0][len(prefix):].split("/")[0])
 
 
+@pytest.mark.slow
 def test_one_run_owns_a_workdir_and_sigterm_sigint_save_what_resume_continues(tmp_path):
   # Checkpoints at epoch ends only (a mid-epoch one is the signal's), and enough steps that a
   # signal sent at step 3 comes long before the end.
@@ -187,6 +188,7 @@ def test_one_run_owns_a_workdir_and_sigterm_sigint_save_what_resume_continues(tm
   _assert_same(stopped_state.opt_state, reference_state.opt_state)
 
 
+@pytest.mark.slow
 def test_an_unwritable_workdir_is_refused_in_one_line(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("not a folder")
@@ -214,6 +216,7 @@ def _poisoned_step(model, tx, config):
   return poisoned
 
 
+@pytest.mark.slow
 def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
   vae = registry.get("vae")
   class PoisonedTraining(models.Training):
@@ -236,6 +239,7 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatc
   assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(state.params))
 
 
+@pytest.mark.slow
 def test_a_diverging_run_ends_with_one_clear_line_and_leaves_its_workdir_free(tmp_path):
   command = [sys.executable, "-m", "experiments.train", "--model=vae", f"--workdir={tmp_path}",
              "--train_size=256", "--test_size=200", "--batch_size=64", "--num_epochs=2",
@@ -267,6 +271,7 @@ def _largest_data_file(step_dir):
   return max(files, key=os.path.getsize)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("damage", ["truncate", "flip_bytes", "metadata", "delete"])
 def test_corrupted_checkpoint_is_refused_and_left_alone(finished_run, tmp_path, damage):
   workdir = tmp_path / "run"
@@ -300,6 +305,7 @@ def test_corrupted_checkpoint_is_refused_and_left_alone(finished_run, tmp_path, 
   assert int(state.step) == 4
 
 
+@pytest.mark.slow
 def test_binary_reports_a_corrupted_checkpoint_in_one_line(finished_run, tmp_path):
   workdir = tmp_path / "run"
   shutil.copytree(finished_run, workdir)
@@ -312,6 +318,7 @@ def test_binary_reports_a_corrupted_checkpoint_in_one_line(finished_run, tmp_pat
                                                  "corrupted"), proc.stderr[-2000:]
 
 
+@pytest.mark.slow
 def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_checkpoint(tmp_path):
   # The second checkpoint save fails as a full disk does (inside orbax, wrapped); the run must
   # stop with one line saying what to do, and leave the first checkpoint intact for the resume.
@@ -362,6 +369,7 @@ def test_write_atomically_leaves_the_old_file_and_no_temporary_one(tmp_path):
       "No space left on device: /w/x; free some space, then retry")
 
 
+@pytest.mark.slow
 def test_evaluate_refuses_before_its_work_when_eval_json_cannot_be_written(finished_run, tmp_path):
   workdir = tmp_path / "run"
   shutil.copytree(finished_run, workdir)

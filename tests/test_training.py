@@ -29,6 +29,7 @@ def _quiet(*args):
   del args
 
 
+@pytest.mark.slow
 def test_run_writes_outputs_and_is_deterministic(tmp_path):
   config = tiny_config("vae", latent_dim=2)
   result = trainer.train_and_evaluate(config, str(tmp_path / "a"), print_fn=_quiet)
@@ -52,6 +53,7 @@ def test_run_writes_outputs_and_is_deterministic(tmp_path):
   assert sorted(os.listdir(a / "checkpoints")) == ["4", "8"]
 
 
+@pytest.mark.slow
 def test_different_seed_gives_different_params(tmp_path):
   trainer.train_and_evaluate(tiny_config("ae", num_epochs=1), str(tmp_path / "a"), print_fn=_quiet)
   trainer.train_and_evaluate(tiny_config("ae", num_epochs=1, seed=1), str(tmp_path / "b"),
@@ -60,6 +62,7 @@ def test_different_seed_gives_different_params(tmp_path):
   assert any(not np.array_equal(x, y) for x, y in zip(a, b))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["ae", "cond_vae"])
 def test_resume_equals_uninterrupted_run(name, tmp_path):
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
@@ -74,6 +77,7 @@ def test_resume_equals_uninterrupted_run(name, tmp_path):
   assert steps == list(range(1, 9))
 
 
+@pytest.mark.slow
 def test_resume_from_the_middle_of_an_epoch(tmp_path):
   """Checkpoints every 3 steps; drop those after step 6 (mid epoch 2) and resume from it."""
   config = tiny_config("vae", num_epochs=3, checkpoint_every_steps=3, keep_checkpoints=10)
@@ -89,6 +93,7 @@ def test_resume_from_the_middle_of_an_epoch(tmp_path):
   _assert_trees_equal(_params(straight), _params(resumed))
 
 
+@pytest.mark.slow
 def test_checkpoints_keep_the_last_k_and_the_best(tmp_path):
   config = tiny_config("vae", num_epochs=5, keep_checkpoints=2)
   trainer.train_and_evaluate(config, str(tmp_path), print_fn=_quiet)
@@ -99,6 +104,7 @@ def test_checkpoints_keep_the_last_k_and_the_best(tmp_path):
   assert kept == sorted({16, 20, best})
 
 
+@pytest.mark.slow
 def test_workdir_of_another_run_is_refused_untouched(tmp_path):
   trainer.train_and_evaluate(tiny_config("ae", num_epochs=2), str(tmp_path / "ae"),
                              print_fn=_quiet)
@@ -144,6 +150,7 @@ def test_bad_config_values(overrides, message):
     configs.get_config("vae", **overrides)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("args,message", [
     (["--model=gan"], "error: unknown model 'gan'; choose one of: " + ", ".join(models.names())),
     (["--batch_size=-3"], "error: --batch_size must be a positive integer, got -3"),
@@ -159,6 +166,7 @@ def test_binary_bad_input_is_one_clear_line(args, message, tmp_path):
   assert not workdir.exists()  # Nothing written.
 
 
+@pytest.mark.slow
 def test_binary_trains_a_tiny_run(tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.train", "--model=cond_vae", f"--workdir={tmp_path}",

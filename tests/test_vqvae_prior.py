@@ -7,6 +7,9 @@ import pytest
 from conftest import tiny_config
 from mnistgen_jax import trainer
 
+# End-to-end: every test here trains or restores whole runs (pytest -m 'not slow' skips them).
+pytestmark = pytest.mark.slow
+
 
 def _quiet(*args):
   del args
