@@ -17,6 +17,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "a run written by experiments.train")
 flags.DEFINE_integer("num_samples", 10000, "samples drawn for the sample metrics")
 flags.DEFINE_integer("iwae_samples", 50, "importance samples K of the IWAE bound (0: skip)")
+flags.DEFINE_integer("iwae_images", 0, "the IWAE bound of the first N test images only (0: all)")
 flags.DEFINE_bool("calibration", True, "also compute the calibration rows")
 flags.DEFINE_bool("progress", True, "progress bars")
 cli.define_sampling_flags()
@@ -34,6 +35,8 @@ def main(argv):
   from mnistgen_jax.metrics import evaluate, features
   if FLAGS.num_samples <= 0:
     sys.exit(f"error: --num_samples must be a positive integer, got {FLAGS.num_samples}")
+  if FLAGS.iwae_images < 0:
+    sys.exit(f"error: --iwae_images must be >= 0 (0: all test images), got {FLAGS.iwae_images}")
   try:
     config = cli.with_sampling_flags(trainer.load_config(FLAGS.workdir))
     # Before minutes of work that could not be saved (a read-only or full workdir).
@@ -43,7 +46,8 @@ def main(argv):
     ref = evaluate.Reference.load(config.dataset, progress=FLAGS.progress, **data_kw)
     reference_seconds = time.perf_counter() - start
     result = evaluate.evaluate_run(FLAGS.workdir, FLAGS.num_samples, FLAGS.iwae_samples,
-                                   progress=FLAGS.progress, ref=ref, config=config)
+                                   progress=FLAGS.progress, ref=ref, config=config,
+                                   iwae_images=FLAGS.iwae_images)
     result["seconds"] = {"reference": round(reference_seconds, 2), **result["seconds"]}
     # How the samples were drawn (the run's own settings, or the flags that changed them).
     result["sampling"] = {k: config[k] for k in cli.SAMPLING_FIELDS if k in config}
@@ -74,7 +78,8 @@ def main(argv):
   print(report.markdown_table([f"vs {config.dataset} test"] + SAMPLE_COLUMNS, rows))
   for key, value in result.items():
     if key.startswith("iwae_nll"):
-      print(f"{key}: {value:.3f} nats")
+      images = f" (first {result['iwae_images']} test images)" if "iwae_images" in result else ""
+      print(f"{key}: {value:.3f} nats{images}")
   if "label_accuracy" in result.get("samples", {}):
     print(f"label accuracy of conditional samples: {result['samples']['label_accuracy']:.4f}")
   print("seconds: " + ", ".join(f"{part} {t:.1f}" for part, t in result["seconds"].items()))

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
+from mnistgen_jax import train as train_lib
 from mnistgen_jax import trainer
-from mnistgen_jax.metrics import evaluate, features
+from mnistgen_jax.metrics import evaluate, features, likelihood
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -73,6 +74,14 @@ def test_evaluate_run_for_a_conditional_model(tmp_path, ref):
   saved = json.loads((tmp_path / "eval.json").read_text())
   assert saved["evaluation"]["samples"]["fid_lenet"] == samples["fid_lenet"]
   assert "test" in saved  # The training results are kept.
+  # The IWAE bound of the first 40 test images: their mean, recorded as such.
+  config, _, model, state = trainer.restore_run(str(tmp_path))
+  first = evaluate.evaluate_variables(config, model, state.variables(), 100, 4, False, ref,
+                                      iwae_images=40)
+  key = jax.random.fold_in(jax.random.fold_in(train_lib.root_keys(config.seed)["eval"], 1), 4)
+  direct = likelihood.iwae_nll(model, state.variables(), ref.test_images[:40],
+                               ref.test_labels[:40], key, 4)
+  assert first["iwae_images"] == 40 and first["iwae_nll_k4"] == direct
 
 
 @pytest.mark.slow

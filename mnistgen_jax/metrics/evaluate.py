@@ -123,10 +123,11 @@ def score_samples(ref: Reference, config, model, variables, num_samples: int,
 
 def evaluate_variables(config, model, variables, num_samples: int = 10000,
                        iwae_samples: int = 50, progress: bool = True,
-                       ref: Reference | None = None) -> dict:
+                       ref: Reference | None = None, iwae_images: int = 0) -> dict:
   """Every evaluation that fits the model, on trained variables in memory (their sampling prior,
   if any, already fitted by training); returns a dict for eval.json's 'evaluation' block, with
-  the wall seconds of each part under 'seconds'."""
+  the wall seconds of each part under 'seconds'. iwae_images > 0: the IWAE bound of the first
+  iwae_images test images only (recorded as iwae_images)."""
   data_kw = dict(source=config.data_source, data_dir=config.data_dir or None)
   seconds, clock = {}, time.perf_counter()
 
@@ -153,21 +154,25 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
     # A model of binarized digits is scored on the fixed binarization of the test set.
     images = (data.binarized(ref.test_images) if config.get("binarize", "none") == "dynamic"
               else ref.test_images)
+    count = iwae_images or len(images)
     out[f"iwae_nll_k{iwae_samples}"] = likelihood.iwae_nll(
-        model, variables, images, ref.test_labels, jax.random.fold_in(key, 4), iwae_samples,
-        progress=progress)
+        model, variables, images[:count], ref.test_labels[:count], jax.random.fold_in(key, 4),
+        iwae_samples, progress=progress)
+    if count < len(images):
+      out["iwae_images"] = count
     took(f"iwae_k{iwae_samples}")
   out["seconds"] = seconds
   return out
 
 
 def evaluate_run(workdir: str, num_samples: int = 10000, iwae_samples: int = 50,
-                 progress: bool = True, ref: Reference | None = None, config=None) -> dict:
+                 progress: bool = True, ref: Reference | None = None, config=None,
+                 iwae_images: int = 0) -> dict:
   """evaluate_variables of the run in workdir, at its latest checkpoint; config: its config with
   sampling fields changed (e.g. sample_steps), else the saved one."""
   config, _, model, state = trainer.restore_run(workdir, config=config)
   return {"step": int(state.step), **evaluate_variables(
-      config, model, state.variables(), num_samples, iwae_samples, progress, ref)}
+      config, model, state.variables(), num_samples, iwae_samples, progress, ref, iwae_images)}
 
 
 def save_evaluation(workdir: str, evaluation: dict) -> str:
