@@ -46,6 +46,7 @@ def _train(*args, workdir):
       cwd=ROOT, capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_config_file_with_overrides_equals_the_short_form(tmp_path):
   tiny = ["num_epochs=1", "train_size=128", "test_size=100", "batch_size=64", "hidden=(32,)",
           "latent_dim=2", "log_every=2"]

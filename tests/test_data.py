@@ -48,6 +48,7 @@ def mnist_idx_dir(tmp_path_factory):
   return str(directory)
 
 
+@pytest.mark.slow
 def test_idx_source_serves_the_same_arrays(mnist_idx_dir):
   for split in data.SPLITS:
     a = data.load("mnist", split, source="idx", data_dir=mnist_idx_dir)

@@ -45,6 +45,7 @@ def test_tampered_weights_are_refused(tmp_path):
     features.load_classifier("kmnist")
 
 
+@pytest.mark.slow
 def test_calibration_rows_are_ordered(ref):
   rows = evaluate.calibration(ref, jax.random.PRNGKey(0), num=2000)
   fids = {name: row["fid_lenet"] for name, row in rows.items()}

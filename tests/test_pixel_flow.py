@@ -37,6 +37,7 @@ def _perturbed(variables, scale=0.05):
   return {**variables, "params": jax.tree.unflatten(tree, leaves)}
 
 
+@pytest.mark.slow
 def test_unet_starts_at_zero_velocity_and_keeps_the_image_shape(mnist_slice):
   _, model, variables = _model_and_variables("cond_flow")
   assert model.channels == (8, 16)  # two resolutions: 28x28, 14x14 (attention there)
@@ -98,6 +99,7 @@ def test_sampling_uses_the_moving_average_of_the_weights():
   assert float(jnp.abs(sample(live) - sample(variables)).max()) > 1e-4
 
 
+@pytest.mark.slow
 def test_training_lowers_the_loss_on_real_digits(mnist_slice):
   config, model, _ = _model_and_variables("flow")
   tx = optax.adam(2e-3)
@@ -132,6 +134,7 @@ def test_a_run_draws_its_trajectory_and_keeps_an_average(cond_flow_run):
   assert model.conditional
 
 
+@pytest.mark.slow
 def test_an_untrained_flow_is_the_identity_map_so_its_density_is_the_noises(mnist_slice):
   _, model, variables = _model_and_variables("cond_flow")  # zero output layer: v = 0
   images, labels = mnist_slice[0][:6], mnist_slice[1][:6]
@@ -169,6 +172,7 @@ def test_flow_likelihood_cli_scores_a_run_and_refuses_bad_input(cond_flow_run):
                                                           "integer, got 0")
 
 
+@pytest.mark.slow
 def test_a_patched_unet_folds_pixel_blocks_and_keeps_the_image_shape(mnist_slice):
   from mnistgen_jax.models import nets
   x = train_lib.to_float(jnp.asarray(mnist_slice[0][:4]))
