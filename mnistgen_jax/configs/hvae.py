@@ -3,7 +3,7 @@ binarized MNIST. Defaults: their networks (784-200-200-100 and 100-100-50, tanh)
 1e-3 with their 3^i-epoch schedule (3280 epochs in all: pass a smaller --num_epochs to run its
 beginning); --objective=iwae --importance_samples=5 for their IWAE rows."""
 from mnistgen_jax import configs
-from mnistgen_jax.configs import base
+from mnistgen_jax.configs import base, vae
 
 
 def get_config(preset: str = ""):
@@ -27,5 +27,4 @@ def validate(config):
   base.check_widths(config, "hidden2")
   base.check_widths(config, "latent_dims", 2, 2)
   base.check_choice(config, "activation", ("relu", "tanh"))
-  base.check_choice(config, "objective", ("elbo", "iwae"))
-  base.check_positive(config, "importance_samples")
+  vae.check_likelihood_fields(config)

@@ -24,11 +24,17 @@ def get_config(preset: str = ""):
   return configs.with_preset(config, preset)
 
 
+def check_likelihood_fields(config):
+  """The variational fields shared with configs/hvae.py (the auto-encoder has none)."""
+  base.check_choice(config, "objective", ("elbo", "iwae"))
+  base.check_positive(config, "importance_samples")
+
+
 def validate(config):
   base.check_choice(config, "arch", ("mlp", "conv"))
-  base.check_positive(config, "latent_dim", *(["importance_samples"] * ("objective" in config)))
+  base.check_positive(config, "latent_dim")
   base.check_choice(config, "activation", ("relu", "tanh"))
   if "objective" in config:  # not the auto-encoder's (configs/ae.py)
-    base.check_choice(config, "objective", ("elbo", "iwae"))
+    check_likelihood_fields(config)
   base.check_widths(config, "hidden")
   base.check_widths(config, "channels", 1, 2)

@@ -2,7 +2,6 @@
 tractable q(z|x), and bits/dim of continuous-density models (flows) on dequantized pixels."""
 from __future__ import annotations
 
-import functools
 import math
 
 import jax
