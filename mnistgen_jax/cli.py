@@ -125,12 +125,14 @@ SAMPLING_FIELDS = {
     "solver": (str, "flow models: ODE solver, euler | heun"),
     "sample_steps": (int, "flow models: ODE steps"),
     "guidance": (float, "conditional flow models: classifier-free guidance scale (1: none)"),
+    "autoguidance": (float, "latent flow priors: autoguidance scale, the prior extrapolated "
+                            "away from its small guide network (1: none)"),
 }
 _DEFINE = {float: flags.DEFINE_float, int: flags.DEFINE_integer, str: flags.DEFINE_string}
 
 
 def define_sampling_flags() -> None:
-  """--temperature, --solver, --sample_steps, --guidance; unset: the run's own values."""
+  """--temperature, --solver, --sample_steps, --guidance, --autoguidance; unset: the run's own values."""
   for name, (kind, help_string) in SAMPLING_FIELDS.items():
     _DEFINE[kind](name, None, help_string)
 

@@ -150,6 +150,17 @@ def guided_velocity(conditional_velocity: Callable, labels: jnp.ndarray, null_la
   return velocity
 
 
+def autoguided_velocity(velocity: Velocity, guide: Velocity, scale: float) -> Velocity:
+  """(x, t) -> v_guide + scale (v - v_guide): autoguidance (Karras et al. 2024), the model
+  extrapolated away from a weaker version of itself (`guide`: smaller and/or less trained).
+  scale 1 is the model alone, 0 the guide alone."""
+  def guided(x, t):
+    v_guide = guide(x, t)
+    return v_guide + scale * (velocity(x, t) - v_guide)
+
+  return guided
+
+
 def time_embedding(t: jnp.ndarray, dim: int, max_period: float = 1000.0) -> jnp.ndarray:
   """(B,) times in [0, 1] -> (B, dim) sinusoidal features (Vaswani et al.; DDPM's embedding of
   the time scaled to [0, max_period])."""

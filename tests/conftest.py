@@ -17,6 +17,7 @@ def mnist_slice():
 # Small networks and few ODE steps, for whichever of these fields a family's config has (the
 # pixel flows' U-Net unpatched and with attention: every part of it runs).
 TINY_WIDTHS = dict(hidden=(64,), channels=(8, 16), latent_dim=4, prior_width=32, prior_layers=1,
+                   guide_width=16,
                    sample_steps=2, patch=1, attention=True, generator_channels=(16, 8))
 
 

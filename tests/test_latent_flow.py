@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from mnistgen_jax import report, trainer
+from mnistgen_jax import configs, flow, report, trainer
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models import latent_flow
 
@@ -84,12 +84,13 @@ def test_sampling_uses_the_moving_average_of_the_velocity_weights(runs):
   variables = state.variables()
   ema, live = variables["ema"]["velocity"], variables["params"]["velocity"]
   assert not _leaves_equal(ema, live)
+  assert not _leaves_equal(variables["ema"]["guide"], variables["params"]["guide"])
   # After 8 steps of warm-up decay, the average lies between the initial and the trained weights.
   labels, key = jnp.zeros(4, jnp.int32), jax.random.PRNGKey(0)
   sample = lambda v: np.asarray(model.apply(v, labels, method="sample_codes", rngs={"sample": key}))
   without = {k: v for k, v in variables.items() if k != "ema"}
   assert np.abs(sample(variables) - sample(without)).max() > 1e-4
-  swapped = {**without, "params": {**variables["params"], "velocity": ema}}
+  swapped = {**without, "params": {**variables["params"], **variables["ema"]}}
   np.testing.assert_allclose(sample(variables), sample(swapped), atol=1e-6)
   images = model.apply(variables, labels, method="sample", rngs={"sample": key})
   assert images.shape == (4, 28, 28, 1) and 0 <= float(images.min()) <= float(images.max()) <= 1
@@ -109,6 +110,73 @@ def test_a_conditional_stage1_gets_a_guided_conditional_prior(runs):
   # Guidance 0 is the unconditional velocity: the requested digit no longer changes the codes.
   free = model.clone(guidance=0.0)
   np.testing.assert_allclose(codes(free, threes), codes(free, sevens), atol=1e-6)
+
+
+@pytest.mark.slow
+def test_the_guide_trains_beside_the_prior_and_leaves_it_as_it_would_be_alone(runs, tmp_path):
+  """Autoguidance's guide network: trained on the same targets, its loss reported apart, and
+  the prior's weights the same as a run without a guide (the summed loss has disjoint
+  gradients)."""
+  config = tiny_config("latent_flow", stage1_workdir=str(runs / "ae"), num_epochs=2,
+                       sample_steps=4, guide_width=0, autoguidance=1.0)
+  trainer.train_and_evaluate(config, str(tmp_path / "alone"), print_fn=_quiet)
+  _, _, _, alone = trainer.restore_run(str(tmp_path / "alone"))
+  _, _, model, guided = trainer.restore_run(str(runs / "ae_flow"))
+  assert "guide" not in alone.params and model.guide_width == 16
+  for name in ("params", "ema"):
+    prior = lambda state: state.variables()[name]["velocity"]
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+                 prior(alone), prior(guided))
+  saved = trainer.load_config(str(runs / "ae_flow"))
+  family, module, stage1 = trainer.build(saved)
+  _, first = trainer.initial_state(family, module, saved, 0, stage1)
+  assert not _leaves_equal(first.params["guide"], guided.params["guide"])  # It trained.
+  test = report.read_eval_json(str(runs / "ae_flow"))["test"]
+  np.testing.assert_allclose(test["velocity_mse"], test["prior_mse"] + test["guide_mse"], rtol=1e-5)
+  assert test["guide_mse"] > test["prior_mse"] > 0  # The smaller network fits worse.
+
+
+@pytest.mark.slow
+def test_autoguided_sampling_integrates_the_extrapolated_field(runs):
+  """sample_codes against the ODE integrated by hand over v_guide + w (v_prior - v_guide), with
+  the EMA weights of both networks and the module's own noise."""
+  _, _, model, state = trainer.restore_run(str(runs / "ae_flow"))
+  variables = state.variables()
+  assert model.autoguidance == 2.0  # The default.
+  labels, key = jnp.zeros(6, jnp.int32), jax.random.PRNGKey(0)
+  codes = lambda m, v: m.apply(v, labels, method="sample_codes", rngs={"sample": key})
+  # Zero-output networks (their last layer is zero) leave the module's noise where it started.
+  zeroed = {**variables, "ema": jax.tree.map(jnp.zeros_like, variables["ema"])}
+  noise = model.apply(variables, codes(model, zeroed), method="standardise")
+  prior = latent_flow.VelocityMLP(model.code_dim, model.width, model.layers)
+  guide = latent_flow.VelocityMLP(model.code_dim, model.guide_width, model.guide_layers)
+
+  def field(w):
+    def v(z, t):
+      v_guide = guide.apply({"params": variables["ema"]["guide"]}, z, t, labels[:len(z)])
+      v_prior = prior.apply({"params": variables["ema"]["velocity"]}, z, t, labels[:len(z)])
+      return v_guide + w * (v_prior - v_guide)
+    return v
+
+  stats = variables["code_stats"]
+  for w in (2.0, 1.0, 0.0):
+    by_hand = (flow.integrate(field(w), noise, model.sample_steps, model.solver)
+               @ stats["scale_tril"].T + stats["mean"])
+    np.testing.assert_allclose(codes(model.clone(autoguidance=w), variables), by_hand,
+                               rtol=1e-4, atol=1e-5)
+  assert np.abs(codes(model, variables) - codes(model.clone(autoguidance=1.0), variables)).max() > 1e-3
+
+
+def test_runs_saved_before_autoguidance_have_no_guide_and_refuse_the_flag():
+  saved = json.loads(configs.get_config("latent_flow").to_json())
+  for name in ("guide_width", "guide_layers", "autoguidance"):
+    saved.pop(name)
+  config = configs.from_saved(saved)
+  assert config.guide_width == 0 and config.autoguidance == 1.0
+  config.autoguidance = 2.0
+  with pytest.raises(ValueError, match=r"--autoguidance=2.0 needs a guide network, which this "
+                     r"run has not \(--guide_width=0\); pass --autoguidance=1"):
+    configs.validate(config)
 
 
 def _interrupted_copy(source, target):

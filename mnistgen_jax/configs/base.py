@@ -14,7 +14,7 @@ from mnistgen_jax import data
 # Fields that may change when a run is resumed (they do not change what a checkpoint holds).
 RESUMABLE_FIELDS = frozenset({
     "num_epochs", "log_every", "checkpoint_every_steps", "keep_checkpoints", "num_samples", "data_dir", "data_source", "temperature", "num_devices", "solver", "sample_steps",
-    "guidance"})
+    "guidance", "autoguidance"})
 
 
 def get_config(model: str) -> ml_collections.ConfigDict:

@@ -4,7 +4,9 @@ from mnistgen_jax.configs import base
 from mnistgen_jax.configs import flow as flow_fields
 
 # 1m: a small prior (0.13 M) on top of its stage 1, which is the 1 M run of its own family.
-PRESETS = {"1m": dict(prior_width=96, prior_layers=2)}
+PRESETS = {"1m": dict(prior_width=96, prior_layers=2, guide_width=32)}
+# Runs saved before autoguidance existed have no guide network in their checkpoints.
+ABSENT_IN_OLDER_RUNS = {"guide_width": 0, "guide_layers": 1, "autoguidance": 1.0}
 
 
 def get_config(preset: str = ""):
@@ -25,10 +27,20 @@ def get_config(preset: str = ""):
   config.solver = "heun"          # euler | heun (may change on resume / in generate, evaluate)
   config.sample_steps = 25        # ODE steps (likewise)
   config.guidance = 1.0           # classifier-free guidance scale, conditional stage 1 (likewise)
+  # Autoguidance (README): a small guide velocity network trained beside the prior; samples
+  # follow v_guide + autoguidance (v_prior - v_guide). 0 / 1: no guide network / unguided.
+  config.guide_width = 64
+  config.guide_layers = 1
+  config.autoguidance = 2.0       # (may change on resume / in generate, evaluate)
   return configs.with_preset(config, preset)
 
 
 def validate(config):
-  base.check_positive(config, "prior_width", "prior_layers")
+  base.check_positive(config, "prior_width", "prior_layers", "guide_layers")
+  base.check(config.guide_width >= 0, f"--guide_width must be >= 0, got {config.guide_width}")
+  base.check(config.autoguidance >= 0, f"--autoguidance must be >= 0, got {config.autoguidance}")
+  base.check(config.guide_width > 0 or config.autoguidance == 1.0,
+             f"--autoguidance={config.autoguidance} needs a guide network, which this run has not "
+             "(--guide_width=0); pass --autoguidance=1, or train with --guide_width > 0")
   base.check_choice(config, "code_whitening", ("diagonal", "full"))
   flow_fields.check_flow_fields(config)

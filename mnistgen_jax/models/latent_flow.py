@@ -16,6 +16,12 @@ noise -> ODE (Euler or Heun, config.sample_steps) -> code -> the stage-1 decoder
 - A conditional stage 1 (cond_vae) gets a class-conditional velocity with label dropout, so
   sampling can use classifier-free guidance (config.guidance).
 - Sampling uses an exponential moving average of the velocity weights (config.ema_decay > 0).
+- Autoguidance (Karras et al., "Guiding a Diffusion Model with a Bad Version of Itself", NeurIPS
+  2024): a much smaller velocity network, the guide (config.guide_width), learns the same field
+  beside the prior, and sampling extrapolates away from it, v = v_guide + w (v_prior - v_guide)
+  (config.autoguidance = w; 1 is the prior alone). The guide errs where the prior errs, only more:
+  mostly off the codes' manifold, where the decoder draws blends of digits, so the extrapolation
+  pulls samples back onto it. Unlike classifier-free guidance it needs no labels.
 """
 from __future__ import annotations
 
@@ -69,14 +75,19 @@ class LatentFlow(nn.Module):
   solver: str = "heun"
   sample_steps: int = 25
   guidance: float = 1.0
+  guide_width: int = 0         # 0: no guide network
+  guide_layers: int = 1
+  autoguidance: float = 1.0
 
   @property
   def latent_interpolation(self) -> str:  # --interpolate walks stage 1's codes
     return self.stage1.latent_interpolation
 
   def setup(self):
-    self.velocity = VelocityMLP(self.code_dim, self.width, self.layers,
-                                self.num_classes if self.conditional else 0)
+    num_labels = self.num_classes if self.conditional else 0
+    self.velocity = VelocityMLP(self.code_dim, self.width, self.layers, num_labels)
+    if self.guide_width:
+      self.guide = VelocityMLP(self.code_dim, self.guide_width, self.guide_layers, num_labels)
     self.code_mean = self.variable("code_stats", "mean", jnp.zeros, (self.code_dim,))
     self.code_scale = self.variable("code_stats", "scale_tril", jnp.eye, self.code_dim)
 
@@ -105,7 +116,13 @@ class LatentFlow(nn.Module):
       labels = flow.drop_labels(label_key, labels, self.label_dropout, self.num_classes)
     loss = flow.matching_loss(lambda zt, t: self.velocity(zt, t, labels), z, flow_key,
                               self.time_sampling)
-    return {"loss": loss}
+    if not self.guide_width:
+      return {"loss": loss}
+    # The guide regresses the same noise, times and targets; its weights are disjoint from the
+    # prior's and Adam is per weight, so the sum trains both exactly as two separate runs would.
+    guide_loss = flow.matching_loss(lambda zt, t: self.guide(zt, t, labels), z, flow_key,
+                                    self.time_sampling)
+    return {"loss": loss + guide_loss, "prior_mse": loss, "guide_mse": guide_loss}
 
   def losses(self, x, y, train: bool = False):
     if self.is_initializing():  # Create every stage-1 variable (they come from the stage-1 run).
@@ -116,6 +133,10 @@ class LatentFlow(nn.Module):
     """Codes of len(y) samples: N(0, I) noise carried to the code distribution by the ODE."""
     velocity = flow.sampling_velocity(self, "velocity", y, self.num_classes, self.guidance,
                                       self.conditional)
+    if self.guide_width and self.autoguidance != 1.0:
+      guide = flow.sampling_velocity(self, "guide", y, self.num_classes, self.guidance,
+                                     self.conditional)
+      velocity = flow.autoguided_velocity(velocity, guide, self.autoguidance)
     noise = jax.random.normal(self.make_rng("sample"), (y.shape[0], self.code_dim))
     z = flow.integrate(velocity, noise, self.sample_steps, self.solver)
     return z @ self.code_scale.value.T + self.code_mean.value
@@ -144,8 +165,10 @@ class FlowPriorTraining(Training):
 
   def init_variables(self, config, variables, stage1):
     variables = stage1.insert_into(variables, STAGE1)
-    if config.ema_decay:  # The average starts at the initial weights.
+    if config.ema_decay:  # The averages start at the initial weights.
       variables = train_lib.with_average(variables, "velocity")
+      if config.guide_width:
+        variables = train_lib.with_average(variables, "guide")
     return variables
 
   def train_inputs(self, model, config, variables, images, labels):
@@ -167,6 +190,8 @@ class FlowPriorTraining(Training):
       state, metrics = update(state, codes, y)
       if config.ema_decay:
         state = train_lib.update_average(state, "velocity", config.ema_decay)
+        if config.guide_width:
+          state = train_lib.update_average(state, "guide", config.ema_decay)
       return state, metrics
 
     return step
@@ -197,7 +222,8 @@ def build(config, stage1):
   return LatentFlow(stage1.model, code_dim(stage1), data.info(config.dataset).num_classes,
                     stage1.model.conditional, config.prior_width, config.prior_layers,
                     config.time_sampling, config.code_whitening, config.label_dropout, config.solver,
-                    config.sample_steps, config.guidance)
+                    config.sample_steps, config.guidance, config.guide_width,
+                    config.guide_layers, config.autoguidance)
 
 
 register(Family("latent_flow", build, FlowPriorTraining(), loss_name="velocity_mse",
