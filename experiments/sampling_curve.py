@@ -122,7 +122,8 @@ def main(argv):
 
   device = jax.devices()[0]
   meta = {"workdir": FLAGS.workdir, "num_samples": FLAGS.num_samples,
-          "guidance": config.get("guidance"), "device": f"{device.platform}: {device.device_kind}",
+          "guidance": config.get("guidance"), "autoguidance": config.get("autoguidance"),
+          "device": f"{device.platform}: {device.device_kind}",
           "rows": rows}
   base = os.path.join(FLAGS.workdir, FLAGS.name)
   with open(base + ".json", "w") as f:
