@@ -153,8 +153,8 @@ def test_autoguided_sampling_integrates_the_extrapolated_field(runs):
 
   def field(w):
     def v(z, t):
-      v_guide = guide.apply({"params": variables["ema"]["guide"]}, z, t, labels[:len(z)])
-      v_prior = prior.apply({"params": variables["ema"]["velocity"]}, z, t, labels[:len(z)])
+      v_guide = guide.apply({"params": variables["ema"]["guide"]}, z, t, labels)
+      v_prior = prior.apply({"params": variables["ema"]["velocity"]}, z, t, labels)
       return v_guide + w * (v_prior - v_guide)
     return v
 

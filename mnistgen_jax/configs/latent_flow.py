@@ -3,7 +3,7 @@ from mnistgen_jax import configs
 from mnistgen_jax.configs import base
 from mnistgen_jax.configs import flow as flow_fields
 
-# 1m: a small prior (0.13 M) on top of its stage 1, which is the 1 M run of its own family.
+# 1m: a small prior (0.15 M with its guide) on top of its stage 1, the 1 M run of its own family.
 PRESETS = {"1m": dict(prior_width=96, prior_layers=2)}
 # Runs saved before autoguidance existed have no guide network in their checkpoints.
 ABSENT_IN_OLDER_RUNS = {"guide_width": 0, "guide_layers": 1, "autoguidance": 1.0}
@@ -13,8 +13,8 @@ def get_config(preset: str = ""):
   config = base.get_config("latent_flow")
   config.stage1_workdir = ""      # a finished run of ae, vae, conv_vae or cond_vae (or their 1m)
   # Quality grows with the prior's compute whatever the shape (README). 30 epochs of width 192
-  # train in 1.5-1.7 minutes on 2 AVX2 cores with the guide (40 took 1.6-2.1, machines vary);
-  # autoguidance more than makes up for the last 10 epochs.
+  # with the guide train in 1.5-1.8 minutes on 2 AVX2 cores (40 took 2.1 on the same machine;
+  # machines vary); autoguidance more than makes up for the last 10 epochs.
   config.num_epochs = 30
   config.batch_size = 512         # large batches: the regression targets are noisy
   config.learning_rate = 2e-3

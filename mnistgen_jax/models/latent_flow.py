@@ -19,9 +19,10 @@ noise -> ODE (Euler or Heun, config.sample_steps) -> code -> the stage-1 decoder
 - Autoguidance (Karras et al., "Guiding a Diffusion Model with a Bad Version of Itself", NeurIPS
   2024): a much smaller velocity network, the guide (config.guide_width), learns the same field
   beside the prior, and sampling extrapolates away from it, v = v_guide + w (v_prior - v_guide)
-  (config.autoguidance = w; 1 is the prior alone). The guide errs where the prior errs, only more:
-  mostly off the codes' manifold, where the decoder draws blends of digits, so the extrapolation
-  pulls samples back onto it. Unlike classifier-free guidance it needs no labels.
+  (config.autoguidance = w; 1 is the prior alone). The paper's reasoning: the guide errs where
+  the prior errs, only more, so the extrapolation pulls samples back toward the data (here, we
+  expect, away from the gaps between digit clusters, where the decoder draws blends). Unlike
+  classifier-free guidance it needs no labels.
 """
 from __future__ import annotations
 
@@ -166,9 +167,8 @@ class FlowPriorTraining(Training):
   def init_variables(self, config, variables, stage1):
     variables = stage1.insert_into(variables, STAGE1)
     if config.ema_decay:  # The averages start at the initial weights.
-      variables = train_lib.with_average(variables, "velocity")
-      if config.guide_width:
-        variables = train_lib.with_average(variables, "guide")
+      for name in velocity_networks(config):
+        variables = train_lib.with_average(variables, name)
     return variables
 
   def train_inputs(self, model, config, variables, images, labels):
@@ -189,12 +189,17 @@ class FlowPriorTraining(Training):
       state = state.replace(model_state={**state.model_state, "code_stats": stats})
       state, metrics = update(state, codes, y)
       if config.ema_decay:
-        state = train_lib.update_average(state, "velocity", config.ema_decay)
-        if config.guide_width:
-          state = train_lib.update_average(state, "guide", config.ema_decay)
+        for name in velocity_networks(config):
+          state = train_lib.update_average(state, name, config.ema_decay)
       return state, metrics
 
     return step
+
+
+def velocity_networks(config) -> tuple[str, ...]:
+  """The submodules the step trains and, with config.ema_decay, averages for sampling: the
+  prior's velocity field, and its autoguidance guide when there is one."""
+  return ("velocity", "guide") if config.guide_width else ("velocity",)
 
 
 def code_scale(codes, whitening: str):
