@@ -10,7 +10,7 @@ PRESETS = {"1m": dict(channels=(112, 224), generator_channels=(112, 56))}  # 1.0
 ABSENT_IN_OLDER_RUNS = {
     "generator_channels": lambda saved: [c // 2 for c in reversed(saved.get("channels", (64, 128)))],
     "gan_ema_batch_stats": False, "gan_r1_gamma": 0.0, "gan_d_learning_rate": 0.0,
-    "gan_label_smoothing": 0.0}
+    "gan_label_smoothing": 0.0, "gan_hidden": 0}
 
 
 def get_config(preset: str = ""):
@@ -20,6 +20,7 @@ def get_config(preset: str = ""):
   config.latent_dim = 64
   config.channels = (64, 128)            # the discriminator's widths (14x14, 7x7)
   config.generator_channels = (128, 64)  # the generator's widths (7x7, 14x14)
+  config.gan_hidden = 0                  # a dense hidden layer in G and D (InfoGAN's 1024; 0: none)
   config.gan_ema_decay = 0.999           # EMA of the generator's weights for sampling (0: off)
   config.gan_ema_batch_stats = True      # the EMA weights get BatchNorm statistics of their own
   config.gan_label_smoothing = 0.0       # one-sided: D's target for real images is 1 - this
@@ -38,4 +39,5 @@ def validate(config):
              f"{config.gan_d_learning_rate}")
   base.check(0 <= config.gan_label_smoothing < 0.5,
              f"--gan_label_smoothing must be in [0, 0.5), got {config.gan_label_smoothing}")
+  base.check(config.gan_hidden >= 0, f"--gan_hidden must be >= 0 (0: none), got {config.gan_hidden}")
   base.check(config.gan_r1_gamma >= 0, f"--gan_r1_gamma must be >= 0, got {config.gan_r1_gamma}")

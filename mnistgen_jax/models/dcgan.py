@@ -1,7 +1,9 @@
 """`dcgan`: DCGAN (Radford et al. 2015) for 28x28 digits, optionally class-conditional.
 
-Generator: dense to 7x7xC1, two sub-pixel 2x upsamplings with BatchNorm and ReLU, sigmoid image.
-Discriminator: stride-2 convolutions with LeakyReLU(0.2), a dense logit. N(0, 0.02) weights,
+Generator: [a dense hidden layer,] dense to 7x7xC1, two sub-pixel 2x upsamplings with BatchNorm and
+ReLU, sigmoid image. Discriminator: stride-2 convolutions with LeakyReLU(0.2)[, a dense hidden
+layer], a dense logit; with a hidden width this is the InfoGAN MNIST architecture (Chen et al.
+2016) that Lucic et al. 2018 tuned. N(0, 0.02) weights,
 non-saturating BCE, Adam(beta1=0.5) per network (its own learning rate for D: TTUR), optional
 one-sided label smoothing and R1 penalty on real images. One step updates D, then G against the
 updated D; BatchNorm statistics and an EMA of G's weights (used for sampling) with BatchNorm
@@ -31,6 +33,7 @@ class Generator(nn.Module):
   channels: Sequence[int]     # at a quarter of the image side (7x7), then at half (14x14)
   image_shape: Sequence[int]
   num_classes: int
+  hidden: int = 0             # a dense layer of this width before the 7x7 projection (0: none)
 
   @nn.compact
   def __call__(self, z, y, train: bool):
@@ -38,6 +41,8 @@ class Generator(nn.Module):
     norm = lambda: nn.BatchNorm(use_running_average=not train, momentum=0.9)
     top, mid = self.channels
     height, width = (s // 4 for s in self.image_shape[:2])
+    if self.hidden:
+      h = nn.relu(norm()(nn.Dense(self.hidden, kernel_init=INIT)(h)))
     h = nn.relu(norm()(nn.Dense(height * width * top, kernel_init=INIT)(h)))
     h = h.reshape(-1, height, width, top)
     h = nn.relu(norm()(Upsample(mid, kernel_init=INIT)(h)))              # half size
@@ -48,6 +53,7 @@ class Discriminator(nn.Module):
   conditional: bool
   channels: Sequence[int]  # at half the image side (14x14), then at a quarter (7x7)
   num_classes: int
+  hidden: int = 0          # a dense layer of this width before the logit (0: none)
 
   @nn.compact
   def __call__(self, x, y):
@@ -56,7 +62,10 @@ class Discriminator(nn.Module):
       x = jnp.concatenate([x, jnp.broadcast_to(planes, x.shape[:3] + (self.num_classes,))], -1)
     for width in self.channels:  # 14x14, then 7x7
       x = nn.leaky_relu(Conv(width, 4, stride=2, kernel_init=INIT)(x), 0.2)
-    return nn.Dense(1, kernel_init=INIT)(x.reshape(x.shape[0], -1))[:, 0]
+    x = x.reshape(x.shape[0], -1)
+    if self.hidden:
+      x = nn.leaky_relu(nn.Dense(self.hidden, kernel_init=INIT)(x), 0.2)
+    return nn.Dense(1, kernel_init=INIT)(x)[:, 0]
 
 
 def bce_with_logits(logits, target: float):
@@ -72,11 +81,13 @@ class DCGAN(nn.Module):
   num_classes: int
 
   generator_channels: Sequence[int]  # G's widths at 7x7, then at 14x14
+  hidden: int = 0                    # the dense hidden layer's width in G and in D (0: none)
 
   def setup(self):
     self.generator = Generator(self.latent_dim, self.conditional, tuple(self.generator_channels),
-                               self.image_shape, self.num_classes)
-    self.discriminator = Discriminator(self.conditional, tuple(self.channels), self.num_classes)
+                               self.image_shape, self.num_classes, self.hidden)
+    self.discriminator = Discriminator(self.conditional, tuple(self.channels), self.num_classes,
+                                       self.hidden)
 
   def generate(self, z, y, train: bool = False):
     return self.generator(z, y, train)
@@ -216,7 +227,7 @@ def _builder(conditional: bool):
     del stage1
     info = data.info(config.dataset)
     return DCGAN(config.latent_dim, conditional, tuple(config.channels), info.image_shape,
-                 info.num_classes, tuple(config.generator_channels))
+                 info.num_classes, tuple(config.generator_channels), config.gan_hidden)
   return build
 
 
