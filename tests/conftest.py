@@ -18,7 +18,8 @@ def mnist_slice():
 # pixel flows' U-Net unpatched and with attention: every part of it runs).
 TINY_WIDTHS = dict(hidden=(64,), channels=(8, 16), latent_dim=4, prior_width=32, prior_layers=1,
                    guide_width=16,
-                   sample_steps=2, patch=1, attention=True, generator_channels=(16, 8))
+                   sample_steps=2, patch=1, attention=True, generator_channels=(16, 8),
+                   gan_hidden=16)
 
 
 def tiny_config(model: str, **overrides):

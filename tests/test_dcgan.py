@@ -20,9 +20,12 @@ def _setup(name="dcgan", **overrides):
   return config, family, model, tx, state
 
 
-@pytest.mark.parametrize("name", ["dcgan", "cond_dcgan"])
-def test_shapes_and_finite_losses(name, mnist_slice):
-  config, family, model, tx, state = _setup(name)
+@pytest.mark.parametrize("name,hidden", [("dcgan", 0), ("cond_dcgan", 24), ("dcgan", 24)])
+def test_shapes_and_finite_losses(name, hidden, mnist_slice):
+  config, family, model, tx, state = _setup(name, gan_hidden=hidden)
+  if hidden:  # The dense hidden layers exist in both networks, with the width asked for.
+    assert state.params["generator"]["Dense_0"]["kernel"].shape[-1] == hidden
+    assert state.params["discriminator"]["Dense_0"]["kernel"].shape[-1] == hidden
   y = jnp.arange(6, dtype=jnp.int32)
   images = model.apply(state.variables(), y, method="sample", rngs={"sample": jax.random.PRNGKey(0)})
   assert images.shape == (6, 28, 28, 1) and 0 <= float(images.min()) <= float(images.max()) <= 1
@@ -90,7 +93,8 @@ def test_r1_penalty_is_the_squared_input_gradient_norm():
 
 
 @pytest.mark.parametrize("options", [
-    {}, {"gan_label_smoothing": 0.1, "gan_r1_gamma": 5.0, "gan_d_learning_rate": 4e-4}])
+    {}, {"gan_label_smoothing": 0.1, "gan_r1_gamma": 5.0, "gan_d_learning_rate": 4e-4},
+    {"gan_hidden": 0}])
 def test_generator_step_leaves_the_discriminator_as_its_own_update_left_it(mnist_slice, options):
   """After a full step, D equals D after its own Adam update alone (at D's learning rate, with
   smoothing and R1 where set): G's update changed nothing in D, and G changed (its update ran),
@@ -155,9 +159,10 @@ def test_ema_generator_has_batch_stats_of_its_own_and_samples_with_them(mnist_sl
 def test_dcgan_run_is_deterministic_resumable_and_snapshots(tmp_path):
   quiet = lambda *a: None
   straight, resumed = str(tmp_path / "a"), str(tmp_path / "b")
-  trainer.train_and_evaluate(tiny_config("cond_dcgan", num_epochs=2), straight, print_fn=quiet)
-  trainer.train_and_evaluate(tiny_config("cond_dcgan", num_epochs=1), resumed, print_fn=quiet)
-  trainer.train_and_evaluate(tiny_config("cond_dcgan", num_epochs=2), resumed, print_fn=quiet)
+  config = lambda epochs: tiny_config("cond_dcgan", num_epochs=epochs)  # hidden layers: 16
+  trainer.train_and_evaluate(config(2), straight, print_fn=quiet)
+  trainer.train_and_evaluate(config(1), resumed, print_fn=quiet)
+  trainer.train_and_evaluate(config(2), resumed, print_fn=quiet)
   a, b = trainer.restore_run(straight)[3], trainer.restore_run(resumed)[3]
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):  # params, both Adams, BN stats, EMA
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
