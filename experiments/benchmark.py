@@ -71,7 +71,7 @@ def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str)
   step = family.training.step(model, tx, config)
   x = train_lib.to_float(jnp.asarray(train[0][:config.batch_size]))
   flops = step_flops(step, state, x, jnp.asarray(train[1][:config.batch_size]))
-  run = train_lib.make_chunk_runner(model, tx, step, mesh)
+  run = train_lib.make_chunk_runner(model, tx, step, mesh, loop=config.train_loop)
   state, images, labels = parallel.put((state, *train), parallel.replicated(mesh))
   batches = parallel.put(np.asarray(train_lib.epoch_batches(
       jax.random.PRNGKey(0), 0, len(images), config.batch_size)),

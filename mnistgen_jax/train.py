@@ -1,4 +1,5 @@
-"""One training loop for every family: a pure jitted step, scanned over device-resident batches.
+"""One training loop for every family: a pure jitted step over device-resident batches, run as a
+lax.scan of steps or as a Python loop of jitted steps (config.train_loop: the faster, measured).
 
 The whole run is a function of the config: parameters from fold_in(seed, 0), per-step randomness
 from fold_in(state.rng, step), and each epoch's shuffle from fold_in(data key, epoch). So the
@@ -6,6 +7,8 @@ position in the data is the step alone, and a restored checkpoint resumes bit-fo
 """
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 from typing import Any, Callable
 
@@ -29,6 +32,29 @@ class TrainState:
 
   def variables(self):
     return {"params": self.params, **self.model_state}
+
+
+TRAIN_LOOPS = ("scan", "steps")
+
+# True while the scanned training loop traces its step. Why: XLA:CPU differentiates convolutions
+# inside a loop with a generic emitter that ran 6-18x slower than outside one (jax #12868;
+# measured, jaxlib 0.10.2), so nets.Conv computes patches @ kernel there instead; everywhere else
+# (forward passes in loops included) the native convolution is the fast one.
+_TRACING_SCANNED_STEP = contextvars.ContextVar("tracing_scanned_step", default=False)
+
+
+@contextlib.contextmanager
+def _tracing_scanned_step():
+  token = _TRACING_SCANNED_STEP.set(True)
+  try:
+    yield
+  finally:
+    _TRACING_SCANNED_STEP.reset(token)
+
+
+def tracing_scanned_step() -> bool:
+  """Whether the code being traced is the step of a scanned training loop (see above)."""
+  return _TRACING_SCANNED_STEP.get()
 
 
 def root_keys(seed: int):
@@ -119,13 +145,19 @@ def update_average(state: TrainState, name: str, decay: float) -> TrainState:
 
 
 def make_chunk_runner(model, tx, step: Callable | None = None, mesh=None,
-                      binarize_key=None) -> Callable:
-  """Runs `length` consecutive steps of an epoch as one jitted lax.scan, from batch `start`.
+                      binarize_key=None, loop: str = "scan") -> Callable:
+  """run(state, inputs, labels, batch_indices, start, length) -> (state, metrics stacked over the
+  steps): `length` consecutive steps of an epoch from batch `start`.
   step: (state, x, y) -> (state, metrics); default make_train_step(model, tx). x: rows of the
   training inputs, uint8 images made float in [0, 1], or a family's float inputs as they are.
   mesh: a parallel.make_mesh mesh; each batch is split over its devices (data parallel).
   binarize_key: images become a Bernoulli draw of their pixels (dynamic binarization), drawn
-  from this key and the step number, so a resumed run draws the same bits."""
+  from this key and the step number, so a resumed run draws the same bits.
+  loop: 'scan' runs the chunk as one jitted lax.scan (no per-step dispatch: best for small steps);
+  'steps' calls one jitted step per batch (~0.1 ms of dispatch each; the native convolution's
+  gradients stay fast outside a loop on CPU). Both give the same numbers up to float rounding."""
+  if loop not in TRAIN_LOOPS:
+    raise ValueError(f"loop must be one of {TRAIN_LOOPS}, got {loop!r}")
   step = step or make_train_step(model, tx)
 
   def inputs_of(state, x):
@@ -142,15 +174,29 @@ def make_chunk_runner(model, tx, step: Callable | None = None, mesh=None,
       return batch
     return lax.with_sharding_constraint(batch, parallel.batch_sharding(mesh, batch.ndim))
 
+  def batch_step(state, inputs, labels, idx):
+    x = split(inputs[idx])
+    return step(state, inputs_of(state, x), split(labels[idx]))
+
+  if loop == "steps":
+    @functools.partial(jax.jit, donate_argnums=0)
+    def one_step(state, inputs, labels, batch_indices, position):
+      return batch_step(state, inputs, labels, batch_indices[position])
+
+    def run_steps(state, inputs, labels, batch_indices, start, length):
+      metrics = []
+      for position in range(start, start + length):
+        state, m = one_step(state, inputs, labels, batch_indices, position)
+        metrics.append(m)
+      return state, jax.tree.map(lambda *values: jnp.stack(values), *metrics)
+
+    return run_steps
+
   @functools.partial(jax.jit, static_argnames="length", donate_argnums=0)
   def run(state, inputs, labels, batch_indices, start, length):
     chunk = lax.dynamic_slice_in_dim(batch_indices, start, length)
-
-    def body(state, idx):
-      x = split(inputs[idx])
-      return step(state, inputs_of(state, x), split(labels[idx]))
-
-    return lax.scan(body, state, chunk)
+    with _tracing_scanned_step():  # Runs while the scan's body is traced.
+      return lax.scan(lambda state, idx: batch_step(state, inputs, labels, idx), state, chunk)
 
   return run
 

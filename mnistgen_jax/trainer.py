@@ -283,7 +283,8 @@ def _train_and_evaluate(config, workdir: str, mesh, family, model, stage1, datas
     keys = train_lib.root_keys(config.seed)
     run_chunk = train_lib.make_chunk_runner(
         model, tx, training.step(model, tx, config), mesh,
-        binarize_key=keys["binarize"] if config.binarize == "dynamic" else None)
+        binarize_key=keys["binarize"] if config.binarize == "dynamic" else None,
+        loop=config.train_loop)
     fit_prior = training.fit_prior(model, config)
     snapshot = None
     if training.epoch_snapshots and primary:

@@ -10,11 +10,12 @@ import math
 import ml_collections
 
 from mnistgen_jax import data
+from mnistgen_jax import train as train_lib
 
 # Fields that may change when a run is resumed (they do not change what a checkpoint holds).
 RESUMABLE_FIELDS = frozenset({
     "num_epochs", "log_every", "checkpoint_every_steps", "keep_checkpoints", "num_samples", "data_dir", "data_source", "temperature", "num_devices", "solver", "sample_steps",
-    "guidance", "autoguidance"})
+    "guidance", "autoguidance", "train_loop"})
 
 
 def get_config(model: str) -> ml_collections.ConfigDict:
@@ -35,7 +36,9 @@ def get_config(model: str) -> ml_collections.ConfigDict:
       learning_rate=1e-3,
       lr_schedule="constant",    # constant | cosine (to 0 over num_epochs) | iwae (3^i epochs)
       eval_batch_size=1000,
-      log_every=100,             # steps per scanned chunk and progress line
+      log_every=100,             # steps per chunk (one scan) and progress line
+      train_loop="scan",         # scan | steps: each chunk as one jitted lax.scan, or a Python
+                                 # loop of jitted steps (faster for conv VAEs on CPU, README Speed)
       checkpoint_every_steps=0,  # 0: at each epoch end only
       keep_checkpoints=3,        # the last k are kept, and the best by test loss
       num_samples=64,
@@ -75,6 +78,7 @@ def validate(config) -> None:
   check_choice(config, "data_source", data.SOURCES)
   check_choice(config, "lr_schedule", ("constant", "cosine", "iwae"))
   check_choice(config, "binarize", data.BINARIZATIONS)
+  check_choice(config, "train_loop", train_lib.TRAIN_LOOPS)
   check_positive(config, "batch_size", "eval_batch_size", "log_every", "keep_checkpoints",
                  "num_samples", "num_epochs")
   for name in ("train_size", "test_size", "checkpoint_every_steps", "num_devices"):

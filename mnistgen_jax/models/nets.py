@@ -7,6 +7,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mnistgen_jax import train as train_lib
+
+
 def with_label(h: jnp.ndarray, y, num_classes: int) -> jnp.ndarray:
   """Concatenates a one-hot label to flat features (class-conditional models); y=None passes h."""
   if y is None:
@@ -31,11 +34,12 @@ def extract_patches(x: jnp.ndarray, kernel: int, stride: int) -> jnp.ndarray:
 
 
 class Conv(nn.Module):
-  """A 'SAME' 2-D convolution with nn.Conv's parameters, computed as patches @ kernel on CPU.
+  """A 'SAME' 2-D convolution with nn.Conv's parameters: lax's native convolution, or patches @
+  kernel where the step of a scanned training loop is traced on CPU (impl='auto').
 
-  Why: inside lax.scan (our epoch loop) XLA:CPU lowers convolution gradients to a generic
-  emitter that ran 6-18x slower than outside a loop (measured, jaxlib 0.10.2); slices plus one
-  matmul stay fast there. On GPU/TPU (or impl='xla') it is lax's native convolution.
+  Why: inside lax.scan XLA:CPU lowers convolution gradients to a generic emitter that ran 6-18x
+  slower than outside a loop (measured, jaxlib 0.10.2); slices plus one matmul stay fast there.
+  Outside it the native convolution is the faster (3x for the conv VAE's IWAE bound).
   """
   features: int
   kernel: int = 3
@@ -50,7 +54,8 @@ class Conv(nn.Module):
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     impl = self.impl
     if impl == "auto":
-      impl = "patches" if jax.default_backend() == "cpu" else "xla"
+      cpu_scan = jax.default_backend() == "cpu" and train_lib.tracing_scanned_step()
+      impl = "patches" if cpu_scan else "xla"
     if impl == "patches":
       y = extract_patches(x, self.kernel, self.stride) @ kernel.reshape(-1, self.features)
     else:
