@@ -23,6 +23,10 @@ flags.DEFINE_list("families", ["ae", "vae", "conv_vae", "cond_vae", "vqvae", "vq
 flags.DEFINE_integer("repeats", 5, "timed repetitions of the matmul, sampling and FID")
 flags.DEFINE_bool("vae_recipe", True, "also time the MLP VAE recipe to <= 106.7 nats")
 flags.DEFINE_string("preset", "", "time the families at a parameter budget (configs.PRESETS)")
+flags.DEFINE_integer("max_steps", 0, "time only the first N train steps of the epoch (0: all; "
+                     "then 'epoch s' is left empty)")
+flags.DEFINE_string("train_loop", "", "scan | steps for every family ('': each one's default)")
+flags.DEFINE_bool("fid", True, "also time FID of 10,000 vs 10,000 images")
 
 HEADER = ["family", "params", "train img/s", "GFLOP/s", "% of roofline", "MFLOP/img",
           "sample img/s", "epoch s"]
@@ -54,7 +58,8 @@ def step_flops(step, state, x, y) -> float:
   return float(cost["flops"])
 
 
-def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str) -> dict:
+def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str,
+                 max_steps: int = 0, train_loop: str = "") -> dict:
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -63,6 +68,8 @@ def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str)
 
   stage1_families = models.get(name).stage1_families
   overrides = {"stage1_workdir": stage1_dirs[stage1_families[0]]} if stage1_families else {}
+  if train_loop:
+    overrides["train_loop"] = train_loop
   config = configs.get_config(name, preset=preset, **overrides)
   family, model, stage1 = trainer.build(config)
   mesh = parallel.make_mesh(config.num_devices)
@@ -76,20 +83,21 @@ def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str)
   batches = parallel.put(np.asarray(train_lib.epoch_batches(
       jax.random.PRNGKey(0), 0, len(images), config.batch_size)),
       parallel.batch_sharding(mesh, 2, axis=1))
-  chunk = min(100, steps_per_epoch)
-  rest = steps_per_epoch % chunk
+  timed_steps = min(max_steps, steps_per_epoch) if max_steps else steps_per_epoch
+  chunk = min(100, timed_steps)
+  rest = timed_steps % chunk
   for length in {chunk, rest} - {0}:  # Compile both chunk lengths before timing.
     state, metrics = run(state, images, labels, batches, 0, length)
     jax.block_until_ready(metrics)
   rates, start_epoch = [], time.perf_counter()
-  for start in range(0, steps_per_epoch, chunk):
-    length = min(chunk, steps_per_epoch - start)
+  for start in range(0, timed_steps, chunk):
+    length = min(chunk, timed_steps - start)
     start_chunk = time.perf_counter()
     state, metrics = run(state, images, labels, batches, start, length)
     jax.block_until_ready(metrics)
     if length == chunk:
       rates.append(length * config.batch_size / (time.perf_counter() - start_chunk))
-  epoch_seconds = time.perf_counter() - start_epoch
+  epoch_seconds = (time.perf_counter() - start_epoch) if timed_steps == steps_per_epoch else None
   img_per_s = statistics.median(rates)
 
   variables = state.variables()
@@ -102,6 +110,7 @@ def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str)
   sample_s = median_seconds(
       lambda: sampler(variables, labels_1k, jax.random.PRNGKey(1)).block_until_ready(), repeats)
   return {"num_params": int(sum(p.size for p in jax.tree.leaves(state.params))),
+          "train_loop": config.train_loop,
           "batch_size": config.batch_size, "devices": mesh.size,
           "train_img_per_s": img_per_s, "flops_per_step": flops,
           "gflops_per_s": flops * img_per_s / config.batch_size / 1e9,
@@ -163,25 +172,28 @@ def main(argv):
               configs.get_config(first, preset=FLAGS.preset, train_size=128, num_epochs=1),
               stage1_dirs[first], print_fn=lambda s: None)
     for name in FLAGS.families:
-      r = bench_family(name, train, stage1_dirs, FLAGS.repeats, FLAGS.preset)
+      r = bench_family(name, train, stage1_dirs, FLAGS.repeats, FLAGS.preset, FLAGS.max_steps,
+                       FLAGS.train_loop)
       r["roofline_share"] = r["gflops_per_s"] / roofline
       result["families"][name] = r
       print(f"{name}: {r['train_img_per_s']:,.0f} img/s train, {r['gflops_per_s']:.1f} GFLOP/s "
             f"({100 * r['roofline_share']:.0f} % of roofline), {r['sample_img_per_s']:,.0f} "
-            f"img/s sampling, epoch {r['epoch_seconds']:.1f} s", flush=True)
-  result.update(fid_wall_time(train, FLAGS.repeats))
-  print(f"FID 10k vs 10k: {result['fid_10k_vs_10k_seconds']:.2f} s", flush=True)
+            f"img/s sampling, epoch {r['epoch_seconds'] or float('nan'):.1f} s", flush=True)
+  if FLAGS.fid:
+    result.update(fid_wall_time(train, FLAGS.repeats))
+    print(f"FID 10k vs 10k: {result['fid_10k_vs_10k_seconds']:.2f} s", flush=True)
   if FLAGS.vae_recipe:
     result["vae_recipe"] = vae_recipe()
     print(f"vae recipe: {result['vae_recipe']}", flush=True)
 
   rows = [[n, f"{r['num_params']:,}", f"{r['train_img_per_s']:,.0f}", r["gflops_per_s"],
            f"{100 * r['roofline_share']:.0f}", r["flops_per_step"] / r["batch_size"] / 1e6,
-           f"{r['sample_img_per_s']:,.0f}", r["epoch_seconds"]]
+           f"{r['sample_img_per_s']:,.0f}", r["epoch_seconds"] or ""]
           for n, r in result["families"].items()]
   table = (f"{device}, jax {jax.__version__}, preset {FLAGS.preset or 'none (defaults)'}; "
            f"roofline (f32 2048^3 matmul) {roofline:.1f} GFLOP/s; "
-           f"FID 10k vs 10k {result['fid_10k_vs_10k_seconds']:.2f} s\n\n"
+           + (f"FID 10k vs 10k {result['fid_10k_vs_10k_seconds']:.2f} s"
+              if FLAGS.fid else "") + "\n\n"
            + report.markdown_table(HEADER, rows))
   report.write_json(os.path.join(FLAGS.out, "benchmark.json"), result)
   with open(os.path.join(FLAGS.out, "benchmark.md"), "w") as f:

@@ -20,3 +20,11 @@ def test_family_benchmark_counts_the_flops_of_a_train_step():
 
 def test_matmul_roofline_is_positive():
   assert benchmark.matmul_roofline(repeats=1, n=256) > 0
+
+
+def test_benchmark_times_a_few_steps_of_the_chosen_loop():
+  train = data.load("mnist", "train", limit=1024)
+  r = benchmark.bench_family("vae", train, "", repeats=1, preset="", max_steps=3,
+                             train_loop="steps")
+  assert r["train_loop"] == "steps" and r["train_img_per_s"] > 0
+  assert r["epoch_seconds"] is None  # Only part of the epoch was timed.

@@ -221,6 +221,7 @@ def test_bad_stage1_workdirs_are_refused_before_anything_is_written(runs, tmp_pa
   assert not (tmp_path / "flow").exists()
 
 
+@pytest.mark.slow  # Its fixture trains four runs end to end.
 def test_evaluation_results_name_the_velocity_loss(runs):
   results = report.read_eval_json(str(runs / "cond_vae_flow"))
   assert results["loss_name"] == "velocity_mse" and results["epochs"] == 2
