@@ -77,9 +77,11 @@ def main(argv):
     rows.append([f"calibration: {label}"] + [metrics[c] for c in SAMPLE_COLUMNS])
   print(report.markdown_table([f"vs {config.dataset} test"] + SAMPLE_COLUMNS, rows))
   for key, value in result.items():
-    if key.startswith("iwae_nll"):
+    if key.startswith("iwae_nll") and not key.endswith("_stderr"):
       images = f" (first {result['iwae_images']} test images)" if "iwae_images" in result else ""
-      print(f"{key}: {value:.3f} nats{images}")
+      stderr = result.get(f"{key}_stderr")
+      spread = f" +- {stderr:.3f} (standard error over images)" if stderr is not None else ""
+      print(f"{key}: {value:.3f}{spread} nats{images}")
   if "label_accuracy" in result.get("samples", {}):
     print(f"label accuracy of conditional samples: {result['samples']['label_accuracy']:.4f}")
   print("seconds: " + ", ".join(f"{part} {t:.1f}" for part, t in result["seconds"].items()))

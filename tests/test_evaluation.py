@@ -83,6 +83,13 @@ def test_evaluate_run_for_a_conditional_model(tmp_path, ref):
   direct = likelihood.iwae_nll(model, state.variables(), ref.test_images[:40],
                                ref.test_labels[:40], key, 4)
   assert first["iwae_images"] == 40 and first["iwae_nll_k4"] == direct
+  # Its standard error over the 40 images, from the same per-image bounds.
+  per_image = likelihood.iwae_nll_per_image(model, state.variables(), ref.test_images[:40],
+                                            ref.test_labels[:40], key, 4)
+  assert per_image.shape == (40,) and float(per_image.mean()) == direct
+  np.testing.assert_allclose(first["iwae_nll_k4_stderr"], per_image.std(ddof=1) / np.sqrt(40),
+                             rtol=1e-12)
+  assert 0 < first["iwae_nll_k4_stderr"] < per_image.std()
 
 
 @pytest.mark.slow

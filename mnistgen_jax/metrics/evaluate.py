@@ -155,9 +155,12 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
     images = (data.binarized(ref.test_images) if config.get("binarize", "none") == "dynamic"
               else ref.test_images)
     count = iwae_images or len(images)
-    out[f"iwae_nll_k{iwae_samples}"] = likelihood.iwae_nll(
+    per_image = likelihood.iwae_nll_per_image(
         model, variables, images[:count], ref.test_labels[:count], jax.random.fold_in(key, 4),
         iwae_samples, progress=progress)
+    out[f"iwae_nll_k{iwae_samples}"] = float(per_image.mean())
+    # The standard error over images: how far another set of `count` test images could move it.
+    out[f"iwae_nll_k{iwae_samples}_stderr"] = float(per_image.std(ddof=1) / np.sqrt(count))
     if count < len(images):
       out["iwae_images"] = count
     took(f"iwae_k{iwae_samples}")

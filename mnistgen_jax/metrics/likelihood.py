@@ -13,8 +13,16 @@ from tqdm import tqdm
 
 def iwae_nll(model, variables, images, labels, key, num_samples: int = 50,
              batch_size: int = 100, samples_per_call: int = 500, progress: bool = False) -> float:
-  """Mean over images of -log (1/K sum_k w_k), nats per image: an upper bound on -log p(x) that
-  tightens as K grows (K=1 is the one-sample negative ELBO).
+  """Mean over images of iwae_nll_per_image (same arguments): nats per image."""
+  return float(iwae_nll_per_image(model, variables, images, labels, key, num_samples,
+                                  batch_size, samples_per_call, progress).mean())
+
+
+def iwae_nll_per_image(model, variables, images, labels, key, num_samples: int = 50,
+                       batch_size: int = 100, samples_per_call: int = 500,
+                       progress: bool = False) -> np.ndarray:
+  """-log (1/K sum_k w_k) of each image, nats: an upper bound on -log p(x) that tightens as K
+  grows (K=1 is the one-sample negative ELBO).
 
   The K importance samples of a batch are drawn samples_per_call at a time inside one jitted scan
   that carries a running logsumexp, so K = 5000 (the IWAE paper's test estimate) needs the memory
@@ -43,7 +51,7 @@ def iwae_nll(model, variables, images, labels, key, num_samples: int = 50,
                                  disable=not progress, leave=False)):
     values.append(np.asarray(bound(images[start:start + batch_size],
                                    labels[start:start + batch_size], jax.random.fold_in(key, i))))
-  return float(np.concatenate(values).mean())
+  return np.concatenate(values)
 
 
 def dequantized_bits_per_dim(model, variables, images, labels, key, steps: int,
