@@ -190,11 +190,12 @@ def main(argv):
            f"{100 * r['roofline_share']:.0f}", r["flops_per_step"] / r["batch_size"] / 1e6,
            f"{r['sample_img_per_s']:,.0f}", r["epoch_seconds"] or ""]
           for n, r in result["families"].items()]
-  table = (f"{device}, jax {jax.__version__}, preset {FLAGS.preset or 'none (defaults)'}; "
-           f"roofline (f32 2048^3 matmul) {roofline:.1f} GFLOP/s; "
-           + (f"FID 10k vs 10k {result['fid_10k_vs_10k_seconds']:.2f} s"
-              if FLAGS.fid else "") + "\n\n"
-           + report.markdown_table(HEADER, rows))
+  facts = [f"{device}, jax {jax.__version__}, preset {FLAGS.preset or 'none (defaults)'}",
+           f"train loop {FLAGS.train_loop or 'each family default'}",
+           f"roofline (f32 2048^3 matmul) {roofline:.1f} GFLOP/s"]
+  if FLAGS.fid:
+    facts.append(f"FID 10k vs 10k {result['fid_10k_vs_10k_seconds']:.2f} s")
+  table = "; ".join(facts) + "\n\n" + report.markdown_table(HEADER, rows)
   report.write_json(os.path.join(FLAGS.out, "benchmark.json"), result)
   with open(os.path.join(FLAGS.out, "benchmark.md"), "w") as f:
     f.write(table + "\n")

