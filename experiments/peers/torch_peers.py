@@ -7,7 +7,8 @@ then
   /tmp/torch/bin/python experiments/peers/torch_peers.py --families=conv_vae,vae,dcgan
 
 Each peer has our default config's layers, widths, losses and optimizer (batch 128; dcgan: its
-default batch 64, hidden 1024, R1 on real images, EMA of G, D then G per step), and is timed
+default batch 64, hidden 1024, R1 on real images, EMA of G, D then G per step; not the EMA
+generator's own BatchNorm statistics, one more G forward per step in ours), and is timed
 the way experiments/benchmark.py times ours: img/s of chunks of steps after a warm-up, median.
 Synthetic uint8 digits (MNIST's shape) stand in for the data: speed does not depend on pixels.
 """
