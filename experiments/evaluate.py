@@ -18,7 +18,9 @@ flags.DEFINE_string("workdir", None, "a run written by experiments.train")
 flags.DEFINE_integer("num_samples", 10000, "samples drawn for the sample metrics")
 flags.DEFINE_integer("iwae_samples", 50, "importance samples K of the IWAE bound (0: skip)")
 flags.DEFINE_integer("iwae_images", 0, "the IWAE bound of the first N test images only (0: all)")
-flags.DEFINE_bool("calibration", True, "also compute the calibration rows")
+flags.DEFINE_bool("calibration", True, "also report the calibration rows (the same for every run "
+                  "of a dataset: computed once, then read from the cache directory)")
+flags.DEFINE_bool("recalibrate", False, "compute the calibration rows anew, not from the cache")
 flags.DEFINE_bool("progress", True, "progress bars")
 cli.define_sampling_flags()
 flags.mark_flag_as_required("workdir")
@@ -53,8 +55,8 @@ def main(argv):
     result["sampling"] = {k: config[k] for k in cli.SAMPLING_FIELDS if k in config}
     if FLAGS.calibration:
       calibration_start = time.perf_counter()
-      result["calibration"] = evaluate.calibration(ref, jax.random.PRNGKey(0), FLAGS.num_samples,
-                                                   **data_kw)
+      result["calibration"], result["calibration_source"] = evaluate.cached_calibration(
+          ref, jax.random.PRNGKey(0), FLAGS.num_samples, recompute=FLAGS.recalibrate, **data_kw)
       result["seconds"]["calibration"] = round(time.perf_counter() - calibration_start, 2)
     result["seconds"]["total"] = round(time.perf_counter() - start, 2)
   except (ValueError, data.DataError, checkpoint.CheckpointError,
@@ -76,6 +78,8 @@ def main(argv):
   for label, metrics in result.get("calibration", {}).items():
     rows.append([f"calibration: {label}"] + [metrics[c] for c in SAMPLE_COLUMNS])
   print(report.markdown_table([f"vs {config.dataset} test"] + SAMPLE_COLUMNS, rows))
+  if result.get("calibration_source", "").startswith("cache "):
+    print(f"calibration rows: read from {result['calibration_source'][6:]} (--recalibrate: anew)")
   for key, value in result.items():
     if key.startswith("iwae_nll") and not key.endswith("_stderr"):
       images = f" (first {result['iwae_images']} test images)" if "iwae_images" in result else ""

@@ -8,6 +8,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from mnistgen_jax import configs, data  # noqa: E402
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_cache_dir(tmp_path_factory):
+  """The tests (and the commands they start) keep their cache (calibration rows) in a temporary
+  directory, never in the user's ~/.cache."""
+  os.environ["MNISTGEN_JAX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+
+
 @pytest.fixture(scope="session")
 def mnist_slice():
   """The first 256 real MNIST training images and labels (uint8, int32)."""

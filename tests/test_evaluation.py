@@ -57,6 +57,37 @@ def test_calibration_rows_are_ordered(ref):
   assert rows["pure noise, clip(N(0.5, 0.5^2))"]["recall"] < 0.01
 
 
+def test_calibration_is_computed_once_then_read_from_the_cache(ref, tmp_path, monkeypatch):
+  key, cache = jax.random.PRNGKey(0), str(tmp_path / "cache")
+  rows, source = evaluate.cached_calibration(ref, key, num=100, cache_dir=cache)
+  path = evaluate.calibration_cache_path(ref, key, 100, cache)
+  assert source == "computed" and os.path.isfile(path) and path.startswith(cache)
+  assert set(rows) == {"real train vs test", "test, Gaussian blur sigma=1px",
+                       "test + N(0, 0.1^2) pixel noise", "test + N(0, 0.3^2) pixel noise",
+                       "pure noise, clip(N(0.5, 0.5^2))"}
+  # Anything the rows depend on names another file.
+  assert evaluate.calibration_cache_path(ref, key, 99, cache) != path
+  assert evaluate.calibration_cache_path(ref, jax.random.PRNGKey(1), 100, cache) != path
+  # From here on a stand-in computes the rows: it counts the calls and marks what it returns.
+  computed = []
+  fresh = {"stand-in row": {"fid_lenet": 1.5}}
+  monkeypatch.setattr(evaluate, "calibration", lambda *a, **k: computed.append(1) or fresh)
+  again, source = evaluate.cached_calibration(ref, key, num=100, cache_dir=cache)
+  assert source == f"cache {path}" and again == rows and not computed
+  again, source = evaluate.cached_calibration(ref, key, num=100, cache_dir=cache, recompute=True)
+  assert source == "computed" and again == fresh and computed == [1]
+  assert json.loads(open(path).read()) == fresh  # Rewritten.
+  with open(path, "w") as f:
+    f.write('{"real train')  # A file cut short: computed anew, and rewritten whole.
+  again, source = evaluate.cached_calibration(ref, key, num=100, cache_dir=cache)
+  assert source == "computed" and again == fresh and computed == [1, 1]
+  assert json.loads(open(path).read()) == fresh
+  blocked = tmp_path / "a_file"
+  blocked.write_text("")  # A cache directory that cannot be made: the rows are still given.
+  again, source = evaluate.cached_calibration(ref, key, num=100, cache_dir=str(blocked))
+  assert source == "computed" and again == fresh and computed == [1, 1, 1]
+
+
 @pytest.mark.slow
 def test_evaluate_run_for_a_conditional_model(tmp_path, ref):
   trainer.train_and_evaluate(tiny_config("cond_vae"), str(tmp_path), print_fn=lambda *a: None)

@@ -8,16 +8,20 @@ computed the same way: real train vs real test (the floor), degraded test images
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import os
 import time
 from typing import Any, Callable
 
+import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
 from scipy import ndimage
 from tqdm import tqdm
 
-from mnistgen_jax import data, report, trainer, viz
+from mnistgen_jax import data, report, runs, trainer, viz
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.metrics import features as features_lib
 from mnistgen_jax.metrics import fid, likelihood, sample_metrics
@@ -89,6 +93,59 @@ def calibration(ref: Reference, key, num: int = 10000, **data_kw) -> dict:
       "pure noise, clip(N(0.5, 0.5^2))": viz.to_uint8(pure),
   }
   return {name: sample_quality(ref, images, k_kid) for name, images in rows.items()}
+
+
+def default_cache_dir() -> str:
+  """$MNISTGEN_JAX_CACHE, else $XDG_CACHE_HOME/mnistgen_jax, else ~/.cache/mnistgen_jax."""
+  return os.environ.get("MNISTGEN_JAX_CACHE") or os.path.join(
+      os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mnistgen_jax")
+
+
+def calibration_cache_path(ref: Reference, key, num: int, cache_dir: str | None = None) -> str:
+  """Where calibration(ref, key, num) is kept. The rows depend on no run, only on what this digest
+  covers: the dataset (its splits are verified against pinned sha256s), num, the key, the
+  classifier's weights, the metric code (these modules' source) and the jax version and backend.
+  A change to any of them is another file, never a stale row."""
+  typed_key = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+  parts = [ref.dataset, str(num),
+           np.asarray(jax.random.key_data(key) if typed_key else key).tobytes().hex(),
+           hashlib.sha256(flax.serialization.to_bytes(ref.classifier_variables)).hexdigest(),
+           jax.__version__, jax.default_backend()]
+  for module in (fid, sample_metrics, features_lib, viz):
+    with open(module.__file__, "rb") as f:
+      parts.append(hashlib.sha256(f.read()).hexdigest())
+  with open(__file__, "rb") as f:
+    parts.append(hashlib.sha256(f.read()).hexdigest())
+  digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+  return os.path.join(cache_dir or default_cache_dir(), "calibration",
+                      f"{ref.dataset}-n{num}-{digest}.json")
+
+
+def cached_calibration(ref: Reference, key, num: int = 10000, cache_dir: str | None = None,
+                       recompute: bool = False, **data_kw) -> tuple[dict, str]:
+  """(calibration rows, where they came from: 'cache <path>' or 'computed'). The rows are the same
+  for every run of a dataset (about 40 s on 2 CPU cores), so they are computed once and kept in
+  the cache directory; recompute=True computes them anew (and rewrites the file). A cache that
+  cannot be read or written is passed over: the rows are computed as without one."""
+  path = calibration_cache_path(ref, key, num, cache_dir)
+  if not recompute:
+    try:
+      with open(path) as f:
+        return json.load(f), f"cache {path}"
+    except (OSError, ValueError):
+      pass  # Absent, unreadable or cut: compute below.
+  rows = calibration(ref, key, num, **data_kw)
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+
+    def write(tmp):
+      with open(tmp, "w") as f:
+        json.dump(rows, f, indent=1)
+
+    runs.write_atomically(path, write)
+  except OSError:
+    pass  # A read-only or full cache costs the next evaluation 40 s, nothing else.
+  return rows, "computed"
 
 
 def generate(model, variables, labels, key, batch_size: int = 1000, progress: bool = True,
