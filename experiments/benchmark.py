@@ -176,9 +176,11 @@ def main(argv):
                        FLAGS.train_loop)
       r["roofline_share"] = r["gflops_per_s"] / roofline
       result["families"][name] = r
+      epoch = (f"epoch {r['epoch_seconds']:.1f} s" if r["epoch_seconds"]
+               else f"first {FLAGS.max_steps} steps timed, not a whole epoch")
       print(f"{name}: {r['train_img_per_s']:,.0f} img/s train, {r['gflops_per_s']:.1f} GFLOP/s "
             f"({100 * r['roofline_share']:.0f} % of roofline), {r['sample_img_per_s']:,.0f} "
-            f"img/s sampling, epoch {r['epoch_seconds'] or float('nan'):.1f} s", flush=True)
+            f"img/s sampling, {epoch}", flush=True)
   if FLAGS.fid:
     result.update(fid_wall_time(train, FLAGS.repeats))
     print(f"FID 10k vs 10k: {result['fid_10k_vs_10k_seconds']:.2f} s", flush=True)

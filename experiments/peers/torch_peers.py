@@ -4,7 +4,7 @@ Optional and outside the library: the project never imports torch. Install it in
 venv (here a CPU build: `python3 -m venv /tmp/torch && /tmp/torch/bin/pip install torch numpy`),
 then
 
-  /tmp/torch/bin/python experiments/peers/torch_peers.py --families=conv_vae,vae,dcgan
+  /tmp/torch/bin/python experiments/peers/torch_peers.py --families=conv_vae,vae,vqvae,dcgan
 
 Each peer has our default config's layers, widths, losses and optimizer (batch 128; dcgan: its
 default batch 64, hidden 1024, R1 on real images, EMA of G, D then G per step; not the EMA
@@ -54,6 +54,56 @@ class MLPVAE(ConvVAE):
                              nn.Linear(hidden, 2 * latent))
     self.dec = nn.Sequential(nn.Linear(latent, hidden), nn.ReLU(), nn.Linear(hidden, 784),
                              nn.Unflatten(1, (1, 28, 28)))
+
+
+class VQVAE(nn.Module):
+  """mnistgen_jax vqvae: conv 4x4/2 32, conv 4x4/2 64, 1x1 to 16-d codes, nearest of 128 codes,
+  straight-through; decoder 3x3 conv 64 and two sub-pixel upsamplings; BCE + 0.25 x commitment;
+  EMA codebook (decay 0.99, Laplace smoothing) with codes unused 100 steps restarted."""
+
+  def __init__(self, num_codes=128, code_dim=16, channels=(32, 64), beta=0.25, decay=0.99,
+               restart_after=100):
+    super().__init__()
+    c1, c2 = channels
+    self.beta, self.decay, self.restart_after = beta, decay, restart_after
+    self.enc = nn.Sequential(nn.Conv2d(1, c1, 4, 2, 1), nn.ReLU(), nn.Conv2d(c1, c2, 4, 2, 1),
+                             nn.ReLU(), nn.Conv2d(c2, code_dim, 1))
+    self.dec = nn.Sequential(nn.Conv2d(code_dim, c2, 3, 1, 1), nn.ReLU(),
+                             nn.Conv2d(c2, 4 * c1, 3, 1, 1), nn.PixelShuffle(2), nn.ReLU(),
+                             nn.Conv2d(c1, 4, 3, 1, 1), nn.PixelShuffle(2))
+    bound = (3.0 / code_dim) ** 0.5  # variance_scaling(1, fan_in, uniform), as ours
+    codebook = torch.empty(num_codes, code_dim).uniform_(-bound, bound)
+    self.register_buffer("codebook", codebook)
+    self.register_buffer("cluster_size", torch.ones(num_codes))
+    self.register_buffer("embed_sum", codebook.clone())
+    self.register_buffer("unused", torch.zeros(num_codes, dtype=torch.int32))
+
+  def loss(self, x):
+    z_e = self.enc(x)  # (B, D, 7, 7)
+    flat = z_e.permute(0, 2, 3, 1).reshape(-1, z_e.shape[1])
+    distances = ((flat**2).sum(1, keepdim=True) - 2.0 * flat @ self.codebook.T
+                 + (self.codebook**2).sum(1)[None, :])
+    indices = distances.argmin(1)
+    e = self.codebook[indices].reshape(z_e.shape[0], 7, 7, -1).permute(0, 3, 1, 2)
+    quantized = z_e + (e - z_e).detach()  # Straight-through.
+    recon = F.binary_cross_entropy_with_logits(self.dec(quantized), x, reduction="sum")
+    commitment = ((z_e - e.detach()) ** 2).sum()
+    with torch.no_grad():  # The EMA codebook step and the dead-code restart, as ours.
+      one_hot = F.one_hot(indices, self.codebook.shape[0]).float()
+      counts = one_hot.sum(0)
+      self.cluster_size.mul_(self.decay).add_(counts, alpha=1 - self.decay)
+      self.embed_sum.mul_(self.decay).add_(one_hot.T @ flat, alpha=1 - self.decay)
+      n = self.cluster_size.sum()
+      smoothed = (self.cluster_size + 1e-5) / (n + self.codebook.shape[0] * 1e-5) * n
+      self.codebook.copy_(self.embed_sum / smoothed[:, None])
+      self.unused.copy_(torch.where(counts > 0, 0, self.unused + 1))
+      dead = self.unused >= self.restart_after
+      picks = flat[torch.randint(0, flat.shape[0], (self.codebook.shape[0],))]
+      self.codebook.copy_(torch.where(dead[:, None], picks, self.codebook))
+      self.embed_sum.copy_(torch.where(dead[:, None], picks, self.embed_sum))
+      self.cluster_size.copy_(torch.where(dead, 1.0, self.cluster_size))
+      self.unused.copy_(torch.where(dead, 0, self.unused))
+    return (recon + self.beta * commitment) / x.shape[0]
 
 
 def vae_step(model_cls):
@@ -137,6 +187,7 @@ def dcgan_step(latent=64, r1_gamma=1.0, ema_decay=0.999, lr=2e-4, **kw):
 FAMILIES = {
     "vae": (lambda: vae_step(MLPVAE), 128),
     "conv_vae": (lambda: vae_step(ConvVAE), 128),
+    "vqvae": (lambda: vae_step(VQVAE), 128),
     "dcgan": (lambda: dcgan_step(), 64),
     "dcgan_h0_b128": (lambda: dcgan_step(hidden=0), 128),
 }
@@ -162,7 +213,7 @@ def bench(name, chunks, chunk_steps, threads):
 
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--families", default="vae,conv_vae,dcgan")
+  parser.add_argument("--families", default="vae,conv_vae,vqvae,dcgan")
   parser.add_argument("--chunks", type=int, default=5)
   parser.add_argument("--chunk_steps", type=int, default=50)
   parser.add_argument("--threads", type=int, default=torch.get_num_threads())
