@@ -18,6 +18,7 @@ import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
+import scipy
 from scipy import ndimage
 from tqdm import tqdm
 
@@ -104,13 +105,14 @@ def default_cache_dir() -> str:
 def calibration_cache_path(ref: Reference, key, num: int, cache_dir: str | None = None) -> str:
   """Where calibration(ref, key, num) is kept. The rows depend on no run, only on what this digest
   covers: the dataset (its splits are verified against pinned sha256s), num, the key, the
-  classifier's weights, the metric code (these modules' source) and the jax version and backend.
+  classifier's weights, the metric code (these modules' source), the versions of jax, numpy and
+  scipy (the blur row), and the backend.
   A change to any of them is another file, never a stale row."""
   typed_key = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
   parts = [ref.dataset, str(num),
            np.asarray(jax.random.key_data(key) if typed_key else key).tobytes().hex(),
            hashlib.sha256(flax.serialization.to_bytes(ref.classifier_variables)).hexdigest(),
-           jax.__version__, jax.default_backend()]
+           jax.__version__, jax.default_backend(), np.__version__, scipy.__version__]
   for module in (fid, sample_metrics, features_lib, viz):
     with open(module.__file__, "rb") as f:
       parts.append(hashlib.sha256(f.read()).hexdigest())
