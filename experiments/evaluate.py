@@ -78,8 +78,9 @@ def main(argv):
   for label, metrics in result.get("calibration", {}).items():
     rows.append([f"calibration: {label}"] + [metrics[c] for c in SAMPLE_COLUMNS])
   print(report.markdown_table([f"vs {config.dataset} test"] + SAMPLE_COLUMNS, rows))
-  if result.get("calibration_source", "").startswith("cache "):
-    print(f"calibration rows: read from {result['calibration_source'][6:]} (--recalibrate: anew)")
+  source = result.get("calibration_source", "")
+  if source.startswith("cache "):
+    print(f"calibration rows: read from {source.removeprefix('cache ')} (--recalibrate: anew)")
   for key, value in result.items():
     if key.startswith("iwae_nll") and not key.endswith("_stderr"):
       images = f" (first {result['iwae_images']} test images)" if "iwae_images" in result else ""

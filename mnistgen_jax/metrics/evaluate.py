@@ -22,7 +22,7 @@ import scipy
 from scipy import ndimage
 from tqdm import tqdm
 
-from mnistgen_jax import data, report, runs, trainer, viz
+from mnistgen_jax import data, report, trainer, viz
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.metrics import features as features_lib
 from mnistgen_jax.metrics import fid, likelihood, sample_metrics
@@ -113,11 +113,10 @@ def calibration_cache_path(ref: Reference, key, num: int, cache_dir: str | None 
            np.asarray(jax.random.key_data(key) if typed_key else key).tobytes().hex(),
            hashlib.sha256(flax.serialization.to_bytes(ref.classifier_variables)).hexdigest(),
            jax.__version__, jax.default_backend(), np.__version__, scipy.__version__]
-  for module in (fid, sample_metrics, features_lib, viz):
-    with open(module.__file__, "rb") as f:
+  for source in (fid.__file__, sample_metrics.__file__, features_lib.__file__, viz.__file__,
+                 __file__):
+    with open(source, "rb") as f:
       parts.append(hashlib.sha256(f.read()).hexdigest())
-  with open(__file__, "rb") as f:
-    parts.append(hashlib.sha256(f.read()).hexdigest())
   digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
   return os.path.join(cache_dir or default_cache_dir(), "calibration",
                       f"{ref.dataset}-n{num}-{digest}.json")
@@ -139,12 +138,7 @@ def cached_calibration(ref: Reference, key, num: int = 10000, cache_dir: str | N
   rows = calibration(ref, key, num, **data_kw)
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-
-    def write(tmp):
-      with open(tmp, "w") as f:
-        json.dump(rows, f, indent=1)
-
-    runs.write_atomically(path, write)
+    report.write_json(path, rows)
   except OSError:
     pass  # A read-only or full cache costs the next evaluation 40 s, nothing else.
   return rows, "computed"
