@@ -42,7 +42,7 @@ def test_log_importance_weights_match_scipy_densities(mnist_slice):
   y = jnp.asarray(mnist_slice[1][:3])
   mean, logvar = model.apply(variables, x, y, method="posterior")
   eps = jax.random.normal(jax.random.PRNGKey(0), (2,) + mean.shape)
-  log_w = np.asarray(model.apply(variables, x, y, 2, eps, method="log_importance_weights"))
+  log_w = np.asarray(model.apply(variables, x, y, 2, eps=eps, method="log_importance_weights"))
   assert log_w.shape == (3, 2)
   mean, std = np.asarray(mean, np.float64), np.exp(0.5 * np.asarray(logvar, np.float64))
   xs = np.asarray(x, np.float64).reshape(3, -1)
@@ -76,3 +76,26 @@ def test_iwae_in_chunks_of_samples_equals_the_bound_over_all_of_them(mnist_slice
   one_call = likelihood.iwae_nll(model, variables, images, labels, key, num_samples=12,
                                  batch_size=40)  # K <= samples_per_call: one chunk, other draws
   assert abs(one_call - chunked) < 0.05 * chunked
+
+
+def test_decoding_the_samples_in_passes_keeps_the_draws_and_the_values(mnist_slice):
+  """samples_per_pass (nets.map_over_samples) only regroups the decodes: for the conv VAE and the
+  two-layer VAE, K = 7 in passes of 3 (a short last pass) gives the weights of all 7 at once, and
+  the IWAE bound with decodes_per_pass 0 (all at once) and 60 agree."""
+  x = jnp.asarray(mnist_slice[0][:20]) / 255.0
+  y = jnp.asarray(mnist_slice[1][:20])
+  rngs = {"sample": jax.random.PRNGKey(4)}
+  for name, fields in (("conv_vae", {}), ("hvae", dict(hidden=(64,), hidden2=(32,),
+                                                       latent_dims=(16, 8)))):
+    model = models.get(name).build(tiny_config(name, **fields))
+    variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)},
+                           x, y, method="losses")
+    at_once = model.apply(variables, x, y, 7, method="log_importance_weights", rngs=rngs)
+    in_passes = model.apply(variables, x, y, 7, 3, method="log_importance_weights", rngs=rngs)
+    assert at_once.shape == in_passes.shape == (20, 7)
+    np.testing.assert_allclose(in_passes, at_once, rtol=1e-5, err_msg=name)
+    bounds = [likelihood.iwae_nll_per_image(model, variables, mnist_slice[0][:40],
+                                            mnist_slice[1][:40], jax.random.PRNGKey(2), 12,
+                                            batch_size=20, decodes_per_pass=d) for d in (0, 60)]
+    np.testing.assert_allclose(bounds[1], bounds[0], rtol=1e-5, err_msg=name)
+    assert np.all(np.isfinite(bounds[0]))

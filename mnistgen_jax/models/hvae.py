@@ -15,7 +15,7 @@ import jax.numpy as jnp
 from mnistgen_jax import data
 from mnistgen_jax.models.interface import Family
 from mnistgen_jax.models.nets import (Decoder, Encoder, bernoulli_nll, gaussian_log_density,
-                                      importance_weighted_losses)
+                                      importance_weighted_losses, map_over_samples)
 from mnistgen_jax.models.registry import register
 
 
@@ -47,8 +47,9 @@ class TwoLayerVAE(nn.Module):
     out = net(z.reshape(-1, z.shape[-1]))
     return out.reshape(*z.shape[:-1], *out.shape[1:])
 
-  def log_importance_weights(self, x, y, num_samples: int):
-    """(B, k) log p(x, z1, z2) - log q(z1, z2 | x) for k draws from q."""
+  def log_importance_weights(self, x, y, num_samples: int, samples_per_pass: int = 0):
+    """(B, k) log p(x, z1, z2) - log q(z1, z2 | x) for k draws from q; samples_per_pass: as in
+    the interface (the pixel decoder, the bulk of the work, runs that many samples at a time)."""
     del y
     k, batch = num_samples, x.shape[0]
     d1, d2 = self.latent_dims
@@ -59,8 +60,7 @@ class TwoLayerVAE(nn.Module):
     z2 = mean2 + jnp.exp(0.5 * logvar2) * jax.random.normal(self.make_rng("sample"),
                                                             (k, batch, d2))
     prior_mean1, prior_logvar1 = self._split(self._apply_flat(self.p_z1, z2))
-    logits = self._apply_flat(self.p_x, z1)  # (k, B, H, W, C)
-    log_px = -jax.vmap(bernoulli_nll, in_axes=(0, None))(logits, x)
+    log_px = map_over_samples(lambda z1k: -bernoulli_nll(self.p_x(z1k), x), z1, samples_per_pass)
     log_w = (log_px + gaussian_log_density(z1, prior_mean1, prior_logvar1)
              + gaussian_log_density(z2, 0.0, 0.0)
              - gaussian_log_density(z1, mean1, logvar1) - gaussian_log_density(z2, mean2, logvar2))

@@ -39,8 +39,10 @@ class GenerativeModel(Protocol):
   def sample(self, y):
     """len(y) images in [0, 1] from noise (through the family's prior)."""
 
-  def log_importance_weights(self, x, y, num_samples: int):
-    """(B, K) log p(x, z_k) - log q(z_k | x), z_k ~ q: the terms of the IWAE likelihood bound."""
+  def log_importance_weights(self, x, y, num_samples: int, samples_per_pass: int = 0):
+    """(B, K) log p(x, z_k) - log q(z_k | x), z_k ~ q: the terms of the IWAE likelihood bound.
+    samples_per_pass > 0: decode that many of the K samples at a time (nets.map_over_samples:
+    the same draws and values, a working set that fits in cache; the evaluation sets it)."""
 
   def log_density(self, u, y, steps: int, num_probes: int = 1):
     """(B,) log-density of continuous images u in [0, 1] (dequantized pixels) under a continuous

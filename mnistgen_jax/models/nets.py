@@ -149,6 +149,18 @@ def bernoulli_nll(logits: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
   return per_pixel.reshape(per_pixel.shape[0], -1).sum(-1)
 
 
+def map_over_samples(fn: Callable, z: jnp.ndarray, samples_per_pass: int = 0) -> jnp.ndarray:
+  """fn over the leading (importance-sample) axis of z: all K at once (vmap) when samples_per_pass
+  is 0 or >= K, else samples_per_pass at a time (lax.map over groups, vmap within each).
+
+  Why: K x B decodes at once (50,000 in a K = 5000 evaluation chunk) overflow the CPU caches; a
+  group of ~1,000 decodes stays in them and ran 1.3x (conv VAE) to 1.75x (MLP VAE) faster. The same
+  draws and the same values up to float rounding (tested)."""
+  if samples_per_pass <= 0 or samples_per_pass >= z.shape[0]:
+    return jax.vmap(fn)(z)
+  return jax.lax.map(fn, z, batch_size=samples_per_pass)
+
+
 def gaussian_log_density(z, mean, logvar):
   """log N(z; mean, diag(exp(logvar))), summed over the last axis."""
   return -0.5 * jnp.sum(jnp.log(2 * jnp.pi) + logvar + jnp.square(z - mean) * jnp.exp(-logvar),

@@ -11,7 +11,8 @@ import jax.numpy as jnp
 
 from mnistgen_jax import data
 from mnistgen_jax.models.interface import Family
-from mnistgen_jax.models.nets import Decoder, Encoder, bernoulli_nll, importance_weighted_losses
+from mnistgen_jax.models.nets import (Decoder, Encoder, bernoulli_nll, importance_weighted_losses,
+                                      map_over_samples)
 from mnistgen_jax.models.registry import register
 
 
@@ -58,15 +59,17 @@ class VAE(nn.Module):
     kl = gaussian_kl(mean, logvar)
     return {"loss": recon + kl, "recon": recon, "kl": kl}
 
-  def log_importance_weights(self, x, y, num_samples: int, eps=None):
+  def log_importance_weights(self, x, y, num_samples: int, samples_per_pass: int = 0, eps=None):
     """(B, K) log p(x, z_k) - log q(z_k | x), z_k ~ q(z | x): the terms of the IWAE bound.
+    samples_per_pass: as in the interface (nets.map_over_samples).
     eps (K, B, d): the standard-normal draws, sampled from the 'sample' stream when None."""
     mean, logvar = self.posterior(x, y)
     if eps is None:
       eps = jax.random.normal(self.make_rng("sample"), (num_samples,) + mean.shape, mean.dtype)
     z = mean + jnp.exp(0.5 * logvar) * eps  # (K, B, d)
     label = self._label(y)
-    log_px = jax.vmap(lambda zk: -bernoulli_nll(self.decoder(zk, label), x))(z)
+    log_px = map_over_samples(lambda zk: -bernoulli_nll(self.decoder(zk, label), x), z,
+                              samples_per_pass)
     log_pz = -0.5 * jnp.sum(z**2 + jnp.log(2 * jnp.pi), axis=-1)
     log_qz = -0.5 * jnp.sum(eps**2 + logvar + jnp.log(2 * jnp.pi), axis=-1)
     return (log_px + log_pz - log_qz).T
