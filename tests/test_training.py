@@ -245,3 +245,35 @@ def test_convolutions_are_patches_only_in_a_scanned_step_on_cpu(mnist_slice):
 def test_unknown_train_loop_is_refused():
   with pytest.raises(ValueError, match="--train_loop='unrolled' is unknown"):
     configs.get_config("vae", train_loop="unrolled")
+
+
+def test_metrics_log_keeps_every_step_on_disk_and_a_thinned_curve_in_memory(tmp_path):
+  """A long run's per-step records (9.8 M for the IWAE paper's schedule) stay in the file, not in
+  memory: the curves get at most curve_points train records (every 2^j-th step) and every test
+  record; a resume keeps the file's lines up to its step and thins them the same way."""
+  log = trainer.MetricsLog(str(tmp_path), 0, curve_points=100)
+  for step in range(1, 1001):
+    records = [{"step": step, "epoch": 1 + (step - 1) // 250, "split": "train",
+                "train_seconds": step / 10, "loss": 1000.0 - step}]
+    if step % 250 == 0:
+      records.append({"step": step, "epoch": step // 250, "split": "test",
+                      "train_seconds": step / 10, "loss": 900.0 - step})
+    log.write(records)
+  log.close()
+  lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert len(lines) == 1004 and [r["step"] for r in lines if r["split"] == "train"] == list(
+      range(1, 1001))
+  train = [r for r in log.records if r["split"] == "train"]
+  test = [r for r in log.records if r["split"] == "test"]
+  assert log.stride == 16 and len(train) == 62  # 1000 // 16; the stride doubled 4 times
+  assert [r["step"] for r in train] == list(range(16, 1001, 16))
+  assert [r["step"] for r in test] == [250, 500, 750, 1000]
+  assert log.train_seconds() == 100.0
+
+  resumed = trainer.MetricsLog(str(tmp_path), 500, curve_points=100)
+  lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert len(lines) == 502 and max(r["step"] for r in lines) == 500
+  assert [r["step"] for r in resumed.records if r["split"] == "test"] == [250, 500]
+  assert resumed.stride == 8 and max(r["step"] for r in resumed.records) == 500
+  assert resumed.train_seconds() == 50.0
+  resumed.close()
