@@ -73,6 +73,31 @@ def save_curves(path: str, train: dict, evals: dict, title: str) -> None:
   plt.close(fig)
 
 
+def save_nll_curves(path: str, series) -> None:
+  """series: [(label, {epoch: (test bound, seconds)}, [(epoch, nll, stderr, images)], paper NLL
+  or None)]; the test bounds as lines, the NLLs as points with error bars, the paper's dashed,
+  against epochs on a log axis (the IWAE schedule's stages are 3^i epochs long)."""
+  fig, ax = plt.subplots(figsize=(7.5, 4.5), dpi=110)
+  for i, (label, curve, nlls, paper) in enumerate(series):
+    color = f"C{i}"
+    epochs = sorted(curve)
+    ax.plot(epochs, [curve[e][0] for e in epochs], color=color, lw=1, alpha=0.6,
+            label=f"{label}: test bound of its objective, per epoch")
+    if nlls:
+      e, nll, err, _ = zip(*nlls)
+      ax.errorbar(e, nll, yerr=err, color=color, fmt="o-", ms=4, capsize=2,
+                  label=f"{label}: NLL, k = 5000")
+    if paper is not None:
+      ax.axhline(paper, color=color, ls="--", lw=1, label=f"{label}: paper, 3280 epochs")
+  ax.set_xscale("log")
+  ax.set(xlabel="epoch", ylabel="nats per image", title="binarized MNIST test set")
+  ax.grid(alpha=0.3, which="both")
+  ax.legend(fontsize=7)
+  fig.tight_layout()
+  fig.savefig(path)
+  plt.close(fig)
+
+
 def save_code_usage(path: str, counts, title: str) -> None:
   """Histogram of codebook usage, codes sorted from most to least used."""
   counts = np.sort(np.asarray(counts))[::-1]

@@ -171,3 +171,42 @@ def test_two_layer_vae_bounds(mnist_slice):
   assert losses[-1] < losses[0] - 50, losses
   images = model.apply(state.variables(), y[:5], method="sample", rngs=rngs)
   assert images.shape == (5, 28, 28, 1) and 0 <= float(images.min()) <= float(images.max()) <= 1
+
+
+@pytest.mark.slow
+def test_schedule_script_evaluates_each_stage_and_the_curves_tool_plots_them(tmp_path):
+  """experiments/iwae_schedule.sh on a tiny run (2 steps an epoch, stages 0-1 = 4 epochs): the
+  k = 5000 bound after each stage, kept per stage; run again it trains and evaluates nothing;
+  experiments.iwae_curves turns the files into the figure and the table."""
+  import subprocess
+  import sys
+  from PIL import Image
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  workdir = tmp_path / "run"
+  env = {**os.environ, "IWAE_IMAGES": "8", "BIN": os.path.dirname(sys.executable)}
+  command = ["bash", "experiments/iwae_schedule.sh", str(workdir), "1", "--model=vae",
+             "--preset=iwae_1layer", "--train_size=40", "--test_size=100", "--hidden=32,32",
+             "--latent_dim=4", "--log_every=2"]
+  first = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+  assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+  results = {e: json.loads((workdir / f"nll_epoch{e}.json").read_text()) for e in (1, 4)}
+  assert [r["step"] for r in results.values()] == [2, 8]  # 2 steps an epoch
+  for r in results.values():
+    assert r["evaluation"]["iwae_images"] == 8 and np.isfinite(r["evaluation"]["iwae_nll_k5000"])
+  again = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+  assert again.returncode == 0 and again.stdout.count("done before") == 2, again.stdout[-2000:]
+  assert "training to epoch" not in again.stdout
+
+  out, table = tmp_path / "curves.png", tmp_path / "curves.md"
+  curves = subprocess.run(
+      [sys.executable, "-m", "experiments.iwae_curves", f"--run=tiny VAE:{workdir}:86.76",
+       f"--out={out}", f"--table={table}"], cwd=root, capture_output=True, text=True)
+  assert curves.returncode == 0, curves.stderr[-2000:]
+  rows = [line for line in table.read_text().splitlines() if line.startswith("| tiny VAE")]
+  assert [row.split(" | ")[1] for row in rows] == ["1", "4"]
+  assert f"{results[4]['evaluation']['iwae_nll_k5000']:.2f}" in rows[1] and "86.76" in rows[1]
+  assert Image.open(out).size[0] > 400
+  bad = subprocess.run([sys.executable, "-m", "experiments.iwae_curves", "--run=no workdir"],
+                       cwd=root, capture_output=True, text=True)
+  assert bad.returncode != 0 and bad.stderr.strip().startswith("error: --run='no workdir'")
+  assert "Traceback" not in bad.stderr
