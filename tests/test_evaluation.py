@@ -121,6 +121,12 @@ def test_evaluate_run_for_a_conditional_model(tmp_path, ref):
   np.testing.assert_allclose(first["iwae_nll_k4_stderr"], per_image.std(ddof=1) / np.sqrt(40),
                              rtol=1e-12)
   assert 0 < first["iwae_nll_k4_stderr"] < per_image.std()
+  # Decoded in passes of 2 samples x 100 images or all at once: the same draws, the same bound.
+  passes = [evaluate.evaluate_variables(config, model, state.variables(), 100, 4, False, ref,
+                                        iwae_images=40, iwae_decodes_per_pass=d)
+            for d in (200, 0)]
+  np.testing.assert_allclose(passes[0]["iwae_nll_k4"], passes[1]["iwae_nll_k4"], rtol=1e-6)
+  np.testing.assert_allclose(passes[0]["iwae_nll_k4"], direct, rtol=1e-6)
 
 
 @pytest.mark.slow

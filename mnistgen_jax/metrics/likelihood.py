@@ -11,14 +11,19 @@ from jax.scipy.special import logsumexp
 from tqdm import tqdm
 
 
-# Decodes per pass of the model's decoder in the bound (samples_per_pass x batch_size): about
-# 1,000 keep the working set in cache (nets.map_over_samples); the draws do not depend on it.
+# Decodes per pass of the model's decoder in the bound (samples_per_pass x batch_size) on CPU:
+# about 1,000 keep the working set in cache (nets.map_over_samples). Accelerators decode all at
+# once (no cache to fit; smaller passes would only leave them idle). The draws do not depend on it.
 DECODES_PER_PASS = 1000
+
+
+def default_decodes_per_pass() -> int:
+  return DECODES_PER_PASS if jax.default_backend() == "cpu" else 0
 
 
 def iwae_nll(model, variables, images, labels, key, num_samples: int = 50,
              batch_size: int = 100, samples_per_call: int = 500, progress: bool = False,
-             decodes_per_pass: int = DECODES_PER_PASS) -> float:
+             decodes_per_pass: int | None = None) -> float:
   """Mean over images of iwae_nll_per_image (same arguments): nats per image."""
   return float(iwae_nll_per_image(model, variables, images, labels, key, num_samples,
                                   batch_size, samples_per_call, progress, decodes_per_pass).mean())
@@ -27,17 +32,19 @@ def iwae_nll(model, variables, images, labels, key, num_samples: int = 50,
 def iwae_nll_per_image(model, variables, images, labels, key, num_samples: int = 50,
                        batch_size: int = 100, samples_per_call: int = 500,
                        progress: bool = False,
-                       decodes_per_pass: int = DECODES_PER_PASS) -> np.ndarray:
+                       decodes_per_pass: int | None = None) -> np.ndarray:
   """-log (1/K sum_k w_k) of each image, nats: an upper bound on -log p(x) that tightens as K
   grows (K=1 is the one-sample negative ELBO).
 
   The K importance samples of a batch are drawn samples_per_call at a time inside one jitted scan
   that carries a running logsumexp, so K = 5000 (the IWAE paper's test estimate) needs the memory
   of samples_per_call, not of K. K <= samples_per_call is one chunk (the same draws as before).
-  Within a chunk the model decodes about decodes_per_pass codes at a time (0: all at once): the
-  same draws and values up to float rounding, faster on CPU."""
+  Within a chunk the model decodes about decodes_per_pass codes at a time (0: all at once; None:
+  default_decodes_per_pass()): the same draws and values up to float rounding, faster on CPU."""
   chunk = min(num_samples, samples_per_call)
   num_chunks = -(-num_samples // chunk)
+  if decodes_per_pass is None:
+    decodes_per_pass = default_decodes_per_pass()
   samples_per_pass = max(1, decodes_per_pass // batch_size) if decodes_per_pass > 0 else 0
 
   @jax.jit
