@@ -61,8 +61,9 @@ def stage_nlls(workdir: str) -> list:
     epoch = int(re.search(r"nll_epoch(\d+)\.json$", path).group(1))
     with open(path) as f:
       evaluation = json.load(f)["evaluation"]
+    # iwae_images is recorded only for a subset (IWAE_IMAGES=0 evaluates all test images).
     out.append((epoch, evaluation["iwae_nll_k5000"], evaluation["iwae_nll_k5000_stderr"],
-                evaluation["iwae_images"]))
+                evaluation.get("iwae_images", "all")))
   return sorted(out)
 
 
@@ -78,7 +79,7 @@ def main(argv):
         loss, seconds = curve.get(epoch, (None, None))
         rows.append([label, epoch, None if seconds is None else f"{seconds:,.0f}",
                      None if loss is None else f"{loss:.2f}", f"{nll:.2f} +- {stderr:.2f}",
-                     f"{images:,}", None if paper is None else f"{paper:.2f}"])
+                     f"{images:,}" if isinstance(images, int) else images, None if paper is None else f"{paper:.2f}"])
   except (OSError, ValueError, KeyError) as e:
     sys.exit(f"error: {e}")
   viz.save_nll_curves(FLAGS.out, series)
