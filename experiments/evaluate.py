@@ -21,6 +21,8 @@ flags.DEFINE_integer("iwae_images", 0, "the IWAE bound of the first N test image
 flags.DEFINE_integer("iwae_decodes_per_pass", None, "codes the IWAE bound decodes at a time "
                      "(speed only, same numbers; 0: all at once; default: 1000 on CPU, where "
                      "that stays in cache, all at once on GPU/TPU)")
+flags.DEFINE_integer("reconstruction_images", 0, "the reconstruction FID of the first N test "
+                     "images only (0: all; pixel-by-pixel decoders such as pixel_vae are slow)")
 flags.DEFINE_bool("calibration", True, "also report the calibration rows (the same for every run "
                   "of a dataset: computed once, then read from the cache directory)")
 flags.DEFINE_bool("recalibrate", False, "compute the calibration rows anew, not from the cache")
@@ -42,6 +44,9 @@ def main(argv):
     sys.exit(f"error: --num_samples must be a positive integer, got {FLAGS.num_samples}")
   if FLAGS.iwae_images < 0:
     sys.exit(f"error: --iwae_images must be >= 0 (0: all test images), got {FLAGS.iwae_images}")
+  if FLAGS.reconstruction_images < 0:
+    sys.exit("error: --reconstruction_images must be >= 0 (0: all test images), got "
+             f"{FLAGS.reconstruction_images}")
   if FLAGS.iwae_decodes_per_pass is not None and FLAGS.iwae_decodes_per_pass < 0:
     sys.exit("error: --iwae_decodes_per_pass must be >= 0 (0: all at once), got "
              f"{FLAGS.iwae_decodes_per_pass}")
@@ -56,7 +61,8 @@ def main(argv):
     result = evaluate.evaluate_run(FLAGS.workdir, FLAGS.num_samples, FLAGS.iwae_samples,
                                    progress=FLAGS.progress, ref=ref, config=config,
                                    iwae_images=FLAGS.iwae_images,
-                                   iwae_decodes_per_pass=FLAGS.iwae_decodes_per_pass)
+                                   iwae_decodes_per_pass=FLAGS.iwae_decodes_per_pass,
+                                   reconstruction_images=FLAGS.reconstruction_images)
     result["seconds"] = {"reference": round(reference_seconds, 2), **result["seconds"]}
     # How the samples were drawn (the run's own settings, or the flags that changed them).
     result["sampling"] = {k: config[k] for k in cli.SAMPLING_FIELDS if k in config}
@@ -77,7 +83,9 @@ def main(argv):
 
   rows, name = [], config.model
   if "reconstructions" in result:
-    rows.append([f"{name}: reconstructions of test", result["reconstructions"]["fid_lenet"]]
+    count = result["reconstructions"].get("images")
+    rows.append([f"{name}: reconstructions of {f'{count} ' if count else ''}test",
+                 result["reconstructions"]["fid_lenet"]]
                 + [None] * (len(SAMPLE_COLUMNS) - 1))
   if "samples" in result:
     rows.append([f"{name}: {FLAGS.num_samples} samples"]

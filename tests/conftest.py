@@ -26,7 +26,7 @@ def mnist_slice():
 TINY_WIDTHS = dict(hidden=(64,), channels=(8, 16), latent_dim=4, prior_width=32, prior_layers=1,
                    guide_width=16,
                    sample_steps=2, patch=1, attention=True, generator_channels=(16, 8),
-                   gan_hidden=16)
+                   gan_hidden=16, pixel_channels=8, pixel_layers=1, pixel_kernel=3)
 
 
 def tiny_config(model: str, **overrides):

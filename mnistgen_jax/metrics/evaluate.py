@@ -177,12 +177,14 @@ def score_samples(ref: Reference, config, model, variables, num_samples: int,
 def evaluate_variables(config, model, variables, num_samples: int = 10000,
                        iwae_samples: int = 50, progress: bool = True,
                        ref: Reference | None = None, iwae_images: int = 0,
-                       iwae_decodes_per_pass: int | None = None) -> dict:
+                       iwae_decodes_per_pass: int | None = None,
+                       reconstruction_images: int = 0) -> dict:
   """Every evaluation that fits the model, on trained variables in memory (their sampling prior,
   if any, already fitted by training); returns a dict for eval.json's 'evaluation' block, with
   the wall seconds of each part under 'seconds'. iwae_images > 0: the IWAE bound of the first
   iwae_images test images only (recorded as iwae_images). iwae_decodes_per_pass: see
-  likelihood.iwae_nll_per_image (speed only)."""
+  likelihood.iwae_nll_per_image (speed only). reconstruction_images > 0: the reconstruction FID
+  of the first that many test images only (recorded; for decoders that draw pixel by pixel)."""
   data_kw = dict(source=config.data_source, data_dir=config.data_dir or None)
   seconds, clock = {}, time.perf_counter()
 
@@ -198,9 +200,12 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
   key = jax.random.fold_in(train_lib.root_keys(config.seed)["eval"], 1)
   out = {"num_samples": num_samples}
   if supports(model, "reconstruct"):
-    recon = train_lib.make_applier(model, "reconstruct", config.eval_batch_size)(
-        variables, ref.test_images, ref.test_labels)
+    count = reconstruction_images or len(ref.test_images)
+    recon = train_lib.make_applier(model, "reconstruct", min(config.eval_batch_size, count))(
+        variables, ref.test_images[:count], ref.test_labels[:count])
     out["reconstructions"] = {"fid_lenet": ref.fid(viz.to_uint8(recon), "reconstruction features")}
+    if count < len(ref.test_images):
+      out["reconstructions"]["images"] = count
     took("reconstructions")
   if supports(model, "sample"):
     out["samples"], _ = score_samples(ref, config, model, variables, num_samples, progress)
@@ -225,13 +230,14 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
 
 def evaluate_run(workdir: str, num_samples: int = 10000, iwae_samples: int = 50,
                  progress: bool = True, ref: Reference | None = None, config=None,
-                 iwae_images: int = 0, iwae_decodes_per_pass: int | None = None) -> dict:
+                 iwae_images: int = 0, iwae_decodes_per_pass: int | None = None,
+                 reconstruction_images: int = 0) -> dict:
   """evaluate_variables of the run in workdir, at its latest checkpoint; config: its config with
   sampling fields changed (e.g. sample_steps), else the saved one."""
   config, _, model, state = trainer.restore_run(workdir, config=config)
   return {"step": int(state.step), **evaluate_variables(
       config, model, state.variables(), num_samples, iwae_samples, progress, ref, iwae_images,
-      iwae_decodes_per_pass)}
+      iwae_decodes_per_pass, reconstruction_images)}
 
 
 def save_evaluation(workdir: str, evaluation: dict) -> str:

@@ -46,11 +46,14 @@ class Conv(nn.Module):
   stride: int = 1
   impl: str = "auto"  # auto | patches | xla
   kernel_init: Callable = nn.initializers.lecun_normal()
+  causal: str = ""  # '' | 'A' | 'B': PixelCNN's masks (causal_mask), for autoregressive models
 
   @nn.compact
   def __call__(self, x):
     kernel = self.param("kernel", self.kernel_init,
                         (self.kernel, self.kernel, x.shape[-1], self.features))
+    if self.causal:
+      kernel = kernel * causal_mask(self.kernel, self.causal)[:, :, None, None]
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     impl = self.impl
     if impl == "auto":
@@ -62,6 +65,20 @@ class Conv(nn.Module):
       y = jax.lax.conv_general_dilated(x, kernel, (self.stride,) * 2, "SAME",
                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y + bias
+
+
+def causal_mask(kernel: int, mask_type: str) -> jnp.ndarray:
+  """(kernel, kernel) 0/1 mask of a PixelCNN convolution (van den Oord et al. 2016) over pixels in
+  raster order: the rows above the centre and, in the centre row, the pixels left of it; type 'B'
+  also keeps the centre (a hidden layer may see its own position's features, which were computed
+  from earlier pixels only), type 'A' does not (the first layer must not see the pixel it predicts).
+  One image channel, so no masking between channels is needed."""
+  if mask_type not in ("A", "B"):
+    raise ValueError(f"mask_type must be 'A' or 'B', got {mask_type!r}")
+  centre = kernel // 2
+  rows, cols = jnp.meshgrid(jnp.arange(kernel), jnp.arange(kernel), indexing="ij")
+  before = (rows < centre) | ((rows == centre) & (cols < centre))
+  return (before | ((rows == centre) & (cols == centre) & (mask_type == "B"))).astype(jnp.float32)
 
 
 def depth_to_space(x: jnp.ndarray, block: int = 2) -> jnp.ndarray:

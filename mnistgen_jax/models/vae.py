@@ -55,7 +55,7 @@ class VAE(nn.Module):
     mean, logvar = self.posterior(x, y)
     eps = jax.random.normal(self.make_rng("sample"), mean.shape, mean.dtype)
     z = mean + jnp.exp(0.5 * logvar) * eps  # Reparameterisation: gradients flow to mean/logvar.
-    recon = bernoulli_nll(self.decoder(z, self._label(y)), x)
+    recon = -self.log_likelihood(x, z, self._label(y))
     kl = gaussian_kl(mean, logvar)
     return {"loss": recon + kl, "recon": recon, "kl": kl}
 
@@ -68,11 +68,14 @@ class VAE(nn.Module):
       eps = jax.random.normal(self.make_rng("sample"), (num_samples,) + mean.shape, mean.dtype)
     z = mean + jnp.exp(0.5 * logvar) * eps  # (K, B, d)
     label = self._label(y)
-    log_px = map_over_samples(lambda zk: -bernoulli_nll(self.decoder(zk, label), x), z,
-                              samples_per_pass)
+    log_px = map_over_samples(lambda zk: self.log_likelihood(x, zk, label), z, samples_per_pass)
     log_pz = -0.5 * jnp.sum(z**2 + jnp.log(2 * jnp.pi), axis=-1)
     log_qz = -0.5 * jnp.sum(eps**2 + logvar + jnp.log(2 * jnp.pi), axis=-1)
     return (log_px + log_pz - log_qz).T
+
+  def log_likelihood(self, x, z, label):
+    """(B,) log p(x | z): independent Bernoulli pixels (a subclass may model them jointly)."""
+    return -bernoulli_nll(self.decoder(z, label), x)
 
   def encode(self, x, y):
     return self.posterior(x, y)[0]

@@ -1,0 +1,32 @@
+"""`pixel_vae`: the conv VAE's encoder with a PixelCNN decoder (models/pixel_vae.py), on dynamically
+binarized MNIST: the likelihood model of README "Likelihoods on binarized MNIST" that goes below
+the IWAE paper's rows. The default is the CPU network (3 gated layers of 32); `accelerator` is the
+GPU/TPU one (6 gated layers of 64)."""
+from mnistgen_jax import configs
+from mnistgen_jax.configs import base, vae
+
+PRESETS = {"accelerator": dict(channels=(64, 128), hidden=(512,), latent_dim=32,
+                               pixel_channels=64, pixel_layers=6, batch_size=128, num_epochs=60)}
+
+
+def get_config(preset: str = ""):
+  config = vae.get_config()
+  config.model = "pixel_vae"
+  config.arch = "conv"           # encoder, and the network from z to the PixelCNN's features
+  config.hidden = (256,)
+  config.latent_dim = 16
+  config.binarize = "dynamic"    # a model of binary pixels: train on fresh Bernoulli draws
+  config.num_epochs = 20
+  config.lr_schedule = "cosine"
+  config.pixel_channels = 32     # PixelCNN width (and of the feature map decoded from z)
+  config.pixel_layers = 3        # gated residual 3x3 masked layers after the first 7x7 one
+  config.pixel_kernel = 7        # the first (type-A) masked layer's kernel, odd
+  config.train_loop = "steps"    # convolutions: a Python loop of jitted steps (README "Speed")
+  return configs.with_preset(config, preset)
+
+
+def validate(config):
+  vae.validate(config)
+  base.check_positive(config, "pixel_channels", "pixel_layers")
+  base.check(config.pixel_kernel >= 3 and config.pixel_kernel % 2 == 1,
+             f"--pixel_kernel must be an odd integer >= 3, got {config.pixel_kernel}")
