@@ -102,10 +102,13 @@ def init_state(model, tx, seed: int, image_shape, init_variables: Callable | Non
                     model_state=variables, rng=keys["train"])
 
 
-def make_train_step(model, tx, method: str = "losses") -> Callable:
+def make_train_step(model, tx, method: str = "losses",
+                    objective: Callable | None = None) -> Callable:
   """(state, x float in [0,1], y) -> (state, metrics): one step on the batch mean loss.
   method: the module's per-example loss method (x, y, train) -> dict with 'loss'; a family whose
-  step reads precomputed inputs (Training.train_inputs) names the method that takes those."""
+  step reads precomputed inputs (Training.train_inputs) names the method that takes those.
+  objective: None (minimise the mean 'loss'), or (batch means of the terms, step) -> the scalar
+  minimised instead, e.g. a KL weight warming up over the first steps; metrics stay the terms."""
 
   def loss_fn(params, state, x, y, key):
     # Non-trainable collections (codebook EMAs, ...) may be updated by the training pass.
@@ -113,7 +116,8 @@ def make_train_step(model, tx, method: str = "losses") -> Callable:
         {"params": params, **state.model_state}, x, y, train=True, method=method,
         rngs={"sample": key}, mutable=list(state.model_state))
     means = {k: v.mean() for k, v in losses.items()}
-    return means["loss"], (means, model_state)
+    minimised = means["loss"] if objective is None else objective(means, state.step)
+    return minimised, (means, model_state)
 
   def step(state: TrainState, x, y):
     key = jax.random.fold_in(state.rng, state.step)

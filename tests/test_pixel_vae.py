@@ -113,22 +113,35 @@ def test_samples_follow_the_models_probabilities():
   assert abs(freq - p_first) < 4 * np.sqrt(p_first * (1 - p_first) / 1000) + 1e-3
 
 
+def test_kl_warmup_objective():
+  objective = pixel_vae.kl_warmup(10)
+  terms = {"recon": jnp.float32(2.0), "kl": jnp.float32(4.0), "loss": jnp.float32(6.0)}
+  for step, want in ((0, 2.4), (4, 4.0), (9, 6.0), (500, 6.0)):
+    np.testing.assert_allclose(float(objective(terms, jnp.int32(step))), want, rtol=1e-6)
+
+
 def test_pixel_vae_trains_on_binarized_digits(mnist_slice):
-  config = tiny_config("pixel_vae", binarize="dynamic")
+  """With the KL warm-up (the default), the reported loss is still the whole negative ELBO."""
+  config = tiny_config("pixel_vae", binarize="dynamic", kl_warmup_steps=20)
   model = models.get("pixel_vae").build(config)
   tx = train_lib.make_optimizer(config, 100)
   state = train_lib.init_state(model, tx, 0, (28, 28, 1))
-  run = train_lib.make_chunk_runner(model, tx, binarize_key=jax.random.PRNGKey(0))
+  step = models.get("pixel_vae").training.step(model, tx, config)
+  run = train_lib.make_chunk_runner(model, tx, step, binarize_key=jax.random.PRNGKey(0))
   images, labels = jnp.asarray(mnist_slice[0]), jnp.asarray(mnist_slice[1])
   batches = jnp.tile(jnp.arange(256).reshape(4, 64), (8, 1))
   state, metrics = run(state, images, labels, batches, 0, 32)
   loss = np.asarray(metrics["loss"])
   assert np.all(np.isfinite(loss)) and loss[-4:].mean() < loss[:4].mean() - 100
+  np.testing.assert_allclose(loss, np.asarray(metrics["recon"]) + np.asarray(metrics["kl"]),
+                             rtol=1e-5)
 
 
 def test_config_checks_and_the_accelerator_preset():
   with pytest.raises(ValueError, match="--pixel_kernel must be an odd integer"):
     configs.get_config("pixel_vae", pixel_kernel=4)
+  with pytest.raises(ValueError, match="--kl_warmup_steps weighs the one-sample ELBO"):
+    configs.get_config("pixel_vae", objective="iwae", importance_samples=5)
   with pytest.raises(ValueError, match="--pixel_layers must be a positive integer"):
     configs.get_config("pixel_vae", pixel_layers=0)
   config = configs.get_config("pixel_vae", preset="accelerator")

@@ -6,7 +6,8 @@ from mnistgen_jax import configs
 from mnistgen_jax.configs import base, vae
 
 PRESETS = {"accelerator": dict(channels=(64, 128), hidden=(512,), latent_dim=32,
-                               pixel_channels=64, pixel_layers=6, batch_size=128, num_epochs=60)}
+                               pixel_channels=64, pixel_layers=6, batch_size=128, num_epochs=60,
+                               kl_warmup_steps=5000)}
 
 
 def get_config(preset: str = ""):
@@ -21,6 +22,8 @@ def get_config(preset: str = ""):
   config.pixel_channels = 32     # PixelCNN width (and of the feature map decoded from z)
   config.pixel_layers = 3        # gated residual 3x3 masked layers after the first 7x7 one
   config.pixel_kernel = 7        # the first (type-A) masked layer's kernel, odd
+  config.kl_warmup_steps = 2000  # > 0: the KL's weight rises linearly to 1 over these steps
+                                 # (ELBO, one sample): against posterior collapse
   config.train_loop = "steps"    # convolutions: a Python loop of jitted steps (README "Speed")
   return configs.with_preset(config, preset)
 
@@ -28,5 +31,11 @@ def get_config(preset: str = ""):
 def validate(config):
   vae.validate(config)
   base.check_positive(config, "pixel_channels", "pixel_layers")
+  base.check(int(config.kl_warmup_steps) >= 0,
+             f"--kl_warmup_steps must be >= 0, got {config.kl_warmup_steps}")
+  base.check(not config.kl_warmup_steps or (config.objective == "elbo"
+                                            and config.importance_samples == 1),
+             "--kl_warmup_steps weighs the one-sample ELBO's KL term: use it with "
+             "--objective=elbo --importance_samples=1, or set --kl_warmup_steps=0")
   base.check(config.pixel_kernel >= 3 and config.pixel_kernel % 2 == 1,
              f"--pixel_kernel must be an odd integer >= 3, got {config.pixel_kernel}")
