@@ -146,3 +146,37 @@ def test_config_checks_and_the_accelerator_preset():
     configs.get_config("pixel_vae", pixel_layers=0)
   config = configs.get_config("pixel_vae", preset="accelerator")
   assert (config.binarize, config.pixel_channels, config.pixel_layers) == ("dynamic", 64, 6)
+
+
+@pytest.mark.slow
+def test_accelerator_script_trains_within_its_budget_and_evaluates(tmp_path):
+  """experiments/accelerator_pixel_vae.sh with a tiny network on the CPU (the benchmark step
+  skipped): the probe's img/s sets the epochs, the run is evaluated with the IWAE bound, and the
+  run without its checkpoints is packed."""
+  import json
+  import os
+  import subprocess
+  import sys
+  import tarfile
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  out = tmp_path / "out"
+  env = {**os.environ, "PYTHON": sys.executable, "RUNS_DIR": str(tmp_path / "runs"),
+         "BENCH_SECONDS": "0", "EVAL_SECONDS": "5", "TRAIN_OVERHEAD": "5", "MAX_EPOCHS": "2",
+         "IWAE_K": "5",
+         "TRAIN_ARGS": "--pixel_channels=8 --pixel_layers=1 --pixel_kernel=3 --channels=8,16 "
+                       "--hidden=32 --latent_dim=4 --train_size=256 --test_size=100 "
+                       "--batch_size=64 --kl_warmup_steps=4 --log_every=2",
+         "EVAL_ARGS": "--num_samples=16 --reconstruction_images=16 --iwae_images=20"}
+  done = subprocess.run(["bash", "experiments/accelerator_pixel_vae.sh", str(out), "100000"],
+                        cwd=root, env=env, capture_output=True, text=True)
+  assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+  assert "epochs" in done.stdout and "done (" in done.stdout
+  run = tmp_path / "runs" / "pixel_vae"
+  evaluation = json.loads((run / "eval.json").read_text())
+  assert evaluation["epochs"] == 2.0  # MAX_EPOCHS caps a generous budget
+  assert np.isfinite(evaluation["evaluation"]["iwae_nll_k5"])
+  assert evaluation["evaluation"]["reconstructions"]["images"] == 16
+  with tarfile.open(out / "run.tgz") as packed:
+    names = packed.getnames()
+  assert "pixel_vae/eval.json" in names and "pixel_vae/samples.png" in names
+  assert not any("checkpoints" in n for n in names)

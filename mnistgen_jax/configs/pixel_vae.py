@@ -7,7 +7,7 @@ from mnistgen_jax.configs import base, vae
 
 PRESETS = {"accelerator": dict(channels=(64, 128), hidden=(512,), latent_dim=32,
                                pixel_channels=64, pixel_layers=6, batch_size=128, num_epochs=60,
-                               kl_warmup_steps=5000)}
+                               kl_warmup_steps=5000, train_loop="scan")}
 
 
 def get_config(preset: str = ""):
