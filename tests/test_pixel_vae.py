@@ -36,7 +36,7 @@ def test_pixelcnn_logits_see_only_earlier_pixels(kernel, layers):
     return jax.jacfwd(logits)(x.reshape(-1).astype(jnp.float32))
 
   # Summed over 8 random images: a path that one image's ReLUs cut is open for another's.
-  total = np.abs(np.asarray(jax.vmap(jacobian)(images, features))).sum(0)
+  total = np.abs(np.asarray(jax.jit(jax.vmap(jacobian))(images, features))).sum(0)
   future = np.triu(np.ones((n, n), bool))  # j >= i
   assert total[future].max() == 0.0
   assert (total[~future] > 0).mean() > 0.2, "the logits should depend on earlier pixels"
@@ -57,23 +57,28 @@ def _model(mnist_slice, **overrides):
 def test_importance_weights_are_the_pixelcnn_likelihood_plus_prior_minus_posterior(mnist_slice):
   _, model, variables, x, y = _model(mnist_slice)
   eps = jax.random.normal(jax.random.PRNGKey(5), (3, 32, 4))
-  log_w = model.apply(variables, x, y, 3, eps=eps, method="log_importance_weights")
+
+  @jax.jit
+  def by_hand(variables, eps):  # (B, K) log p(x | z_k) + log p(z_k) - log q(z_k | x)
+    bound = model.bind(variables)
+    mean, logvar = bound.posterior(x, y)
+    z = mean + jnp.exp(0.5 * logvar) * eps
+    log_px = jnp.stack([-nets.bernoulli_nll(bound.pixelcnn(x, bound.decoder(zk)), x) for zk in z])
+    return (log_px + nets.gaussian_log_density(z, 0.0, 0.0)
+            - nets.gaussian_log_density(z, mean, logvar)).T
+
+  weights = jax.jit(lambda v, eps, per_pass: model.apply(
+      v, x, y, 3, per_pass, eps=eps, method="log_importance_weights"), static_argnums=2)
+  log_w = weights(variables, eps, 0)
   assert log_w.shape == (32, 3)
-  bound = model.bind(variables)
-  mean, logvar = bound.posterior(x, y)
-  for k in range(3):
-    z = mean + jnp.exp(0.5 * logvar) * eps[k]
-    logits = bound.pixelcnn(x, bound.decoder(z))
-    log_px = -np.asarray(nets.bernoulli_nll(logits, x))
-    log_pz = np.asarray(nets.gaussian_log_density(z, 0.0, 0.0))
-    log_qz = np.asarray(nets.gaussian_log_density(z, mean, logvar))
-    np.testing.assert_allclose(np.asarray(log_w[:, k]), log_px + log_pz - log_qz, rtol=2e-5,
-                               atol=2e-3)
-  # The passes of the evaluation: the same values.
-  passes = model.apply(variables, x, y, 3, 1, eps=eps, method="log_importance_weights")
-  np.testing.assert_allclose(np.asarray(passes), np.asarray(log_w), rtol=1e-5, atol=1e-4)
+  np.testing.assert_allclose(np.asarray(log_w), np.asarray(by_hand(variables, eps)), rtol=2e-5,
+                             atol=2e-3)
+  # The passes of the evaluation (one sample at a time): the same values.
+  np.testing.assert_allclose(np.asarray(weights(variables, eps, 1)), np.asarray(log_w),
+                             rtol=1e-5, atol=1e-4)
   # The one-sample ELBO loss is recon + KL with recon the PixelCNN's -log p(x | z).
-  out = model.apply(variables, x, y, method="losses", rngs={"sample": jax.random.PRNGKey(3)})
+  out = jax.jit(lambda v: model.apply(v, x, y, method="losses",
+                                      rngs={"sample": jax.random.PRNGKey(3)}))(variables)
   np.testing.assert_allclose(out["loss"], out["recon"] + out["kl"], rtol=1e-6)
   assert np.all(np.asarray(out["kl"]) >= 0)
 
@@ -120,6 +125,7 @@ def test_kl_warmup_objective():
     np.testing.assert_allclose(float(objective(terms, jnp.int32(step))), want, rtol=1e-6)
 
 
+@pytest.mark.slow
 def test_pixel_vae_trains_on_binarized_digits(mnist_slice):
   """With the KL warm-up (the default), the reported loss is still the whole negative ELBO."""
   config = tiny_config("pixel_vae", binarize="dynamic", kl_warmup_steps=20)
