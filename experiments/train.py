@@ -26,6 +26,8 @@ flags.DEFINE_integer("process_id", None, "--distributed: this process's index")
 flags.DEFINE_bool("evaluate", True, "after training, compute fid_lenet etc. (experiments.evaluate)")
 flags.DEFINE_integer("eval_samples", 10000, "samples for the sample metrics of --evaluate")
 flags.DEFINE_integer("iwae_samples", 50, "importance samples of the IWAE bound (0: skip)")
+flags.DEFINE_integer("reconstruction_images", 0, "reconstruction FID of the first N test images "
+                     "only (0: all; pixel-by-pixel decoders such as pixel_vae are slow)")
 flags.mark_flag_as_required("workdir")
 _CONFIG = cli.define_config_flag(
     "a family's config file, e.g. mnistgen_jax/configs/vae.py[:preset]; fields are set with "
@@ -41,10 +43,14 @@ def main(argv):
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
   from mnistgen_jax import trainer  # Imports jax; after flag parsing so --help stays fast.
   from mnistgen_jax.metrics import features
+  if FLAGS.reconstruction_images < 0:
+    sys.exit("error: --reconstruction_images must be >= 0 (0: all test images), got "
+             f"{FLAGS.reconstruction_images}")
   evaluate_fn = None
   if FLAGS.evaluate and not FLAGS.distributed:
     evaluate_fn = functools.partial(_evaluate, num_samples=FLAGS.eval_samples,
-                                    iwae_samples=FLAGS.iwae_samples)
+                                    iwae_samples=FLAGS.iwae_samples,
+                                    reconstruction_images=FLAGS.reconstruction_images)
   try:
     config = configs.validate(_CONFIG.value)
     result = trainer.train_and_evaluate(config, FLAGS.workdir, evaluate_fn=evaluate_fn)
@@ -75,7 +81,7 @@ def main(argv):
     print("evaluation: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
 
 
-def _evaluate(config, model, variables, num_samples, iwae_samples):
+def _evaluate(config, model, variables, num_samples, iwae_samples, reconstruction_images):
   """The evaluation of experiments.evaluate (no calibration rows), on the state in memory; None
   (nothing stored) for a model that does not generate or a dataset without a classifier."""
   from mnistgen_jax.metrics import evaluate, features
@@ -83,7 +89,8 @@ def _evaluate(config, model, variables, num_samples, iwae_samples):
   if not supports(model, "sample"):
     return None
   try:
-    return evaluate.evaluate_variables(config, model, variables, num_samples, iwae_samples)
+    return evaluate.evaluate_variables(config, model, variables, num_samples, iwae_samples,
+                                       reconstruction_images=reconstruction_images)
   except features.FeatureNetworkError as e:
     print(f"evaluation skipped: {e}")
     return None
