@@ -63,17 +63,30 @@ class PixelVAE(VAE):
     del label
     return -bernoulli_nll(self.pixelcnn(x, self.decoder(z)), x)
 
+  def receptive_rows(self) -> int:
+    """How many rows (its own included) a pixel's logit can depend on: the masks never look
+    down, the first layer looks pixel_kernel // 2 rows up and each 3x3 layer one more."""
+    return min(self.image_shape[0], self.pixel_kernel // 2 + self.pixel_layers + 1)
+
   def draw_pixels(self, z, key=None):
-    """Images from p(x | z), one pixel after the other in raster order (H * W network passes).
-    key=None: each pixel takes its more likely value (deterministic: decode, reconstruct)."""
+    """Images from p(x | z), one pixel after the other in raster order (H * W network passes,
+    each over only the receptive_rows() rows that end at the pixel's row: 4x fewer FLOPs for
+    the default config, 2.8x for the accelerator preset). key=None: each pixel takes its more
+    likely value (deterministic: decode, reconstruct)."""
     features = self.decoder(z)
     pure = self.pixelcnn.clone(parent=None)  # A pure function of its weights: fori_loop-safe.
     params = self.pixelcnn.variables["params"]
     height, width, depth = self.image_shape
+    rows = self.receptive_rows()
 
     def next_pixel(i, x):
       row, col = i // width, i % width
-      logits = pure.apply({"params": params}, x, features)[:, row, col, :]
+      # The window's zero padding above its top row is out of the pixel's reach, and rows below
+      # the pixel (still blank) are masked out: the logit is the whole image's.
+      top = jnp.clip(row - rows + 1, 0, height - rows)
+      window = jax.lax.dynamic_slice_in_dim(x, top, rows, axis=1)
+      window_features = jax.lax.dynamic_slice_in_dim(features, top, rows, axis=1)
+      logits = pure.apply({"params": params}, window, window_features)[:, row - top, col, :]
       if key is None:
         pixel = logits > 0
       else:
