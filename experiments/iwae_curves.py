@@ -79,7 +79,8 @@ def main(argv):
         loss, seconds = curve.get(epoch, (None, None))
         rows.append([label, epoch, None if seconds is None else f"{seconds:,.0f}",
                      None if loss is None else f"{loss:.2f}", f"{nll:.2f} +- {stderr:.2f}",
-                     f"{images:,}" if isinstance(images, int) else images, None if paper is None else f"{paper:.2f}"])
+                     f"{images:,}" if isinstance(images, int) else images,
+                     None if paper is None else f"{paper:.2f}"])
   except (OSError, ValueError, KeyError) as e:
     sys.exit(f"error: {e}")
   viz.save_nll_curves(FLAGS.out, series)

@@ -43,14 +43,15 @@ class MetricsLog:
             self._keep(record)
             yield line if line.endswith("\n") else line + "\n"
 
-    if os.path.exists(self.path) and self.writes:  # Atomically: never a cut file.
-      def rewrite(tmp):
-        with open(tmp, "w") as f:
-          f.writelines(kept_lines())
-      runs.write_atomically(self.path, rewrite)
-    elif os.path.exists(self.path):
-      for _ in kept_lines():  # Another host writes the file; this one only reads the curve.
-        pass
+    if os.path.exists(self.path):
+      if self.writes:  # Atomically: never a cut file.
+        def rewrite(tmp):
+          with open(tmp, "w") as f:
+            f.writelines(kept_lines())
+        runs.write_atomically(self.path, rewrite)
+      else:
+        for _ in kept_lines():  # Another host writes the file; this one only reads the curve.
+          pass
     if self.writes:
       from tensorboardX import SummaryWriter  # purge_step hides events of a run's lost steps.
       self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"),

@@ -168,7 +168,8 @@ def reconstruct(model, variables, images, labels, batch_size: int, progress: boo
     x, y = images[start:start + batch_size], labels[start:start + batch_size]
     pad = batch_size - len(x)  # The last batch padded to the same shape: one compilation.
     x_full = np.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
-    out.append(viz.to_uint8(apply(variables, jnp.asarray(x_full), jnp.asarray(np.pad(y, (0, pad)))))[:len(x)])
+    images_out = apply(variables, jnp.asarray(x_full), jnp.asarray(np.pad(y, (0, pad))))
+    out.append(viz.to_uint8(images_out)[:len(x)])
   return np.concatenate(out)
 
 
