@@ -61,12 +61,14 @@ def test_loss_is_the_core_objective_on_images_scaled_to_minus_one_one(mnist_slic
   x = train_lib.to_float(jnp.asarray(mnist_slice[0][:8]))
   y = jnp.asarray(mnist_slice[1][:8])
   key = jax.random.PRNGKey(3)
-  losses = model.apply(variables, x, y, method="losses", rngs={"sample": key})["loss"]
+  losses = jax.jit(lambda v: model.apply(v, x, y, method="losses", rngs={"sample": key}))(
+      variables)["loss"]
   # The module's first 'sample' draw, split as in `losses`: the core's loss with the same keys.
   flow_key, _ = jax.random.split(_first_rng(model, key))
   network = lambda xt, t: model.apply(variables, xt, t, jnp.zeros_like(y),
                                       method=lambda m, *a: m.unet(*a))
-  expected = flow.matching_loss(network, 2.0 * x - 1.0, flow_key, model.time_sampling)
+  expected = jax.jit(lambda x: flow.matching_loss(network, 2.0 * x - 1.0, flow_key,
+                                                  model.time_sampling))(x)
   np.testing.assert_allclose(losses, expected, rtol=1e-5, atol=1e-6)
   assert losses.shape == (8,) and float(losses.min()) > 0
 
