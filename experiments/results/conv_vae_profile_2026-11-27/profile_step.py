@@ -1,32 +1,73 @@
-import sys, glob, gzip, json, collections, time, jax, jax.numpy as jnp, numpy as np
-from mnistgen_jax import configs, data, trainer, parallel
+"""Where one train step of a family's default config (batch 128, `--train_loop=steps`) spends its
+time on this machine: the step's median wall time, then a jax.profiler trace of 10 steps summed
+per XLA thunk (ms per step, top 40) and in three groups.
+
+  XLA_FLAGS=--xla_cpu_multi_thread_eigen=false taskset -c 0 .venv/bin/python \
+      experiments/results/conv_vae_profile_2026-11-27/profile_step.py [FAMILY, default conv_vae]
+"""
+import collections
+import glob
+import gzip
+import json
+import sys
+import tempfile
+
+import jax
+import jax.numpy as jnp
+
+from experiments.benchmark import median_seconds
+from mnistgen_jax import configs, data, trainer
 from mnistgen_jax import train as train_lib
-name = sys.argv[1] if len(sys.argv) > 1 else "conv_vae"
-config = configs.get_config(name, train_loop="steps")
-family, model, stage1 = trainer.build(config)
-tr = data.load("mnist", "train")
-tx, state = trainer.initial_state(family, model, config, 468, stage1)
-step = jax.jit(family.training.step(model, tx, config))
-x = train_lib.to_float(jnp.asarray(tr[0][:128])); y = jnp.asarray(tr[1][:128])
-for _ in range(3): state, m = step(state, x, y)
-jax.block_until_ready(m)
-t = time.perf_counter()
-for _ in range(20): state, m = step(state, x, y)
-jax.block_until_ready(m); print("step ms", (time.perf_counter() - t) / 20 * 1e3)
-jax.profiler.start_trace("/tmp/prof", create_perfetto_trace=True)
-for _ in range(10): state, m = step(state, x, y)
-jax.block_until_ready(m)
-jax.profiler.stop_trace()
-f = sorted(glob.glob("/tmp/prof/**/*.trace.json.gz", recursive=True))[-1]
-ev = json.load(gzip.open(f))["traceEvents"]
-agg = collections.Counter(); cnt = collections.Counter()
-for e in ev:
-  if e.get("ph") == "X": agg[e["name"]] += e["dur"]; cnt[e["name"]] += 1
-for n, d in agg.most_common(40): print(f"{d/10/1e3:8.2f} ms/step  x{cnt[n]//10:3d}  {n[:110]}")
-tot = collections.Counter()
-for n, d in agg.items():
-  if n.startswith("ThunkExecutor") or n.startswith("$"): continue
-  k = "conv/matmul (ynn_fusion, convolution, dot)" if n.startswith(("ynn_fusion", "convolution", "dot")) else \
-      "transposes/copies (depth_to_space, layouts)" if ("transpose" in n or "copy" in n) else "elementwise + reductions"
-  tot[k] += d
-for k, d in tot.items(): print(f"CAT {d/10/1e3:7.2f} ms/step  {k}")
+
+TRACED_STEPS = 10
+
+
+def group(thunk: str) -> str:
+  if thunk.startswith(("ynn_fusion", "convolution", "dot")):
+    return "conv/matmul (ynn_fusion, convolution, dot)"
+  if "transpose" in thunk or "copy" in thunk:
+    return "transposes/copies (depth_to_space, layouts)"
+  return "elementwise + reductions"
+
+
+def main():
+  name = sys.argv[1] if len(sys.argv) > 1 else "conv_vae"
+  config = configs.get_config(name, train_loop="steps")
+  family, model, stage1 = trainer.build(config)
+  images, labels = data.load("mnist", "train")[:2]
+  tx, state = trainer.initial_state(family, model, config,
+                                    len(images) // config.batch_size, stage1)
+  step = jax.jit(family.training.step(model, tx, config))
+  x = train_lib.to_float(jnp.asarray(images[:config.batch_size]))
+  y = jnp.asarray(labels[:config.batch_size])
+
+  def run(steps):
+    nonlocal state
+    for _ in range(steps):
+      state, metrics = step(state, x, y)
+    jax.block_until_ready(metrics)
+
+  run(3)  # Compilation.
+  print("step ms", 1e3 * median_seconds(lambda: run(1), 20))
+  with tempfile.TemporaryDirectory() as trace_dir:
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+      run(TRACED_STEPS)
+    trace, = glob.glob(f"{trace_dir}/**/*.trace.json.gz", recursive=True)
+    with gzip.open(trace) as f:
+      events = [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X"]
+  micros, calls = collections.Counter(), collections.Counter()
+  for e in events:
+    micros[e["name"]] += e["dur"]
+    calls[e["name"]] += 1
+  for thunk, us in micros.most_common(40):
+    print(f"{us / TRACED_STEPS / 1e3:8.2f} ms/step  x{calls[thunk] // TRACED_STEPS:3d}  {thunk[:110]}")
+  groups = collections.Counter()
+  for thunk, us in micros.items():
+    if not thunk.startswith(("ThunkExecutor", "$")):  # Wrappers around the thunks, Python frames.
+      groups[group(thunk)] += us
+  for name_, us in groups.items():
+    print(f"CAT {us / TRACED_STEPS / 1e3:7.2f} ms/step  {name_}")
+
+
+if __name__ == "__main__":
+  main()
