@@ -84,9 +84,12 @@ def save_nll_curves(path: str, series) -> None:
     ax.plot(epochs, [curve[e][0] for e in epochs], color=color, lw=1, alpha=0.6,
             label=f"{label}: test bound of its objective, per epoch")
     if nlls:
-      e, nll, err, _ = zip(*nlls)
+      e, nll, err, images = zip(*nlls)
+      # Which test images the points are of: a subset reads easier than the whole set.
+      one_subset = len(set(images)) == 1 and isinstance(images[0], int)
+      subset = f", first {images[0]:,} test images" if one_subset else ""
       ax.errorbar(e, nll, yerr=err, color=color, fmt="o-", ms=4, capsize=2,
-                  label=f"{label}: NLL, k = 5000")
+                  label=f"{label}: NLL, k = 5000{subset}")
     if paper is not None:
       ax.axhline(paper, color=color, ls="--", lw=1, label=f"{label}: paper, 3280 epochs")
   ax.set_xscale("log")
