@@ -63,7 +63,7 @@ def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str,
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from mnistgen_jax import configs, models, parallel, report, trainer
+  from mnistgen_jax import configs, cpu_compiler, models, parallel, report, trainer
   from mnistgen_jax import train as train_lib
 
   stage1_families = models.get(name).stage1_families
@@ -76,10 +76,16 @@ def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str,
   steps_per_epoch = len(train[0]) // config.batch_size
   tx, state = trainer.initial_state(family, model, config, steps_per_epoch, stage1)
   step = family.training.step(model, tx, config)
-  x = train_lib.to_float(jnp.asarray(train[0][:config.batch_size]))
-  flops = step_flops(step, state, x, jnp.asarray(train[1][:config.batch_size]))
-  run = train_lib.make_chunk_runner(model, tx, step, mesh, loop=config.train_loop)
-  state, images, labels = parallel.put((state, *train), parallel.replicated(mesh))
+  # What the step reads, as the trainer computes it once before the epochs (a prior on a frozen
+  # stage 1 reads its codes; every other family the images).
+  inputs = np.asarray(family.training.train_inputs(model, config, state.variables(), *train))
+  x = jnp.asarray(inputs[:config.batch_size])
+  flops = step_flops(step, state, train_lib.to_float(x) if x.dtype == jnp.uint8 else x,
+                     jnp.asarray(train[1][:config.batch_size]))
+  options = cpu_compiler.of_config(config)
+  run = train_lib.make_chunk_runner(model, tx, step, mesh, loop=config.train_loop,
+                                    compiler_options=options)
+  state, images, labels = parallel.put((state, inputs, train[1]), parallel.replicated(mesh))
   batches = parallel.put(np.asarray(train_lib.epoch_batches(
       jax.random.PRNGKey(0), 0, len(images), config.batch_size)),
       parallel.batch_sharding(mesh, 2, axis=1))
@@ -104,7 +110,7 @@ def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str,
   fit_prior = family.training.fit_prior(model, config)
   if fit_prior is not None:  # As training does before each checkpoint.
     variables = fit_prior(variables, train[0][:2000], train[1][:2000])
-  sampler = report.make_sampler(model)
+  sampler = report.make_sampler(model, options)
   labels_1k = jnp.arange(1000, dtype=jnp.int32) % 10
   sampler(variables, labels_1k, jax.random.PRNGKey(1)).block_until_ready()
   sample_s = median_seconds(

@@ -34,7 +34,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   import jax
   import numpy as np
-  from mnistgen_jax import trainer, viz
+  from mnistgen_jax import cpu_compiler, report, trainer, viz
   from mnistgen_jax.metrics import evaluate
   from mnistgen_jax.models import supports
 
@@ -66,7 +66,8 @@ def main(argv):
   else:
     labels = np.arange(FLAGS.num, dtype=np.int32) % num_classes
   images = evaluate.generate(model, variables, labels, jax.random.PRNGKey(FLAGS.seed),
-                             batch_size=min(FLAGS.num, 1000))
+                             batch_size=min(FLAGS.num, 1000),
+                             sampler=report.make_sampler(model, cpu_compiler.of_config(config)))
   by_digit = model.conditional and FLAGS.digit is None
   ncol = num_classes if by_digit else math.ceil(math.sqrt(FLAGS.num))
   if by_digit:  # Column-major cycling over the classes puts one per column: transpose into rows.

@@ -45,12 +45,12 @@ def measure(config, ref, num_samples, batch_size, progress):
   """One setting: (samples/s of the jitted sampler after warm-up, sample metrics)."""
   import jax
   import jax.numpy as jnp
-  from mnistgen_jax import report, trainer
+  from mnistgen_jax import cpu_compiler, report, trainer
   from mnistgen_jax.metrics import evaluate
 
   _, _, model, state = trainer.restore_run(FLAGS.workdir, config=config)
   variables = state.variables()
-  sampler = report.make_sampler(model)
+  sampler = report.make_sampler(model, cpu_compiler.of_config(config))
   # Compiled before the clock starts, for the batch shape that generate uses.
   jax.block_until_ready(sampler(variables, jnp.zeros((batch_size,), jnp.int32),
                                 jax.random.PRNGKey(0)))

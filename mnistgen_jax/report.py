@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistgen_jax import data, runs, viz
+from mnistgen_jax import cpu_compiler, data, runs, viz
 from mnistgen_jax.metrics import sample_metrics
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models.interface import supports
@@ -21,9 +21,11 @@ def sample_labels(model, num_samples: int, num_classes: int) -> jnp.ndarray:
   return jnp.zeros((num_samples,), jnp.int32)
 
 
-def make_sampler(model):
-  """Jitted (variables, labels, key) -> len(labels) images in [0,1]."""
-  return jax.jit(lambda v, y, k: model.apply(v, y, method="sample", rngs={"sample": k}))
+def make_sampler(model, compiler_options: dict | None = None):
+  """Jitted (variables, labels, key) -> len(labels) images in [0,1]; compiler_options: jax.jit's,
+  e.g. cpu_compiler.of_config(config) (speed only)."""
+  return jax.jit(lambda v, y, k: model.apply(v, y, method="sample", rngs={"sample": k}),
+                 compiler_options=compiler_options)
 
 
 def grid_columns(model, num: int, num_classes: int) -> int:
@@ -91,7 +93,7 @@ def write_outputs(family, model, variables, config, workdir, test_data, records,
 
   num_classes = data.info(config.dataset).num_classes
   labels = sample_labels(model, config.num_samples, num_classes)
-  samples = make_sampler(model)(variables, labels, keys["sample"])
+  samples = make_sampler(model, cpu_compiler.of_config(config))(variables, labels, keys["sample"])
   viz.save_grid(os.path.join(workdir, "samples.png"), samples,
                 ncol=grid_columns(model, len(labels), num_classes))
 
@@ -126,7 +128,7 @@ class EpochSnapshot:
     self.key = jax.random.fold_in(train_lib.root_keys(config.seed)["sample"], 7)
     self.labels = sample_labels(model, config.num_samples, self.num_classes)
     self.classified_labels = jnp.arange(num_classified, dtype=jnp.int32) % self.num_classes
-    self.sample = make_sampler(model)
+    self.sample = make_sampler(model, cpu_compiler.of_config(config))
     self.classifier = None
     try:
       from mnistgen_jax.metrics import features  # Evaluation weights, when the dataset has them.

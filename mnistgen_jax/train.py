@@ -149,7 +149,8 @@ def update_average(state: TrainState, name: str, decay: float) -> TrainState:
 
 
 def make_chunk_runner(model, tx, step: Callable | None = None, mesh=None,
-                      binarize_key=None, loop: str = "scan") -> Callable:
+                      binarize_key=None, loop: str = "scan",
+                      compiler_options: dict | None = None) -> Callable:
   """run(state, inputs, labels, batch_indices, start, length) -> (state, metrics stacked over the
   steps): `length` consecutive steps of an epoch from batch `start`.
   step: (state, x, y) -> (state, metrics); default make_train_step(model, tx). x: rows of the
@@ -159,7 +160,8 @@ def make_chunk_runner(model, tx, step: Callable | None = None, mesh=None,
   from this key and the step number, so a resumed run draws the same bits.
   loop: 'scan' runs the chunk as one jitted lax.scan (no per-step dispatch: best for small steps);
   'steps' calls one jitted step per batch (~0.1 ms of dispatch each; the native convolution's
-  gradients stay fast outside a loop on CPU). Both give the same numbers up to float rounding."""
+  gradients stay fast outside a loop on CPU). Both give the same numbers up to float rounding.
+  compiler_options: jax.jit's, e.g. cpu_compiler.of_config(config) (speed only)."""
   if loop not in TRAIN_LOOPS:
     raise ValueError(f"loop must be one of {TRAIN_LOOPS}, got {loop!r}")
   step = step or make_train_step(model, tx)
@@ -183,7 +185,7 @@ def make_chunk_runner(model, tx, step: Callable | None = None, mesh=None,
     return step(state, inputs_of(state, x), split(labels[idx]))
 
   if loop == "steps":
-    @functools.partial(jax.jit, donate_argnums=0)
+    @functools.partial(jax.jit, donate_argnums=0, compiler_options=compiler_options)
     def one_step(state, inputs, labels, batch_indices, position):
       return batch_step(state, inputs, labels, batch_indices[position])
 
@@ -196,7 +198,8 @@ def make_chunk_runner(model, tx, step: Callable | None = None, mesh=None,
 
     return run_steps
 
-  @functools.partial(jax.jit, static_argnames="length", donate_argnums=0)
+  @functools.partial(jax.jit, static_argnames="length", donate_argnums=0,
+                     compiler_options=compiler_options)
   def run(state, inputs, labels, batch_indices, start, length):
     chunk = lax.dynamic_slice_in_dim(batch_indices, start, length)
     with _tracing_scanned_step():  # Runs while the scan's body is traced.

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistgen_jax import checkpoint, configs, data, models, parallel, report, runs
+from mnistgen_jax import checkpoint, configs, cpu_compiler, data, models, parallel, report, runs
 from mnistgen_jax import train as train_lib
 
 
@@ -317,7 +317,7 @@ def _train_and_evaluate(config, workdir: str, mesh, family, model, stage1, datas
     run_chunk = train_lib.make_chunk_runner(
         model, tx, training.step(model, tx, config), mesh,
         binarize_key=keys["binarize"] if config.binarize == "dynamic" else None,
-        loop=config.train_loop)
+        loop=config.train_loop, compiler_options=cpu_compiler.of_config(config))
     fit_prior = training.fit_prior(model, config)
     snapshot = None
     if training.epoch_snapshots and primary:

@@ -2,7 +2,8 @@
 import jax
 
 from experiments import benchmark
-from mnistgen_jax import data
+from mnistgen_jax import data, trainer
+from conftest import tiny_config
 
 
 def test_family_benchmark_counts_the_flops_of_a_train_step():
@@ -28,3 +29,15 @@ def test_benchmark_times_a_few_steps_of_the_chosen_loop():
                              train_loop="steps")
   assert r["train_loop"] == "steps" and r["train_img_per_s"] > 0
   assert r["epoch_seconds"] is None  # Only part of the epoch was timed.
+
+
+def test_benchmark_feeds_a_prior_on_a_frozen_stage1_its_codes(tmp_path):
+  # latent_flow's step reads the frozen encoder's codes (Training.train_inputs), as in training;
+  # fed the images it failed inside its first step.
+  stage1 = str(tmp_path / "conv_vae")
+  trainer.train_and_evaluate(tiny_config("conv_vae", num_epochs=1), stage1,
+                             print_fn=lambda s: None)
+  train = data.load("mnist", "train", limit=1024)
+  r = benchmark.bench_family("latent_flow", train, {"conv_vae": stage1}, repeats=1, preset="",
+                             max_steps=2)
+  assert r["train_img_per_s"] > 0 and r["sample_img_per_s"] > 0 and r["flops_per_step"] > 0

@@ -15,7 +15,7 @@ from mnistgen_jax import train as train_lib
 # Fields that may change when a run is resumed (they do not change what a checkpoint holds).
 RESUMABLE_FIELDS = frozenset({
     "num_epochs", "log_every", "checkpoint_every_steps", "keep_checkpoints", "num_samples", "data_dir", "data_source", "temperature", "num_devices", "solver", "sample_steps",
-    "guidance", "autoguidance", "train_loop"})
+    "guidance", "autoguidance", "train_loop", "ynn_fusions"})
 
 
 def get_config(model: str) -> ml_collections.ConfigDict:
@@ -39,6 +39,8 @@ def get_config(model: str) -> ml_collections.ConfigDict:
       log_every=100,             # steps per chunk (one scan) and progress line
       train_loop="scan",         # scan | steps: each chunk as one jitted lax.scan, or a Python
                                  # loop of jitted steps (faster for conv VAEs on CPU, README Speed)
+      ynn_fusions=True,          # XLA:CPU's YNNPACK fusions in the train step, sampler and bound
+                                 # (cpu_compiler; off: XLA's own kernels, faster for some families)
       checkpoint_every_steps=0,  # 0: at each epoch end only
       keep_checkpoints=3,        # the last k are kept, and the best by test loss
       num_samples=64,

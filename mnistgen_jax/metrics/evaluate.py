@@ -22,7 +22,7 @@ import scipy
 from scipy import ndimage
 from tqdm import tqdm
 
-from mnistgen_jax import data, report, trainer, viz
+from mnistgen_jax import cpu_compiler, data, report, trainer, viz
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.metrics import features as features_lib
 from mnistgen_jax.metrics import fid, likelihood, sample_metrics
@@ -158,10 +158,12 @@ def generate(model, variables, labels, key, batch_size: int = 1000, progress: bo
   return np.concatenate(out)
 
 
-def reconstruct(model, variables, images, labels, batch_size: int, progress: bool = True):
+def reconstruct(model, variables, images, labels, batch_size: int, progress: bool = True,
+                compiler_options: dict | None = None):
   """uint8 reconstructions of uint8 images, a jitted batch at a time with a progress bar (a
   pixel-by-pixel decoder such as pixel_vae's takes minutes for them on a CPU)."""
-  apply = jax.jit(lambda v, x, y: model.apply(v, train_lib.to_float(x), y, method="reconstruct"))
+  apply = jax.jit(lambda v, x, y: model.apply(v, train_lib.to_float(x), y, method="reconstruct"),
+                  compiler_options=compiler_options)
   out = []
   for start in tqdm(range(0, len(images), batch_size), desc="reconstructions",
                     disable=not progress, leave=False):
@@ -183,7 +185,7 @@ def score_samples(ref: Reference, config, model, variables, num_samples: int,
   labels = np.arange(num_samples, dtype=np.int32) % num_classes
   start = time.perf_counter()
   images = generate(model, variables, labels, jax.random.fold_in(key, 2), batch_size, progress,
-                    sampler)
+                    sampler or report.make_sampler(model, cpu_compiler.of_config(config)))
   seconds = time.perf_counter() - start
   return sample_quality(ref, images, jax.random.fold_in(key, 3),
                         labels if model.conditional else None), seconds
@@ -217,7 +219,8 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
   if supports(model, "reconstruct"):
     count = reconstruction_images or len(ref.test_images)
     recon = reconstruct(model, variables, ref.test_images[:count], ref.test_labels[:count],
-                        min(config.eval_batch_size, count), progress)
+                        min(config.eval_batch_size, count), progress,
+                        cpu_compiler.of_config(config))
     out["reconstructions"] = {"fid_lenet": ref.fid(recon, "reconstruction features")}
     if count < len(ref.test_images):
       out["reconstructions"]["images"] = count
@@ -232,7 +235,8 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
     count = iwae_images or len(images)
     per_image = likelihood.iwae_nll_per_image(
         model, variables, images[:count], ref.test_labels[:count], jax.random.fold_in(key, 4),
-        iwae_samples, progress=progress, decodes_per_pass=iwae_decodes_per_pass)
+        iwae_samples, progress=progress, decodes_per_pass=iwae_decodes_per_pass,
+        compiler_options=cpu_compiler.of_config(config))
     out[f"iwae_nll_k{iwae_samples}"] = float(per_image.mean())
     # The standard error over images: how far another set of `count` test images could move it.
     out[f"iwae_nll_k{iwae_samples}_stderr"] = float(per_image.std(ddof=1) / np.sqrt(count))

@@ -2,6 +2,7 @@
 tractable q(z|x), and bits/dim of continuous-density models (flows) on dequantized pixels."""
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -31,8 +32,8 @@ def iwae_nll(model, variables, images, labels, key, num_samples: int = 50,
 
 def iwae_nll_per_image(model, variables, images, labels, key, num_samples: int = 50,
                        batch_size: int = 100, samples_per_call: int = 500,
-                       progress: bool = False,
-                       decodes_per_pass: int | None = None) -> np.ndarray:
+                       progress: bool = False, decodes_per_pass: int | None = None,
+                       compiler_options: dict | None = None) -> np.ndarray:
   """-log (1/K sum_k w_k) of each image, nats: an upper bound on -log p(x) that tightens as K
   grows (K=1 is the one-sample negative ELBO).
 
@@ -40,14 +41,15 @@ def iwae_nll_per_image(model, variables, images, labels, key, num_samples: int =
   that carries a running logsumexp, so K = 5000 (the IWAE paper's test estimate) needs the memory
   of samples_per_call, not of K. K <= samples_per_call is one chunk (the same draws as before).
   Within a chunk the model decodes about decodes_per_pass codes at a time (0: all at once; None:
-  default_decodes_per_pass()): the same draws and values up to float rounding, faster on CPU."""
+  default_decodes_per_pass()): the same draws and values up to float rounding, faster on CPU.
+  compiler_options: jax.jit's, e.g. cpu_compiler.of_config(config) (speed only)."""
   chunk = min(num_samples, samples_per_call)
   num_chunks = -(-num_samples // chunk)
   if decodes_per_pass is None:
     decodes_per_pass = default_decodes_per_pass()
   samples_per_pass = max(1, decodes_per_pass // batch_size) if decodes_per_pass > 0 else 0
 
-  @jax.jit
+  @functools.partial(jax.jit, compiler_options=compiler_options)
   def bound(x, y, key):
     x = x.astype(jnp.float32) / 255.0
 

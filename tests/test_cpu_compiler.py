@@ -1,0 +1,72 @@
+"""XLA:CPU compiler options per family (cpu_compiler): passed only where they were measured (CPU,
+the measured jaxlib, a family with ynn_fusions off), and they change speed, not the numbers."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from conftest import tiny_config
+from mnistgen_jax import configs, cpu_compiler, models, report
+from mnistgen_jax import train as train_lib
+
+OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
+MEASURED = cpu_compiler.jaxlib_version().startswith(cpu_compiler.MEASURED_JAXLIB)
+
+
+def test_options_only_for_ynn_off_on_cpu_with_the_measured_jaxlib():
+  assert cpu_compiler.compiler_options(False, "cpu", "0.10.2") == OFF
+  assert cpu_compiler.compiler_options(True, "cpu", "0.10.2") is None
+  for backend in ("gpu", "tpu"):
+    assert cpu_compiler.compiler_options(False, backend, "0.10.2") is None
+  # The option is experimental: another jaxlib might not know it (XLA rejects unknown options).
+  for jaxlib in ("0.9.2", "0.11.0", "1.10.0", ""):
+    assert cpu_compiler.compiler_options(False, "cpu", jaxlib) is None
+
+
+def test_families_choose_by_config_and_old_configs_keep_xla_defaults():
+  assert configs.get_config("conv_vae").ynn_fusions is False
+  assert configs.get_config("cond_vae").ynn_fusions is False  # Inherited from conv_vae.
+  assert configs.get_config("dcgan").ynn_fusions is True
+  expected = OFF if jax.default_backend() == "cpu" and MEASURED else None
+  assert cpu_compiler.of_config(configs.get_config("conv_vae")) == expected
+  assert cpu_compiler.of_config({"model": "conv_vae"}) is None  # A config without the field.
+  assert "ynn_fusions" in configs.RESUMABLE_FIELDS  # Speed only: a resumed run may change it.
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu" or not MEASURED,
+                    reason="the option is passed on CPU with the measured jaxlib only")
+def test_the_option_reaches_the_compiled_sampler():
+  config = tiny_config("conv_vae")
+  model = models.get("conv_vae").build(config)
+  tx = train_lib.make_optimizer(config, 10)
+  variables = train_lib.init_state(model, tx, 0, (28, 28, 1)).variables()
+  args = (variables, jnp.zeros((8,), jnp.int32), jax.random.PRNGKey(2))
+
+  def compiled_text(options):
+    return report.make_sampler(model, options).lower(*args).compile().as_text()
+
+  assert "ynn_fusion" in compiled_text(None)  # XLA's default on this jaxlib.
+  assert "ynn_fusion" not in compiled_text(cpu_compiler.compiler_options(False))
+  np.testing.assert_allclose(report.make_sampler(model, OFF)(*args),
+                             report.make_sampler(model)(*args), atol=1e-5)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu" or not MEASURED,
+                    reason="the option is passed on CPU with the measured jaxlib only")
+def test_train_steps_agree_with_and_without_ynn_fusions(mnist_slice):
+  config = tiny_config("conv_vae")
+  model = models.get("conv_vae").build(config)
+  tx = train_lib.make_optimizer(config, 10)
+  images, labels = (jnp.asarray(a[:128]) for a in mnist_slice)
+  batches = jnp.arange(128).reshape(2, 64)
+  out = []
+  for options in (None, OFF):
+    state = train_lib.init_state(model, tx, 0, (28, 28, 1))
+    run = train_lib.make_chunk_runner(model, tx, loop="steps", compiler_options=options)
+    state, metrics = run(state, images, labels, batches, 0, 2)
+    out.append((state.params, metrics))
+  (params_a, metrics_a), (params_b, metrics_b) = out
+  np.testing.assert_allclose(metrics_a["loss"], metrics_b["loss"], rtol=1e-5)
+  # Adam moves each weight by up to lr = 1e-3 a step whatever the gradient's size, so rounding in
+  # a near-zero gradient can show as ~1e-5 in the weights; a wrong kernel would move them ~1e-3.
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), params_a, params_b)
