@@ -88,6 +88,39 @@ def test_calibration_is_computed_once_then_read_from_the_cache(ref, tmp_path, mo
   assert source == "computed" and again == fresh and computed == [1, 1, 1]
 
 
+def test_reference_is_computed_once_then_read_from_the_cache(ref, tmp_path, monkeypatch):
+  cache = str(tmp_path / "cache")
+  first = evaluate.Reference.load("mnist", progress=False, cache_dir=cache)
+  path = evaluate.reference_cache_path(first, cache)
+  assert os.path.isfile(path) and path.startswith(cache)
+  # Other test images name another file.
+  other = evaluate.Reference(**{**vars(first), "test_images": first.test_images[:100]})
+  assert evaluate.reference_cache_path(other, cache) != path
+  # The second load reads the file: no features extracted, the same values to the last bit.
+  monkeypatch.setattr(evaluate.Reference, "features", lambda *a: pytest.fail(
+      "features extracted although the cache holds them"))
+  extracted = evaluate.Reference.load("mnist", progress=False, cache_dir=cache)
+  monkeypatch.undo()
+  for got, want in ((extracted, first), (first, ref)):
+    np.testing.assert_array_equal(got.test_features, want.test_features)
+    np.testing.assert_array_equal(got.test_radii, want.test_radii)
+    for name in evaluate.STATS_FIELDS:
+      a, b = getattr(got.test_stats, name), getattr(want.test_stats, name)
+      assert a.dtype == b.dtype and np.array_equal(a, b), name
+  images = ref.test_images[:500]
+  assert extracted.fid(images, "t") == ref.fid(images, "t")
+  with open(path, "wb") as f:
+    f.write(b"PK")  # A file cut short: computed anew and rewritten.
+  again = evaluate.Reference.load("mnist", progress=False, cache_dir=cache)
+  np.testing.assert_array_equal(again.test_radii, ref.test_radii)
+  assert os.path.getsize(path) > 1000
+  blocked = tmp_path / "a_file"
+  blocked.write_text("")  # A cache directory that cannot be made: computed, nothing else.
+  np.testing.assert_array_equal(
+      evaluate.Reference.load("mnist", progress=False, cache_dir=str(blocked)).test_features,
+      ref.test_features)
+
+
 @pytest.mark.slow
 def test_evaluate_run_for_a_conditional_model(tmp_path, ref):
   trainer.train_and_evaluate(tiny_config("cond_vae"), str(tmp_path), print_fn=lambda *a: None)

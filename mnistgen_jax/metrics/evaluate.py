@@ -22,7 +22,7 @@ import scipy
 from scipy import ndimage
 from tqdm import tqdm
 
-from mnistgen_jax import cpu_compiler, data, report, trainer, viz
+from mnistgen_jax import cpu_compiler, data, report, runs, trainer, viz
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.metrics import features as features_lib
 from mnistgen_jax.metrics import fid, likelihood, sample_metrics
@@ -30,6 +30,7 @@ from mnistgen_jax.models.interface import supports
 
 
 PR_NEIGHBOURS = 3  # k of the k-NN manifolds of precision and recall
+STATS_FIELDS = ("count", "shift", "total", "outer")  # fid.FeatureStats, as kept in the cache
 
 
 @dataclasses.dataclass
@@ -46,14 +47,35 @@ class Reference:
   progress: bool = True
 
   @classmethod
-  def load(cls, dataset: str, progress: bool = True, **data_kw):
+  def load(cls, dataset: str, progress: bool = True, cache_dir: str | None = None, **data_kw):
+    """The test set's features, statistics and k-NN radii: read from the cache directory where
+    an earlier evaluation on this machine left them (the same values; see
+    reference_cache_path), else computed (about 5 s on 2 CPU cores) and kept there."""
     model, variables = features_lib.load_classifier(dataset)
     images, labels = data.load(dataset, "test", **data_kw)
     ref = cls(dataset, features_lib.make_extractor(model), variables, images, labels,
               progress=progress)
+    path = reference_cache_path(ref, cache_dir)
+    try:
+      with np.load(path) as kept, jax.enable_x64(True):  # The statistics are float64.
+        ref.test_stats = fid.FeatureStats(*(jnp.asarray(kept[f"stats_{name}"])
+                                            for name in STATS_FIELDS))
+        ref.test_features = jnp.asarray(kept["features"])
+        ref.test_radii = jnp.asarray(kept["radii"])
+      return ref
+    except (OSError, ValueError, KeyError):
+      pass  # Absent, unreadable or cut: compute below.
     ref.test_features, _ = ref.features(images, "test features")
     ref.test_stats = fid.stats_of(np.asarray(ref.test_features))
     ref.test_radii = sample_metrics.knn_radii(ref.test_features, PR_NEIGHBOURS)
+    kept = {"features": ref.test_features, "radii": ref.test_radii,
+            **{f"stats_{name}": getattr(ref.test_stats, name) for name in STATS_FIELDS}}
+    try:
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      runs.write_atomically(path, lambda tmp: np.savez(
+          tmp, **{k: np.asarray(v) for k, v in kept.items()}))
+    except OSError:
+      pass  # A read-only or full cache costs the next evaluation 5 s, nothing else.
     return ref
 
   def features(self, images, desc: str):
@@ -102,24 +124,36 @@ def default_cache_dir() -> str:
       os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mnistgen_jax")
 
 
-def calibration_cache_path(ref: Reference, key, num: int, cache_dir: str | None = None) -> str:
-  """Where calibration(ref, key, num) is kept. The rows depend on no run, only on what this digest
-  covers: the dataset (its splits are verified against pinned sha256s), num, the key, the
-  classifier's weights, the metric code (these modules' source), the versions of jax, numpy and
-  scipy (the blur row), and the backend.
-  A change to any of them is another file, never a stale row."""
-  typed_key = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
-  parts = [ref.dataset, str(num),
-           np.asarray(jax.random.key_data(key) if typed_key else key).tobytes().hex(),
+def _cache_digest(ref: Reference, *parts: str) -> str:
+  """16 hex digits of sha256 over parts and what every cached evaluation result depends on: the
+  dataset, the classifier's weights, the metric code (these modules' source), the versions of
+  jax, numpy and scipy, and the backend. A change to any of them is another file, never a stale
+  result."""
+  parts = [*parts, ref.dataset,
            hashlib.sha256(flax.serialization.to_bytes(ref.classifier_variables)).hexdigest(),
            jax.__version__, jax.default_backend(), np.__version__, scipy.__version__]
   for source in (fid.__file__, sample_metrics.__file__, features_lib.__file__, viz.__file__,
                  __file__):
     with open(source, "rb") as f:
       parts.append(hashlib.sha256(f.read()).hexdigest())
-  digest = hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+  return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+
+def calibration_cache_path(ref: Reference, key, num: int, cache_dir: str | None = None) -> str:
+  """Where calibration(ref, key, num) is kept. The rows depend on no run, only on num, the key and
+  _cache_digest's list (the dataset's splits are verified against pinned sha256s)."""
+  typed_key = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+  digest = _cache_digest(ref, str(num),
+                         np.asarray(jax.random.key_data(key) if typed_key else key).tobytes().hex())
   return os.path.join(cache_dir or default_cache_dir(), "calibration",
                       f"{ref.dataset}-n{num}-{digest}.json")
+
+
+def reference_cache_path(ref: Reference, cache_dir: str | None = None) -> str:
+  """Where Reference.load keeps the test set's features, statistics and radii: they depend on the
+  test images (their sha256) and _cache_digest's list."""
+  digest = _cache_digest(ref, hashlib.sha256(np.ascontiguousarray(ref.test_images)).hexdigest())
+  return os.path.join(cache_dir or default_cache_dir(), "reference", f"{ref.dataset}-{digest}.npz")
 
 
 def cached_calibration(ref: Reference, key, num: int = 10000, cache_dir: str | None = None,
