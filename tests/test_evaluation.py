@@ -10,7 +10,7 @@ import pytest
 
 from conftest import tiny_config
 from mnistgen_jax import train as train_lib
-from mnistgen_jax import trainer
+from mnistgen_jax import cpu_compiler, trainer
 from mnistgen_jax.metrics import evaluate, features, likelihood
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -145,11 +145,13 @@ def test_evaluate_run_for_a_conditional_model(tmp_path, ref):
                                       iwae_images=40)
   key = jax.random.fold_in(jax.random.fold_in(train_lib.root_keys(config.seed)["eval"], 1), 4)
   direct = likelihood.iwae_nll(model, state.variables(), ref.test_images[:40],
-                               ref.test_labels[:40], key, 4)
+                               ref.test_labels[:40], key, 4,
+                               compiler_options=cpu_compiler.of_config(config))
   assert first["iwae_images"] == 40 and first["iwae_nll_k4"] == direct
   # Its standard error over the 40 images, from the same per-image bounds.
   per_image = likelihood.iwae_nll_per_image(model, state.variables(), ref.test_images[:40],
-                                            ref.test_labels[:40], key, 4)
+                                            ref.test_labels[:40], key, 4,
+                                            compiler_options=cpu_compiler.of_config(config))
   assert per_image.shape == (40,) and float(per_image.mean()) == direct
   np.testing.assert_allclose(first["iwae_nll_k4_stderr"], per_image.std(ddof=1) / np.sqrt(40),
                              rtol=1e-12)

@@ -24,10 +24,11 @@ def default_decodes_per_pass() -> int:
 
 def iwae_nll(model, variables, images, labels, key, num_samples: int = 50,
              batch_size: int = 100, samples_per_call: int = 500, progress: bool = False,
-             decodes_per_pass: int | None = None) -> float:
+             decodes_per_pass: int | None = None, compiler_options: dict | None = None) -> float:
   """Mean over images of iwae_nll_per_image (same arguments): nats per image."""
   return float(iwae_nll_per_image(model, variables, images, labels, key, num_samples,
-                                  batch_size, samples_per_call, progress, decodes_per_pass).mean())
+                                  batch_size, samples_per_call, progress, decodes_per_pass,
+                                  compiler_options).mean())
 
 
 def iwae_nll_per_image(model, variables, images, labels, key, num_samples: int = 50,
