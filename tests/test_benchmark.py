@@ -1,5 +1,6 @@
 """The benchmark's measurements are sane on a small slice (speed targets live in its runs)."""
 import jax
+import pytest
 
 from experiments import benchmark
 from mnistgen_jax import data, trainer
@@ -31,6 +32,7 @@ def test_benchmark_times_a_few_steps_of_the_chosen_loop():
   assert r["epoch_seconds"] is None  # Only part of the epoch was timed.
 
 
+@pytest.mark.slow  # Trains a stage 1 first: ~25 s.
 def test_benchmark_feeds_a_prior_on_a_frozen_stage1_its_codes(tmp_path):
   # latent_flow's step reads the frozen encoder's codes (Training.train_inputs), as in training;
   # fed the images it failed inside its first step.
