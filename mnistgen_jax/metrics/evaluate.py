@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import time
+import zipfile
 from typing import Any, Callable
 
 import flax.serialization
@@ -63,7 +64,7 @@ class Reference:
         ref.test_features = jnp.asarray(kept["features"])
         ref.test_radii = jnp.asarray(kept["radii"])
       return ref
-    except (OSError, ValueError, KeyError):
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
       pass  # Absent, unreadable or cut: compute below.
     ref.test_features, _ = ref.features(images, "test features")
     ref.test_stats = fid.stats_of(np.asarray(ref.test_features))
