@@ -45,7 +45,8 @@ def test_the_option_reaches_the_compiled_sampler():
   def compiled_text(options):
     return report.make_sampler(model, options).lower(*args).compile().as_text()
 
-  assert "ynn_fusion" in compiled_text(None)  # XLA's default on this jaxlib.
+  # XLA's default on this jaxlib used YNN fusions on the AVX-512 hosts we measured (it may not on
+  # every CPU, so that is not asserted); with the option, never.
   assert "ynn_fusion" not in compiled_text(cpu_compiler.compiler_options(False))
   np.testing.assert_allclose(report.make_sampler(model, OFF)(*args),
                              report.make_sampler(model)(*args), atol=1e-5)
