@@ -41,15 +41,11 @@ def test_the_option_reaches_the_compiled_sampler():
   tx = train_lib.make_optimizer(config, 10)
   variables = train_lib.init_state(model, tx, 0, (28, 28, 1)).variables()
   args = (variables, jnp.zeros((8,), jnp.int32), jax.random.PRNGKey(2))
-
-  def compiled_text(options):
-    return report.make_sampler(model, options).lower(*args).compile().as_text()
-
   # XLA's default on this jaxlib used YNN fusions on the AVX-512 hosts we measured (it may not on
   # every CPU, so that is not asserted); with the option, never.
-  assert "ynn_fusion" not in compiled_text(cpu_compiler.compiler_options(False))
-  np.testing.assert_allclose(report.make_sampler(model, OFF)(*args),
-                             report.make_sampler(model)(*args), atol=1e-5)
+  sampler = report.make_sampler(model, cpu_compiler.compiler_options(False))
+  assert "ynn_fusion" not in sampler.lower(*args).compile().as_text()
+  np.testing.assert_allclose(sampler(*args), report.make_sampler(model)(*args), atol=1e-5)
 
 
 @pytest.mark.skipif(jax.default_backend() != "cpu" or not MEASURED,
