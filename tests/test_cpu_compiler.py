@@ -1,5 +1,7 @@
 """XLA:CPU compiler options per family (cpu_compiler): passed only where they were measured (CPU,
 the measured jaxlib, a family with ynn_fusions off), and they change speed, not the numbers."""
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -8,9 +10,16 @@ import pytest
 from conftest import tiny_config
 from mnistgen_jax import configs, cpu_compiler, models, report
 from mnistgen_jax import train as train_lib
+from mnistgen_jax.metrics import features
 
 OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
 MEASURED = cpu_compiler.jaxlib_version().startswith(cpu_compiler.MEASURED_JAXLIB)
+
+
+def has_ynn_fusions(compiled_hlo: str) -> bool:
+  """Whether compiled HLO text holds a YNNPACK fusion instruction (its metadata, which quotes this
+  file's function names, must not count)."""
+  return re.search(r"%?ynn_fusion(\.\d+)? = ", compiled_hlo) is not None
 
 
 def test_options_only_for_ynn_off_on_cpu_with_the_measured_jaxlib():
@@ -44,7 +53,7 @@ def test_the_option_reaches_the_compiled_sampler():
   # XLA's default on this jaxlib used YNN fusions on the AVX-512 hosts we measured (it may not on
   # every CPU, so that is not asserted); with the option, never.
   sampler = report.make_sampler(model, cpu_compiler.compiler_options(False))
-  assert "ynn_fusion" not in sampler.lower(*args).compile().as_text()
+  assert not has_ynn_fusions(sampler.lower(*args).compile().as_text())
   np.testing.assert_allclose(sampler(*args), report.make_sampler(model)(*args), atol=1e-5)
 
 
@@ -67,3 +76,20 @@ def test_train_steps_agree_with_and_without_ynn_fusions(mnist_slice):
   # Adam moves each weight by up to lr = 1e-3 a step whatever the gradient's size, so rounding in
   # a near-zero gradient can show as ~1e-5 in the weights; a wrong kernel would move them ~1e-3.
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), params_a, params_b)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu" or not MEASURED,
+                    reason="the option is passed on CPU with the measured jaxlib only")
+def test_classifier_features_compile_without_ynn_fusions(mnist_slice):
+  """Every fid_lenet's features: XLA's own kernels (2.6x faster), the same features up to rounding."""
+  model, variables = features.load_classifier("mnist")
+  extract = features.make_extractor(model)
+  images = mnist_slice[0][:150]  # One full chunk of 100 and a padded one.
+  assert not has_ynn_fusions(extract.extract.lower(variables, images[:100]).compile().as_text())
+  got, probs = extract(variables, images, progress=False)
+  default = jax.jit(lambda v, x: model.apply(v, x.astype(jnp.float32) / 255.0,
+                                             method="features_and_probs"))
+  want, want_probs = default(variables, images)
+  assert got.shape == (150, 128) and probs.shape == (150, 10)
+  np.testing.assert_allclose(got, want, atol=1e-4)
+  np.testing.assert_allclose(probs, want_probs, atol=1e-5)
