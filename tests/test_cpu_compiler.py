@@ -35,6 +35,7 @@ def test_options_only_for_ynn_off_on_cpu_with_the_measured_jaxlib():
 def test_families_choose_by_config_and_old_configs_keep_xla_defaults():
   assert configs.get_config("conv_vae").ynn_fusions is False
   assert configs.get_config("cond_vae").ynn_fusions is False  # Inherited from conv_vae.
+  assert configs.get_config("pixel_vae").ynn_fusions is False
   assert configs.get_config("dcgan").ynn_fusions is True
   expected = OFF if jax.default_backend() == "cpu" and MEASURED else None
   assert cpu_compiler.of_config(configs.get_config("conv_vae")) == expected
