@@ -51,7 +51,7 @@ class Reference:
   def load(cls, dataset: str, progress: bool = True, cache_dir: str | None = None, **data_kw):
     """The test set's features, statistics and k-NN radii: read from the cache directory where
     an earlier evaluation on this machine left them (the same values; see
-    reference_cache_path), else computed (about 5 s on 2 CPU cores) and kept there."""
+    reference_cache_path), else computed (about 4 s on 2 CPU cores) and kept there."""
     model, variables = features_lib.load_classifier(dataset)
     images, labels = data.load(dataset, "test", **data_kw)
     ref = cls(dataset, features_lib.make_extractor(model), variables, images, labels,
@@ -76,7 +76,7 @@ class Reference:
       runs.write_atomically(path, lambda tmp: np.savez(
           tmp, **{k: np.asarray(v) for k, v in kept.items()}))
     except OSError:
-      pass  # A read-only or full cache costs the next evaluation 5 s, nothing else.
+      pass  # A read-only or full cache costs the next evaluation 4 s, nothing else.
     return ref
 
   def features(self, images, desc: str):
@@ -160,7 +160,7 @@ def reference_cache_path(ref: Reference, cache_dir: str | None = None) -> str:
 def cached_calibration(ref: Reference, key, num: int = 10000, cache_dir: str | None = None,
                        recompute: bool = False, **data_kw) -> tuple[dict, str]:
   """(calibration rows, where they came from: 'cache <path>' or 'computed'). The rows are the same
-  for every run of a dataset (about 40 s on 2 CPU cores), so they are computed once and kept in
+  for every run of a dataset (about 30 s on 2 CPU cores), so they are computed once and kept in
   the cache directory; recompute=True computes them anew (and rewrites the file). A cache that
   cannot be read or written is passed over: the rows are computed as without one."""
   path = calibration_cache_path(ref, key, num, cache_dir)
@@ -175,7 +175,7 @@ def cached_calibration(ref: Reference, key, num: int = 10000, cache_dir: str | N
     os.makedirs(os.path.dirname(path), exist_ok=True)
     report.write_json(path, rows)
   except OSError:
-    pass  # A read-only or full cache costs the next evaluation 40 s, nothing else.
+    pass  # A read-only or full cache costs the next evaluation 30 s, nothing else.
   return rows, "computed"
 
 
