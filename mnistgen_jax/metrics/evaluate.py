@@ -51,7 +51,7 @@ class Reference:
   def load(cls, dataset: str, progress: bool = True, cache_dir: str | None = None, **data_kw):
     """The test set's features, statistics and k-NN radii: read from the cache directory where
     an earlier evaluation on this machine left them (the same values; see
-    reference_cache_path), else computed (about 4 s on 2 CPU cores) and kept there."""
+    reference_cache_path), else computed (about 5 s on 2 CPU cores) and kept there."""
     model, variables = features_lib.load_classifier(dataset)
     images, labels = data.load(dataset, "test", **data_kw)
     ref = cls(dataset, features_lib.make_extractor(model), variables, images, labels,
@@ -76,7 +76,7 @@ class Reference:
       runs.write_atomically(path, lambda tmp: np.savez(
           tmp, **{k: np.asarray(v) for k, v in kept.items()}))
     except OSError:
-      pass  # A read-only or full cache costs the next evaluation 4 s, nothing else.
+      pass  # A read-only or full cache costs the next evaluation 5 s, nothing else.
     return ref
 
   def features(self, images, desc: str):
