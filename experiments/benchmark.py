@@ -113,10 +113,10 @@ def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str,
   if fit_prior is not None:  # As training does before each checkpoint.
     variables = fit_prior(variables, train[0][:2000], train[1][:2000])
   sampler = report.make_sampler(model, options)
-  labels = jnp.arange(sample_images, dtype=jnp.int32) % 10
-  sampler(variables, labels, jax.random.PRNGKey(1)).block_until_ready()
+  sample_labels = jnp.arange(sample_images, dtype=jnp.int32) % 10
+  sampler(variables, sample_labels, jax.random.PRNGKey(1)).block_until_ready()
   sample_s = median_seconds(
-      lambda: sampler(variables, labels, jax.random.PRNGKey(1)).block_until_ready(), repeats)
+      lambda: sampler(variables, sample_labels, jax.random.PRNGKey(1)).block_until_ready(), repeats)
   return {"num_params": int(sum(p.size for p in jax.tree.leaves(state.params))),
           "train_loop": config.train_loop,
           "batch_size": config.batch_size, "devices": mesh.size,

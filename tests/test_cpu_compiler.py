@@ -14,6 +14,9 @@ from mnistgen_jax.metrics import features
 
 OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
 MEASURED = cpu_compiler.jaxlib_version().startswith(cpu_compiler.MEASURED_JAXLIB)
+where_the_option_is_passed = pytest.mark.skipif(
+    jax.default_backend() != "cpu" or not MEASURED,
+    reason="the option is passed on CPU with the measured jaxlib only")
 
 
 def has_ynn_fusions(compiled_hlo: str) -> bool:
@@ -43,8 +46,7 @@ def test_families_choose_by_config_and_old_configs_keep_xla_defaults():
   assert "ynn_fusions" in configs.RESUMABLE_FIELDS  # Speed only: a resumed run may change it.
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu" or not MEASURED,
-                    reason="the option is passed on CPU with the measured jaxlib only")
+@where_the_option_is_passed
 def test_the_option_reaches_the_compiled_sampler():
   config = tiny_config("conv_vae")
   model = models.get("conv_vae").build(config)
@@ -58,8 +60,7 @@ def test_the_option_reaches_the_compiled_sampler():
   np.testing.assert_allclose(sampler(*args), report.make_sampler(model)(*args), atol=1e-5)
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu" or not MEASURED,
-                    reason="the option is passed on CPU with the measured jaxlib only")
+@where_the_option_is_passed
 def test_train_steps_agree_with_and_without_ynn_fusions(mnist_slice):
   config = tiny_config("conv_vae")
   model = models.get("conv_vae").build(config)
@@ -79,10 +80,9 @@ def test_train_steps_agree_with_and_without_ynn_fusions(mnist_slice):
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-4), params_a, params_b)
 
 
-@pytest.mark.skipif(jax.default_backend() != "cpu" or not MEASURED,
-                    reason="the option is passed on CPU with the measured jaxlib only")
+@where_the_option_is_passed
 def test_classifier_features_compile_without_ynn_fusions(mnist_slice):
-  """Every fid_lenet's features: XLA's own kernels (2.6x faster), the same features up to rounding."""
+  """Every fid_lenet's features: XLA's own kernels (2.6x faster), the same up to rounding."""
   model, variables = features.load_classifier("mnist")
   extract = features.make_extractor(model)
   images = mnist_slice[0][:150]  # One full chunk of 100 and a padded one.
