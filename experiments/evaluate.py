@@ -28,6 +28,7 @@ flags.DEFINE_bool("calibration", True, "also report the calibration rows (the sa
 flags.DEFINE_bool("recalibrate", False, "compute the calibration rows anew, not from the cache")
 flags.DEFINE_bool("progress", True, "progress bars")
 cli.define_sampling_flags()
+cli.define_compilation_cache_flag()
 flags.mark_flag_as_required("workdir")
 
 SAMPLE_COLUMNS = ["fid_lenet", "kid_lenet", "precision", "recall", "density", "coverage",
@@ -38,6 +39,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   import jax
+  cli.use_compilation_cache(FLAGS.compilation_cache)
   from mnistgen_jax import report, trainer
   from mnistgen_jax.metrics import evaluate, features
   if FLAGS.num_samples <= 0:

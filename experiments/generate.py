@@ -26,6 +26,7 @@ flags.DEFINE_string("npy", None, "also save the uint8 images (num, 28, 28, 1) he
 flags.DEFINE_string("interpolate", None, "i,j: a strip between test images i and j instead")
 flags.DEFINE_integer("steps", 10, "--interpolate: decoded points along the path")
 cli.define_sampling_flags()
+cli.define_compilation_cache_flag()
 flags.mark_flag_as_required("workdir")
 
 
@@ -34,6 +35,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   import jax
   import numpy as np
+  cli.use_compilation_cache(FLAGS.compilation_cache)
   from mnistgen_jax import cpu_compiler, report, trainer, viz
   from mnistgen_jax.metrics import evaluate
   from mnistgen_jax.models import supports

@@ -24,6 +24,7 @@ flags.DEFINE_integer("num_samples", 10000, "samples per setting")
 flags.DEFINE_integer("batch_size", 1000, "samples per jitted sampler call")
 flags.DEFINE_bool("progress", True, "progress bars")
 cli.define_sampling_flags()  # --guidance, --solver (the default of --solvers), ...
+cli.define_compilation_cache_flag()
 flags.DEFINE_string("name", "sampling_curve", "basename of the .json, .md and .png written")
 flags.mark_flag_as_required("workdir")
 
@@ -89,6 +90,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   import jax
+  cli.use_compilation_cache(FLAGS.compilation_cache)
   from mnistgen_jax import configs, flow, report, trainer
   from mnistgen_jax.metrics import evaluate, features
   try:

@@ -28,6 +28,7 @@ flags.DEFINE_integer("eval_samples", 10000, "samples for the sample metrics of -
 flags.DEFINE_integer("iwae_samples", 50, "importance samples of the IWAE bound (0: skip)")
 flags.DEFINE_integer("reconstruction_images", 0, "reconstruction FID of the first N test images "
                      "only (0: all; pixel-by-pixel decoders such as pixel_vae are slow)")
+cli.define_compilation_cache_flag()
 flags.mark_flag_as_required("workdir")
 _CONFIG = cli.define_config_flag(
     "a family's config file, e.g. mnistgen_jax/configs/vae.py[:preset]; fields are set with "
@@ -41,6 +42,7 @@ def main(argv):
   if FLAGS.distributed:  # Before any other jax call: every process then sees all devices.
     import jax
     jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+  cli.use_compilation_cache(FLAGS.compilation_cache)
   from mnistgen_jax import trainer  # Imports jax; after flag parsing so --help stays fast.
   from mnistgen_jax.metrics import features
   if FLAGS.reconstruction_images < 0:

@@ -51,8 +51,9 @@ def test_config_file_with_overrides_equals_the_short_form(tmp_path):
   tiny = ["num_epochs=1", "train_size=128", "test_size=100", "batch_size=64", "hidden=(32,)",
           "latent_dim=2", "log_every=2"]
   by_file = _train(f"--config={configs.path('vae')}", *(f"--config.{a}" for a in tiny),
-                   workdir=tmp_path / "file")
+                   f"--compilation_cache={tmp_path / 'xla'}", workdir=tmp_path / "file")
   assert by_file.returncode == 0, by_file.stderr[-2000:]
+  assert any(f.endswith("-cache") for f in os.listdir(tmp_path / "xla"))  # the train step's
   short = _train("--model=vae", *(f"--{a}" for a in tiny), workdir=tmp_path / "short")
   assert short.returncode == 0, short.stderr[-2000:]
   saved = [json.loads((tmp_path / d / "config.json").read_text()) for d in ("file", "short")]
@@ -110,3 +111,44 @@ def test_write_output_is_atomic_and_a_full_disk_is_one_line(tmp_path):
                                        "free some space and run again"):
     cli.write_output(str(target), fills_the_disk)
   assert target.read_text() == "new" and sorted(os.listdir(tmp_path)) == ["grid.png"]
+
+
+# A process that turns the compilation cache on (cli.use_compilation_cache), compiles one
+# computation and prints: the directory it got, the persistent-cache events JAX reported, a value.
+_COMPILE_ONCE = """
+import sys, jax, jax.numpy as jnp, numpy as np
+from mnistgen_jax import cli
+events = []
+jax.monitoring.register_event_listener(lambda name, **kw: events.append(name.rsplit("/", 1)[-1]))
+path = cli.use_compilation_cache(None if sys.argv[1] == "default" else sys.argv[1])
+value = jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(np.arange(12.0, dtype=np.float32).reshape(3, 4) / 10)
+print(path, sorted(e for e in events if e in ("cache_hits", "cache_misses")), float(value))
+"""
+
+
+def _compile_once(path):
+  proc = subprocess.run([sys.executable, "-c", _COMPILE_ONCE, path], cwd=ROOT, capture_output=True,
+                        text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  return proc.stdout.split()
+
+
+def test_compilation_cache_is_written_then_read_back(tmp_path):
+  cache = tmp_path / "xla"
+  first = _compile_once(str(cache))
+  assert first[:2] == [str(cache), "['cache_misses']"]
+  assert [f for f in os.listdir(cache) if f.endswith("-cache")], os.listdir(cache)
+  again = _compile_once(str(cache))
+  assert again == [str(cache), "['cache_hits']", first[2]]  # read back; the same number
+  # The default is beside the evaluation's caches ($MNISTGEN_JAX_CACHE: conftest's temporary one).
+  assert _compile_once("default")[0] == os.path.join(os.environ["MNISTGEN_JAX_CACHE"], "xla")
+
+
+def test_compilation_cache_off_or_unwritable_compiles_as_without(tmp_path):
+  off = _compile_once("")
+  assert off[0] == "None" and off[1] == "[]"
+  blocked = tmp_path / "file"
+  blocked.write_text("not a directory")
+  unwritable = _compile_once(str(blocked / "xla"))  # cannot be created: no cache, no error
+  assert unwritable[0] == "None" and unwritable[1:] == off[1:]
+  assert blocked.read_text() == "not a directory"

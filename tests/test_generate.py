@@ -34,17 +34,21 @@ def _generate(*args):
 
 
 def test_generate_a_digit_as_png_and_npy(runs, tmp_path):
-  out, npy = tmp_path / "d.png", tmp_path / "d.npy"
+  out, npy, cache = tmp_path / "d.png", tmp_path / "d.npy", tmp_path / "xla"
   proc = _generate(f"--workdir={runs / 'cond_vae'}", "--num=12", "--digit=3", f"--out={out}",
-                   f"--npy={npy}", "--seed=1")
+                   f"--npy={npy}", "--seed=1", f"--compilation_cache={cache}")
   assert proc.returncode == 0, proc.stderr[-2000:]
   images = np.load(npy)
   assert images.shape == (12, 28, 28, 1) and images.dtype == np.uint8
   assert Image.open(out).size == (2 * (4 * 30 + 2), 2 * (3 * 30 + 2))  # 4 columns, 3 rows
   again = tmp_path / "again.npy"
+  compiled = sorted(os.listdir(cache))
+  assert any(f.endswith("-cache") for f in compiled), compiled
   _generate(f"--workdir={runs / 'cond_vae'}", "--num=12", "--digit=3", f"--out={out}",
-            f"--npy={again}", "--seed=1")
-  np.testing.assert_array_equal(images, np.load(again))  # Same seed, same digits.
+            f"--npy={again}", "--seed=1", f"--compilation_cache={cache}")
+  # Same seed, same digits, from the sampler read back from the compilation cache.
+  np.testing.assert_array_equal(images, np.load(again))
+  assert sorted(os.listdir(cache)) == compiled  # nothing compiled anew
 
 
 def test_plain_autoencoder_samples_through_its_fitted_prior(runs, tmp_path):
