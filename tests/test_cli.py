@@ -40,10 +40,10 @@ def test_short_forms_expand_to_the_config_flag():
     expand("--model=gan")
 
 
-def _train(*args, workdir):
+def _train(*args, workdir, env=None):
   return subprocess.run(
       [sys.executable, "-m", "experiments.train", f"--workdir={workdir}", "--noevaluate", *args],
-      cwd=ROOT, capture_output=True, text=True)
+      cwd=ROOT, capture_output=True, text=True, env=env)
 
 
 @pytest.mark.slow
@@ -51,7 +51,8 @@ def test_config_file_with_overrides_equals_the_short_form(tmp_path):
   tiny = ["num_epochs=1", "train_size=128", "test_size=100", "batch_size=64", "hidden=(32,)",
           "latent_dim=2", "log_every=2"]
   by_file = _train(f"--config={configs.path('vae')}", *(f"--config.{a}" for a in tiny),
-                   f"--compilation_cache={tmp_path / 'xla'}", workdir=tmp_path / "file")
+                   f"--compilation_cache={tmp_path / 'xla'}", workdir=tmp_path / "file",
+                   env=KEEP_EVERY_COMPILATION)
   assert by_file.returncode == 0, by_file.stderr[-2000:]
   assert any(f.endswith("-cache") for f in os.listdir(tmp_path / "xla"))  # the train step's
   short = _train("--model=vae", *(f"--{a}" for a in tiny), workdir=tmp_path / "short")
@@ -122,13 +123,18 @@ events = []
 jax.monitoring.register_event_listener(lambda name, **kw: events.append(name.rsplit("/", 1)[-1]))
 path = cli.use_compilation_cache(None if sys.argv[1] == "default" else sys.argv[1])
 value = jax.jit(lambda x: jnp.tanh(x @ x.T).sum())(np.arange(12.0, dtype=np.float32).reshape(3, 4) / 10)
-print(path, sorted(e for e in events if e in ("cache_hits", "cache_misses")), float(value))
+print(path, sorted(e for e in events if e in ("cache_hits", "cache_misses")), float(value),
+      jax.config.jax_persistent_cache_min_compile_time_secs)
 """
 
 
-def _compile_once(path):
+# Keep every computation, however fast it compiles (the default keeps those over 0.1 s).
+KEEP_EVERY_COMPILATION = {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
+def _compile_once(path, env=KEEP_EVERY_COMPILATION):
   proc = subprocess.run([sys.executable, "-c", _COMPILE_ONCE, path], cwd=ROOT, capture_output=True,
-                        text=True)
+                        text=True, env=env)
   assert proc.returncode == 0, proc.stderr[-2000:]
   return proc.stdout.split()
 
@@ -139,9 +145,12 @@ def test_compilation_cache_is_written_then_read_back(tmp_path):
   assert first[:2] == [str(cache), "['cache_misses']"]
   assert [f for f in os.listdir(cache) if f.endswith("-cache")], os.listdir(cache)
   again = _compile_once(str(cache))
-  assert again == [str(cache), "['cache_hits']", first[2]]  # read back; the same number
-  # The default is beside the evaluation's caches ($MNISTGEN_JAX_CACHE: conftest's temporary one).
-  assert _compile_once("default")[0] == os.path.join(os.environ["MNISTGEN_JAX_CACHE"], "xla")
+  assert again == [str(cache), "['cache_hits']", first[2], "0.0"]  # read back; the same number
+  # The default is beside the evaluation's caches ($MNISTGEN_JAX_CACHE: conftest's temporary one)
+  # and keeps what compiles in 0.1 s or more (cli.COMPILATION_CACHE_SETTINGS).
+  default = _compile_once("default", env=os.environ)
+  assert default[0] == os.path.join(os.environ["MNISTGEN_JAX_CACHE"], "xla")
+  assert default[3] == "0.1"
 
 
 def test_compilation_cache_off_or_unwritable_compiles_as_without(tmp_path):
