@@ -26,6 +26,8 @@ flags.DEFINE_string("preset", "", "time the families at a parameter budget (conf
 flags.DEFINE_integer("max_steps", 0, "time only the first N train steps of the epoch (0: all; "
                      "then 'epoch s' is left empty)")
 flags.DEFINE_string("train_loop", "", "scan | steps for every family ('': each one's default)")
+flags.DEFINE_bool("ynn_fusions", None, "XLA:CPU's YNNPACK fusions on (--ynn_fusions) or off "
+                  "(--noynn_fusions) for every family (unset: each one's config; CPU only)")
 flags.DEFINE_bool("fid", True, "also time FID of 10,000 vs 10,000 images")
 flags.DEFINE_integer("sample_images", 1000, "images per timed sampler call (pixel_vae draws "
                      "pixel by pixel: about 2.5 minutes per 1,000 on 2 CPU cores)")
@@ -61,7 +63,8 @@ def step_flops(step, state, x, y) -> float:
 
 
 def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str,
-                 max_steps: int = 0, train_loop: str = "", sample_images: int = 1000) -> dict:
+                 max_steps: int = 0, train_loop: str = "", sample_images: int = 1000,
+                 ynn_fusions: bool | None = None) -> dict:
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -72,6 +75,8 @@ def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str,
   overrides = {"stage1_workdir": stage1_dirs[stage1_families[0]]} if stage1_families else {}
   if train_loop:
     overrides["train_loop"] = train_loop
+  if ynn_fusions is not None:
+    overrides["ynn_fusions"] = ynn_fusions
   config = configs.get_config(name, preset=preset, **overrides)
   family, model, stage1 = trainer.build(config)
   mesh = parallel.make_mesh(config.num_devices)
@@ -118,7 +123,7 @@ def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str,
   sample_s = median_seconds(
       lambda: sampler(variables, sample_labels, jax.random.PRNGKey(1)).block_until_ready(), repeats)
   return {"num_params": int(sum(p.size for p in jax.tree.leaves(state.params))),
-          "train_loop": config.train_loop,
+          "train_loop": config.train_loop, "ynn_fusions": config.ynn_fusions,
           "batch_size": config.batch_size, "devices": mesh.size,
           "train_img_per_s": img_per_s, "flops_per_step": flops,
           "gflops_per_s": flops * img_per_s / config.batch_size / 1e9,
@@ -182,7 +187,7 @@ def main(argv):
               stage1_dirs[first], print_fn=lambda s: None)
     for name in FLAGS.families:
       r = bench_family(name, train, stage1_dirs, FLAGS.repeats, FLAGS.preset, FLAGS.max_steps,
-                       FLAGS.train_loop, FLAGS.sample_images)
+                       FLAGS.train_loop, FLAGS.sample_images, FLAGS.ynn_fusions)
       r["roofline_share"] = r["gflops_per_s"] / roofline
       result["families"][name] = r
       epoch = (f"epoch {r['epoch_seconds']:.1f} s" if r["epoch_seconds"]
@@ -203,6 +208,8 @@ def main(argv):
           for n, r in result["families"].items()]
   facts = [f"{device}, jax {jax.__version__}, preset {FLAGS.preset or 'none (defaults)'}",
            f"train loop {FLAGS.train_loop or 'each family default'}",
+           "YNN fusions " + ({None: "each family default", True: "on", False: "off"}
+                             [FLAGS.ynn_fusions]),
            f"roofline (f32 2048^3 matmul) {roofline:.1f} GFLOP/s"]
   if FLAGS.fid:
     facts.append(f"FID 10k vs 10k {result['fid_10k_vs_10k_seconds']:.2f} s")
