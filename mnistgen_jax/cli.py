@@ -220,6 +220,10 @@ def use_compilation_cache(path: str | None) -> str | None:
   if not path:
     return None
   try:
+    import filelock  # noqa: F401  (JAX locks the directory with it; without it: no cache)
+  except ImportError:
+    return None
+  try:
     os.makedirs(path, exist_ok=True)
   except OSError:
     return None
