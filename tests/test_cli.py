@@ -40,6 +40,12 @@ def test_short_forms_expand_to_the_config_flag():
     expand("--model=gan")
 
 
+def _keep_every_compilation() -> dict:
+  """The environment (as conftest left it) with every computation kept in the compilation cache,
+  however fast it compiles (the default keeps those over 0.1 s)."""
+  return {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
 def _train(*args, workdir, env=None):
   return subprocess.run(
       [sys.executable, "-m", "experiments.train", f"--workdir={workdir}", "--noevaluate", *args],
@@ -52,7 +58,7 @@ def test_config_file_with_overrides_equals_the_short_form(tmp_path):
           "latent_dim=2", "log_every=2"]
   by_file = _train(f"--config={configs.path('vae')}", *(f"--config.{a}" for a in tiny),
                    f"--compilation_cache={tmp_path / 'xla'}", workdir=tmp_path / "file",
-                   env=KEEP_EVERY_COMPILATION)
+                   env=_keep_every_compilation())
   assert by_file.returncode == 0, by_file.stderr[-2000:]
   assert any(f.endswith("-cache") for f in os.listdir(tmp_path / "xla"))  # the train step's
   short = _train("--model=vae", *(f"--{a}" for a in tiny), workdir=tmp_path / "short")
@@ -128,13 +134,9 @@ print(path, sorted(e for e in events if e in ("cache_hits", "cache_misses")), fl
 """
 
 
-# Keep every computation, however fast it compiles (the default keeps those over 0.1 s).
-KEEP_EVERY_COMPILATION = {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-
-
-def _compile_once(path, env=KEEP_EVERY_COMPILATION):
+def _compile_once(path, env=None):
   proc = subprocess.run([sys.executable, "-c", _COMPILE_ONCE, path], cwd=ROOT, capture_output=True,
-                        text=True, env=env)
+                        text=True, env=env or _keep_every_compilation())
   assert proc.returncode == 0, proc.stderr[-2000:]
   return proc.stdout.split()
 
