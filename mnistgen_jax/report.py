@@ -8,7 +8,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistgen_jax import cpu_compiler, data, runs, viz
+from mnistgen_jax import cpu_compiler, data, files, viz
 from mnistgen_jax.metrics import sample_metrics
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models.interface import supports
@@ -49,7 +49,7 @@ def write_json(path: str, obj) -> None:
   def write(tmp):
     with open(tmp, "w") as f:
       json.dump(obj, f, indent=2)
-  runs.write_atomically(path, write)
+  files.write_atomically(path, write)
 
 
 def read_eval_json(workdir: str) -> dict:

@@ -18,6 +18,7 @@ import os
 import socket
 
 from mnistgen_jax.checkpoint import CheckpointError
+from mnistgen_jax.files import write_atomically
 
 
 LOCK_FILE = ".lock"
@@ -47,20 +48,6 @@ def lock(workdir: str):
     yield
   finally:
     os.close(fd)  # Releases the lock.
-
-
-def write_atomically(path: str, write) -> None:
-  """write(tmp) then an atomic rename onto `path`: a crash or a failure (a full disk) leaves the
-  old file, never a cut one, and no temporary file behind (the OSError goes on)."""
-  base, ext = os.path.splitext(path)
-  tmp = f"{base}.tmp{ext}"  # Same extension: writers that pick a format by it still can.
-  try:
-    write(tmp)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
 
 
 def os_error_in(error: BaseException) -> OSError | None:

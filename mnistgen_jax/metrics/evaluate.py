@@ -23,7 +23,7 @@ import scipy
 from scipy import ndimage
 from tqdm import tqdm
 
-from mnistgen_jax import cpu_compiler, data, report, runs, trainer, viz
+from mnistgen_jax import cpu_compiler, data, files, report, trainer, viz
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.metrics import features as features_lib
 from mnistgen_jax.metrics import fid, likelihood, sample_metrics
@@ -73,7 +73,7 @@ class Reference:
             **{f"stats_{name}": getattr(ref.test_stats, name) for name in STATS_FIELDS}}
     try:
       os.makedirs(os.path.dirname(path), exist_ok=True)
-      runs.write_atomically(path, lambda tmp: np.savez(
+      files.write_atomically(path, lambda tmp: np.savez(
           tmp, **{k: np.asarray(v) for k, v in kept.items()}))
     except OSError:
       pass  # A read-only or full cache costs the next evaluation 5 s, nothing else.
@@ -119,12 +119,6 @@ def calibration(ref: Reference, key, num: int = 10000, **data_kw) -> dict:
   return {name: sample_quality(ref, images, k_kid) for name, images in rows.items()}
 
 
-def default_cache_dir() -> str:
-  """$MNISTGEN_JAX_CACHE, else $XDG_CACHE_HOME/mnistgen_jax, else ~/.cache/mnistgen_jax."""
-  return os.environ.get("MNISTGEN_JAX_CACHE") or os.path.join(
-      os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mnistgen_jax")
-
-
 def _cache_digest(ref: Reference, *parts: str) -> str:
   """16 hex digits of sha256 over parts and what every cached evaluation result depends on: the
   dataset, the classifier's weights, the metric code (these modules' source), the versions of
@@ -146,7 +140,7 @@ def calibration_cache_path(ref: Reference, key, num: int, cache_dir: str | None 
   typed_key = jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
   digest = _cache_digest(ref, str(num),
                          np.asarray(jax.random.key_data(key) if typed_key else key).tobytes().hex())
-  return os.path.join(cache_dir or default_cache_dir(), "calibration",
+  return os.path.join(cache_dir or files.cache_dir(), "calibration",
                       f"{ref.dataset}-n{num}-{digest}.json")
 
 
@@ -154,7 +148,7 @@ def reference_cache_path(ref: Reference, cache_dir: str | None = None) -> str:
   """Where Reference.load keeps the test set's features, statistics and radii: they depend on the
   test images (their sha256) and _cache_digest's list."""
   digest = _cache_digest(ref, hashlib.sha256(np.ascontiguousarray(ref.test_images)).hexdigest())
-  return os.path.join(cache_dir or default_cache_dir(), "reference", f"{ref.dataset}-{digest}.npz")
+  return os.path.join(cache_dir or files.cache_dir(), "reference", f"{ref.dataset}-{digest}.npz")
 
 
 def cached_calibration(ref: Reference, key, num: int = 10000, cache_dir: str | None = None,
