@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from mnistgen_jax import data, models, report, trainer
+from mnistgen_jax import checkpoint, data, models, report, trainer
 
 # End-to-end: every test here trains or restores whole runs (pytest -m 'not slow' skips them).
 pytestmark = pytest.mark.slow
@@ -83,6 +83,16 @@ def test_family_trains_resumes_exactly_and_samples(name, stage1_runs, tmp_path):
   _assert_trees_equal(a.model_state, b.model_state)
   records = [json.loads(line) for line in (tmp_path / "resumed" / "metrics.jsonl").open()]
   assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 9))
+  # restore_run's target is abstract (jax.eval_shape): the same arrays, dtypes and placement as
+  # restoring into a freshly initialised state.
+  config, family, model, _ = trainer.restore_run(straight)
+  _, fresh = trainer.initial_state(family, model, config, 0, trainer.load_stage1(config, family))
+  ckpt = checkpoint.Checkpointer(straight, config.keep_checkpoints)
+  into_fresh = ckpt.restore(fresh)
+  ckpt.close()
+  _assert_trees_equal(a, into_fresh)
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(into_fresh)):
+    assert x.dtype == y.dtype and x.sharding == y.sharding
 
   # Sampler: from the restored checkpoint alone (its sampling prior, if any, is inside).
   config, _, model, state = trainer.restore_run(straight)
