@@ -2,6 +2,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from mnistgen_jax.metrics import sample_metrics
 
@@ -74,6 +75,30 @@ def test_knn_radii_is_kth_neighbour_excluding_self():
   points = jnp.asarray([[0.0], [1.0], [3.0], [7.0], [15.0]])
   np.testing.assert_allclose(sample_metrics.knn_radii(points, k=1, block=2),
                              [1.0, 1.0, 4.0, 16.0, 64.0])
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_knn_radii_counts_ties_as_a_sort_does(k):
+  # Repeated points (a collapsed generator draws the same image many times) and repeated
+  # distances: the radius is the entry a sort of the row puts at index k (the point itself first).
+  rng = np.random.default_rng(4)
+  points = np.concatenate([np.repeat(rng.integers(0, 4, (1, 3)), 6, 0),
+                           rng.integers(0, 4, (31, 3))]).astype(np.float32)
+  d = ((points[:, None] - points[None]) ** 2).sum(-1)
+  expected = np.sort(d, axis=1)[:, k]
+  assert (expected[:6] == 0).all()  # The six repeats are each other's nearest neighbours.
+  for block in (8, 37, 250):  # Padded blocks, one exact block, one larger than the set.
+    np.testing.assert_array_equal(sample_metrics.knn_radii(jnp.asarray(points), k, block),
+                                  expected)
+
+
+def test_precision_recall_does_not_depend_on_the_block():
+  rng = np.random.default_rng(5)
+  real = rng.normal(size=(300, 5)).astype(np.float32)
+  fake = (rng.normal(size=(250, 5)) * 0.5 + 0.8).astype(np.float32)
+  whole = sample_metrics.precision_recall(real, fake, k=3, block=250)
+  assert sample_metrics.precision_recall(real, fake, k=3, block=16) == whole
+  assert sample_metrics.precision_recall(real, fake, k=3, block=1000) == whole
 
 
 def test_classifier_score_bounds():

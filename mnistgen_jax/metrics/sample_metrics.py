@@ -40,50 +40,88 @@ def _squared_distances(a, b):
   return jnp.maximum((a * a).sum(1)[:, None] + (b * b).sum(1)[None, :] - 2.0 * a @ b.T, 0.0)
 
 
+def _next_smallest(d, floor):
+  """Per row of d: the smallest entry above floor, and how many entries equal it (one pass)."""
+  above = jnp.where(d > floor[:, None], d, jnp.inf)
+
+  def keep_smaller(a, b):
+    (a_value, a_count), (b_value, b_count) = a, b
+    count = jnp.where(a_value < b_value, a_count,
+                      jnp.where(b_value < a_value, b_count, a_count + b_count))
+    return jnp.minimum(a_value, b_value), count
+
+  return jax.lax.reduce((above, jnp.ones(d.shape, jnp.int32)), (jnp.inf, 0), keep_smaller, (1,))
+
+
+def _order_statistic(d, rank: int):
+  """Per row of d: the rank-th smallest entry (1-based), ties counted: the entry a sort would put
+  at index rank - 1."""
+  floor = jnp.full(d.shape[:1], -jnp.inf, d.dtype)
+  seen = jnp.zeros(d.shape[:1], jnp.int32)
+  found = jnp.full(d.shape[:1], jnp.inf, d.dtype)
+  for _ in range(rank):  # Each pass moves past at least one entry.
+    floor, count = _next_smallest(d, floor)
+    found = jnp.where((seen < rank) & (seen + count >= rank), floor, found)
+    seen = seen + count
+  return found
+
+
 @functools.partial(jax.jit, static_argnames=("k", "block"))
-def knn_radii(features, k: int = 3, block: int = 1000):
-  """Squared distance from each point to its k-th nearest other point in the same set."""
+def knn_radii(features, k: int = 3, block: int = 250):
+  """Squared distance from each point to its k-th nearest other point in the same set: the
+  (k+1)-th smallest distance of its row, the point itself (0) being the first.
+
+  Why passes of (min above the last one, its count): they only read the distance block; k passes
+  of argmin, each writing inf over the found entry, copied the block each time (1.0 s against
+  0.63 s for 10,000 points on 2 cores; the same radii, ties included)."""
   n = features.shape[0]
   pad = -n % block
   padded = jnp.pad(features, ((0, pad), (0, 0)))
   def radii(rows):
-    d = _squared_distances(rows, features)
-    # Remove the k smallest (the point itself first, at distance 0), then take the minimum:
-    # k passes of argmin ran 15x faster than lax.top_k on XLA:CPU.
-    index = jnp.arange(d.shape[0])
-    d = jax.lax.fori_loop(0, k, lambda _, d: d.at[index, jnp.argmin(d, axis=1)].set(jnp.inf), d)
-    return d.min(axis=1)
+    return _order_statistic(_squared_distances(rows, features), k + 1)
   return jax.lax.map(radii, padded.reshape(-1, block, features.shape[1])).reshape(-1)[:n]
 
 
 @functools.partial(jax.jit, static_argnames=("block",))
-def _ball_membership(queries, support, support_radii, block: int = 1000):
-  """For queries against the support points' k-NN balls: per query, whether it is inside any ball
-  and inside how many; per support point, whether its ball holds any query."""
-  n = queries.shape[0]
+def _manifold_overlap(real, fake, real_radii, fake_radii, block: int = 250):
+  """One pass over the fake x real distances, a block of fake rows at a time: whether each fake
+  point lies inside any real point's k-NN ball (precision) and inside how many (density), whether
+  each real ball holds a fake point (coverage), whether each real point lies inside any fake ball
+  (recall). Returns (precision, real balls per fake point, coverage, recall)."""
+  n = fake.shape[0]
   pad = -n % block
-  padded = jnp.pad(queries, ((0, pad), (0, 0)))
+  rows = jnp.pad(fake, ((0, pad), (0, 0))).reshape(-1, block, fake.shape[1])
+  radii = jnp.pad(fake_radii, (0, pad)).reshape(-1, block)
   valid = (jnp.arange(n + pad) < n).reshape(-1, block)
 
-  def scan_block(ball_used, inputs):
-    rows, keep = inputs
-    inside = (_squared_distances(rows, support) <= support_radii[None, :]) & keep[:, None]
-    return ball_used | inside.any(0), inside.sum(1)
+  def scan_block(carry, inputs):
+    real_ball_used, real_in_fake_ball = carry
+    fake_rows, fake_row_radii, keep = inputs
+    d = _squared_distances(fake_rows, real)
+    in_real_ball = (d <= real_radii[None, :]) & keep[:, None]
+    in_fake_ball = (d <= fake_row_radii[:, None]) & keep[:, None]
+    return ((real_ball_used | in_real_ball.any(0), real_in_fake_ball | in_fake_ball.any(0)),
+            in_real_ball.sum(1))
 
-  ball_used, counts = jax.lax.scan(scan_block, jnp.zeros(support.shape[0], bool),
-                                   (padded.reshape(-1, block, queries.shape[1]), valid))
+  no_real = jnp.zeros(real.shape[0], bool)
+  (real_ball_used, real_in_fake_ball), counts = jax.lax.scan(
+      scan_block, (no_real, no_real), (rows, radii, valid))
   counts = counts.reshape(-1)[:n]
-  return (counts > 0).mean(), counts.mean(), ball_used.mean()
+  return (counts > 0).mean(), counts.mean(), real_ball_used.mean(), real_in_fake_ball.mean()
 
 
-def precision_recall(real, fake, k: int = 3, real_radii=None):
+def precision_recall(real, fake, k: int = 3, real_radii=None, block: int = 250):
   """Improved precision and recall (Kynkaanniemi et al. 2019) with k-NN manifolds, and density
   and coverage (Naeem et al. 2020), which outlying real points with large balls fool less.
-  real_radii: knn_radii(real, k), when the caller already has them. Returns a dict."""
+  real_radii: knn_radii(real, k), when the caller already has them. block: fake points per
+  distance block. Returns a dict.
+
+  Why one pass: the fake x real distances serve all four (recall reads them transposed), so the
+  10,000 x 10,000 evaluation computes two distance matrices (fake radii, overlap), not three."""
   real, fake = jnp.asarray(real, jnp.float32), jnp.asarray(fake, jnp.float32)
-  real_radii = knn_radii(real, k) if real_radii is None else real_radii
-  precision, real_balls_per_fake, coverage = _ball_membership(fake, real, real_radii)
-  recall = _ball_membership(real, fake, knn_radii(fake, k))[0]
+  real_radii = knn_radii(real, k, block) if real_radii is None else real_radii
+  precision, real_balls_per_fake, coverage, recall = _manifold_overlap(
+      real, fake, real_radii, knn_radii(fake, k, block), block)
   return {"precision": float(precision), "recall": float(recall),
           "density": float(real_balls_per_fake) / k, "coverage": float(coverage)}
 
