@@ -161,9 +161,17 @@ class Decoder(nn.Module):
 
 
 def bernoulli_nll(logits: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
-  """Per-image -log p(x | logits), summed over pixels (nats); x in [0,1] (grayscale BCE)."""
+  """Per-image -log p(x | logits), summed over pixels (nats); x in [0,1] (grayscale BCE).
+
+  The sum over pixels is a product with a vector of ones. Why: XLA:CPU fused a reduce into the
+  loop that writes the IWAE bound's per-pass results and ran it serially (the conv VAE's bound
+  1.2x faster without it), and the dot is closer to the exact sum (mean error 4.5e-5 against
+  2.0e-4 nats per image for 784 pixels, measured against float64). HIGHEST: float32 products on
+  GPU/TPU too, never TF32 or bfloat16 passes."""
   per_pixel = optax.sigmoid_binary_cross_entropy(logits, x)
-  return per_pixel.reshape(per_pixel.shape[0], -1).sum(-1)
+  per_pixel = per_pixel.reshape(per_pixel.shape[0], -1)
+  return jnp.matmul(per_pixel, jnp.ones(per_pixel.shape[1], per_pixel.dtype),
+                    precision=jax.lax.Precision.HIGHEST)
 
 
 def map_over_samples(fn: Callable, z: jnp.ndarray, samples_per_pass: int = 0) -> jnp.ndarray:
