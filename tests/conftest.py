@@ -15,6 +15,13 @@ def private_cache_dir(tmp_path_factory):
   os.environ["MNISTGEN_JAX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
 
 
+def keep_every_compilation() -> dict:
+  """The environment (as private_cache_dir left it) for a command that should keep every
+  computation in its compilation cache, however fast it compiles (the default keeps those that
+  took 0.1 s or more)."""
+  return {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+
+
 @pytest.fixture(scope="session")
 def mnist_slice():
   """The first 256 real MNIST training images and labels (uint8, int32)."""

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import tiny_config
+from conftest import keep_every_compilation, tiny_config
 from mnistgen_jax import cli, configs, trainer
 from mnistgen_jax.metrics import evaluate
 
@@ -40,12 +40,6 @@ def test_short_forms_expand_to_the_config_flag():
     expand("--model=gan")
 
 
-def _keep_every_compilation() -> dict:
-  """The environment (as conftest left it) with every computation kept in the compilation cache,
-  however fast it compiles (the default keeps those over 0.1 s)."""
-  return {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
-
-
 def _train(*args, workdir, env=None):
   return subprocess.run(
       [sys.executable, "-m", "experiments.train", f"--workdir={workdir}", "--noevaluate", *args],
@@ -58,7 +52,7 @@ def test_config_file_with_overrides_equals_the_short_form(tmp_path):
           "latent_dim=2", "log_every=2"]
   by_file = _train(f"--config={configs.path('vae')}", *(f"--config.{a}" for a in tiny),
                    f"--compilation_cache={tmp_path / 'xla'}", workdir=tmp_path / "file",
-                   env=_keep_every_compilation())
+                   env=keep_every_compilation())
   assert by_file.returncode == 0, by_file.stderr[-2000:]
   assert any(f.endswith("-cache") for f in os.listdir(tmp_path / "xla"))  # the train step's
   short = _train("--model=vae", *(f"--{a}" for a in tiny), workdir=tmp_path / "short")
@@ -136,7 +130,7 @@ print(path, sorted(e for e in events if e in ("cache_hits", "cache_misses")), fl
 
 def _compile_once(path, env=None):
   proc = subprocess.run([sys.executable, "-c", _COMPILE_ONCE, path], cwd=ROOT, capture_output=True,
-                        text=True, env=env or _keep_every_compilation())
+                        text=True, env=env or keep_every_compilation())
   assert proc.returncode == 0, proc.stderr[-2000:]
   return proc.stdout.split()
 

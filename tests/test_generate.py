@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import tiny_config
+from conftest import keep_every_compilation, tiny_config
 from mnistgen_jax import trainer
 
 # End-to-end: every test here trains or restores whole runs (pytest -m 'not slow' skips them).
@@ -35,8 +35,7 @@ def _generate(*args, env=None):
 
 def test_generate_a_digit_as_png_and_npy(runs, tmp_path):
   out, npy, cache = tmp_path / "d.png", tmp_path / "d.npy", tmp_path / "xla"
-  # Every computation kept in the cache, even those that compile fast (the default: >= 0.1 s).
-  keep_all = {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  keep_all = keep_every_compilation()  # Even what compiles fast.
   proc = _generate(f"--workdir={runs / 'cond_vae'}", "--num=12", "--digit=3", f"--out={out}",
                    f"--npy={npy}", "--seed=1", f"--compilation_cache={cache}",
                    env=keep_all)
