@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mnistgen_jax import train as train_lib
 from mnistgen_jax.models import nets
 
 
@@ -15,16 +16,44 @@ def test_patch_conv_equals_flax_conv(size, kernel, stride):
   params = ours.init(jax.random.PRNGKey(1), x)
   ref = nn.Conv(7, (kernel, kernel), strides=(stride, stride), padding="SAME")
   np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), rtol=1e-5, atol=1e-5)
-  np.testing.assert_allclose(nets.Conv(7, kernel, stride, impl="xla").apply(params, x),
-                             ref.apply(params, x), rtol=1e-5, atol=1e-5)
+  for impl in ("xla", "taps"):
+    np.testing.assert_allclose(nets.Conv(7, kernel, stride, impl=impl).apply(params, x),
+                               ref.apply(params, x), rtol=1e-5, atol=1e-5)
 
   def loss(module):
     return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
 
-  g_ours = jax.grad(loss(ours), argnums=(0, 1))(params, x)
   g_ref = jax.grad(loss(ref), argnums=(0, 1))(params, x)
-  for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
-    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+  for impl in ("patches", "xla", "taps"):
+    g_ours = jax.grad(loss(nets.Conv(7, kernel, stride, impl=impl)), argnums=(0, 1))(params, x)
+    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+      np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("size,kernel,stride,channels,features",
+                         [(14, 3, 1, 32, 4), (28, 3, 1, 32, 1), (7, 1, 1, 64, 16), (9, 4, 2, 6, 3)])
+def test_taps_conv_equals_native_where_auto_picks_it(size, kernel, stride, channels, features):
+  """The last layers to few channels and 1x1 convolutions (the shapes 'auto' sends to taps on CPU),
+  an even kernel with stride included, against XLA's convolution."""
+  x = jax.random.normal(jax.random.PRNGKey(0), (4, size, size, channels))
+  k = jax.random.normal(jax.random.PRNGKey(1), (kernel, kernel, channels, features))
+  native = lambda x, k: jax.lax.conv_general_dilated(
+      x, k, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  taps = lambda x, k: nets.shifted_taps_conv(x, k, stride)
+  np.testing.assert_allclose(taps(x, k), native(x, k), rtol=1e-5, atol=1e-4)
+  dy = jax.random.normal(jax.random.PRNGKey(2), native(x, k).shape)
+  for a, b in zip(jax.vjp(taps, x, k)[1](dy), jax.vjp(native, x, k)[1](dy)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_auto_conv_impl_by_shape_and_loop():
+  on_cpu = jax.default_backend() == "cpu"
+  assert nets.auto_conv_impl(3, 32, 4) == ("taps" if on_cpu else "xla")   # 36 <= 2 * 32
+  assert nets.auto_conv_impl(1, 64, 64) == ("taps" if on_cpu else "xla")  # a 1x1 convolution
+  assert nets.auto_conv_impl(3, 64, 128) == "xla"                          # 1152 > 128
+  with train_lib._tracing_scanned_step():
+    assert nets.auto_conv_impl(3, 64, 128) == ("patches" if on_cpu else "xla")
+    assert nets.auto_conv_impl(3, 32, 4) == ("taps" if on_cpu else "xla")
 
 
 def test_depth_to_space_places_channels_as_2x2_blocks():

@@ -33,18 +33,54 @@ def extract_patches(x: jnp.ndarray, kernel: int, stride: int) -> jnp.ndarray:
       for i in range(kernel) for j in range(kernel)], axis=-1)
 
 
-class Conv(nn.Module):
-  """A 'SAME' 2-D convolution with nn.Conv's parameters: lax's native convolution, or patches @
-  kernel where the step of a scanned training loop is traced on CPU (impl='auto').
+def shifted_taps_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
+  """'SAME' convolution as one matmul for all taps at once, then a sum of shifted slices:
+  x (B,H,W,C) @ kernel as (C, kh*kw*O) gives every tap's contribution at every input pixel;
+  output pixel (h, w) adds tap (i, j)'s from input pixel (stride*h + i, stride*w + j) of the padded
+  grid (padding the products equals padding x: a zero pixel contributes zero).
 
-  Why: inside lax.scan XLA:CPU lowers convolution gradients to a generic emitter that ran 6-18x
-  slower than outside a loop (measured, jaxlib 0.10.2); slices plus one matmul stay fast there.
-  Outside it the native convolution is the faster (3x for the conv VAE's IWAE bound).
-  """
+  Cheap where kh*kw*O is small against C, i.e. a last layer to a few channels; its gradient is
+  slices plus two matmuls as well, so it also stays fast inside lax.scan (see Conv)."""
+  kh, kw, c, o = kernel.shape
+  b, h, w, _ = x.shape
+  taps = (x.reshape(-1, c) @ kernel.transpose(2, 0, 1, 3).reshape(c, kh * kw * o))
+  taps = jnp.pad(taps.reshape(b, h, w, kh * kw * o),
+                 ((0, 0), same_padding(h, kh, stride), same_padding(w, kw, stride), (0, 0)))
+  out_h, out_w = -(-h // stride), -(-w // stride)
+  return sum(taps[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride,
+                  (i * kw + j) * o:(i * kw + j + 1) * o]
+             for i in range(kh) for j in range(kw))
+
+
+def auto_conv_impl(kernel: int, in_channels: int, features: int) -> str:
+  """Conv's impl='auto' choice, by measurement on XLA:CPU (jaxlib 0.10.2; GPU/TPU: always 'xla').
+
+  'taps' where the taps' products are few against the input, kernel**2 * features <= TAPS_RATIO *
+  C: the last layer to a few channels and 1x1 convolutions. XLA:CPU's native convolution ran those
+  at 20-25 GFLOP/s: the conv VAE's last layer (3x3, 14x14x32 -> 4, batch 128) took 2.6 + 5.3 ms
+  forward + backward, taps 1.2 + 1.2 ms (2-vCPU AVX-512 EPYC; at a ratio of 2.25 taps still
+  won by 15 %, at 4.5 it lost). 'patches' inside a scanned training step: XLA:CPU lowers
+  convolution gradients there to a generic emitter that ran 6-18x slower than outside a loop.
+  Else the native convolution (3x the patches for the conv VAE's IWAE bound)."""
+  if jax.default_backend() != "cpu":
+    return "xla"
+  if kernel * kernel * features <= TAPS_RATIO * in_channels:
+    return "taps"
+  return "patches" if train_lib.tracing_scanned_step() else "xla"
+
+
+TAPS_RATIO = 2  # A module constant so that a benchmark can switch 'taps' off (0) to compare.
+
+
+class Conv(nn.Module):
+  """A 'SAME' 2-D convolution with nn.Conv's parameters, computed as impl says: XLA's native
+  convolution ('xla'), patches @ kernel ('patches'), or one matmul for all taps plus shifted sums
+  ('taps', shifted_taps_conv); 'auto' picks by shape and where it runs (auto_conv_impl). The three
+  agree up to float32 rounding (tested against nn.Conv, gradients included)."""
   features: int
   kernel: int = 3
   stride: int = 1
-  impl: str = "auto"  # auto | patches | xla
+  impl: str = "auto"  # auto | taps | patches | xla (auto_conv_impl)
   kernel_init: Callable = nn.initializers.lecun_normal()
   causal: str = ""  # '' | 'A' | 'B': PixelCNN's masks (causal_mask), for autoregressive models
 
@@ -55,11 +91,11 @@ class Conv(nn.Module):
     if self.causal:
       kernel = kernel * causal_mask(self.kernel, self.causal)[:, :, None, None]
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
-    impl = self.impl
-    if impl == "auto":
-      cpu_scan = jax.default_backend() == "cpu" and train_lib.tracing_scanned_step()
-      impl = "patches" if cpu_scan else "xla"
-    if impl == "patches":
+    impl = self.impl if self.impl != "auto" else auto_conv_impl(
+        self.kernel, x.shape[-1], self.features)
+    if impl == "taps":
+      y = shifted_taps_conv(x, kernel, self.stride)
+    elif impl == "patches":
       y = extract_patches(x, self.kernel, self.stride) @ kernel.reshape(-1, self.features)
     else:
       y = jax.lax.conv_general_dilated(x, kernel, (self.stride,) * 2, "SAME",
