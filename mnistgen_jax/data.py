@@ -222,12 +222,19 @@ def _load_verified(name: str, split: str, source: str, data_dir: str | None):
     raise DataError(f"--data_dir={data_dir} is not a directory: pass the folder holding the 4 IDX "
                     ".gz files, or leave --data_dir out to use the default sources")
   use_cache = source == "auto" and not data_dir  # A named source or folder is what gets read.
-  cached = _from_cache(name, split) if use_cache else None
-  if cached is not None:
-    images, labels = cached
-    images.setflags(write=False)
-    labels.setflags(write=False)
-    return images, labels
+  arrays = _from_cache(name, split) if use_cache else None
+  if arrays is None:
+    arrays = _from_sources(name, split, source, data_dir)
+    if use_cache:
+      _keep_in_cache(name, split, *arrays)
+  images, labels = arrays
+  images.setflags(write=False)  # Shared by every caller (the lru_cache): nobody may change them.
+  labels.setflags(write=False)
+  return images, labels
+
+
+def _from_sources(name: str, split: str, source: str, data_dir: str | None):
+  """The first source (in _LOADERS' order for 'auto') that has the split, verified."""
   tried = []
   for src in (_LOADERS if source == "auto" else [source]):
     try:
@@ -236,10 +243,6 @@ def _load_verified(name: str, split: str, source: str, data_dir: str | None):
       tried.append(f"{src}: {e}")
       continue
     verify(name, split, images, labels, origin=src)
-    if use_cache:
-      _keep_in_cache(name, split, images, labels)
-    images.setflags(write=False)
-    labels.setflags(write=False)
     return images, labels
   raise DataError(
       f"no source could serve {name}/{split} ({'; '.join(tried)}). Provide one: "
