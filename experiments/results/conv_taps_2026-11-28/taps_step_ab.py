@@ -38,6 +38,9 @@ for ratio in (0, 2):
   _, metrics = runs[ratio](fresh_state(), images, labels, batches, 0, steps)
   losses[ratio] = float(jnp.mean(metrics["loss"]))
 print(f"mean loss over {steps} steps:", losses)
+if losses[0] == losses[2]:  # Other float rounding must show in the losses if the programs differ.
+  sys.exit(f"{name}: the same program both times (a trace cached inside the family's step "
+           "outlived the first one): compare two processes instead (experiments.benchmark)")
 rates = {0: [], 2: []}
 for rep in range(6):
   for ratio in ((0, 2) if rep % 2 == 0 else (2, 0)):
