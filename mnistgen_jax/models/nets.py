@@ -47,6 +47,9 @@ def shifted_taps_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.n
   taps = jnp.pad(taps.reshape(b, h, w, kh * kw * o),
                  ((0, 0), same_padding(h, kh, stride), same_padding(w, kw, stride), (0, 0)))
   out_h, out_w = -(-h // stride), -(-w // stride)
+  # One slice per tap, its channels included. Why not extract_patches' windows with the channels
+  # sliced after: the same values, but forward + backward of the conv VAE's last layer took 5.3-5.7
+  # against 2.0-2.3 ms (measured, 2-vCPU AVX-512 EPYC): XLA then pads the full windows' gradients.
   return sum(taps[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride,
                   (i * kw + j) * o:(i * kw + j + 1) * o]
              for i in range(kh) for j in range(kw))
