@@ -1,0 +1,77 @@
+r"""In-process A/B of one of nets' trace-time switches (TAPS_RATIO, S2D_INPUT_GRAD) in a family's
+train step: one chunk runner compiled per value in one process (the family's own loop and
+compiler options, real MNIST), then timed alternately, --repeats runs of --steps steps each from
+the same initial state; img/s median (min-max), and the median of each repeat's ratio to the first
+value. Alternating in one process keeps machine drift
+out of the comparison.
+
+  python -m experiments.step_ab --family=conv_vae --switch=S2D_INPUT_GRAD --values=False,True
+"""
+import ast
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from mnistgen_jax import configs, cpu_compiler, data, parallel, trainer
+from mnistgen_jax import train as train_lib
+from mnistgen_jax.models import nets
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("family", "conv_vae", "family whose default config is timed")
+flags.DEFINE_integer("steps", 50, "train steps per timed run")
+flags.DEFINE_integer("repeats", 6, "timed runs per value")
+flags.DEFINE_enum("switch", "S2D_INPUT_GRAD", ["TAPS_RATIO", "S2D_INPUT_GRAD"],
+                  "module constant of mnistgen_jax.models.nets read while the step is traced")
+flags.DEFINE_list("values", ["False", "True"], "Python literals to set it to, A first")
+
+
+def main(_):
+  values = [ast.literal_eval(v) for v in FLAGS.values]
+  train = data.load("mnist", "train")
+  config = configs.get_config(FLAGS.family)
+  family, model, stage1 = trainer.build(config)
+  mesh = parallel.make_mesh(config.num_devices)
+  tx, state0 = trainer.initial_state(family, model, config, len(train[0]) // config.batch_size,
+                                     stage1)
+  step = family.training.step(model, tx, config)
+  inputs = np.asarray(family.training.train_inputs(model, config, state0.variables(), *train))
+  state0, images, labels = parallel.put((state0, inputs, train[1]), parallel.replicated(mesh))
+  batches = parallel.put(np.asarray(train_lib.epoch_batches(
+      jax.random.PRNGKey(0), 0, len(images), config.batch_size)),
+      parallel.batch_sharding(mesh, 2, axis=1))
+  fresh_state = lambda: jax.block_until_ready(jax.tree.map(jnp.copy, state0))  # Runners donate.
+  runs, losses = [], []
+  for value in values:
+    setattr(nets, FLAGS.switch, value)  # Read while the step is traced: on the runner's 1st call.
+    runs.append(train_lib.make_chunk_runner(model, tx, step, mesh, loop=config.train_loop,
+                                            compiler_options=cpu_compiler.of_config(config)))
+    _, metrics = runs[-1](fresh_state(), images, labels, batches, 0, FLAGS.steps)
+    losses.append(float(jnp.mean(metrics["loss"])))
+  print(f"mean loss over {FLAGS.steps} steps:", dict(zip(FLAGS.values, losses)))
+  if len(set(losses)) < len(losses):  # Other float rounding must show if the programs differ.
+    sys.exit(f"{FLAGS.family}: the same program twice (a trace cached inside the family's step "
+             "outlived the first one): compare two processes instead (experiments.benchmark)")
+  rates = [[] for _ in values]
+  for rep in range(FLAGS.repeats):
+    order = range(len(values)) if rep % 2 == 0 else reversed(range(len(values)))
+    for i in order:
+      state = fresh_state()
+      start = time.perf_counter()
+      jax.block_until_ready(runs[i](state, images, labels, batches, 0, FLAGS.steps)[1])
+      rates[i].append(FLAGS.steps * config.batch_size / (time.perf_counter() - start))
+  print(FLAGS.family, config.train_loop, {
+      f"{FLAGS.switch}={v}": f"{statistics.median(r):,.0f} img/s ({min(r):,.0f}-{max(r):,.0f})"
+      for v, r in zip(FLAGS.values, rates)})
+  for v, r in zip(FLAGS.values[1:], rates[1:]):  # Paired by repeat: drift hits both alike.
+    ratios = [b / a for a, b in zip(rates[0], r)]
+    print(f"  {FLAGS.switch}={v} / {FLAGS.values[0]}, per repeat: median {statistics.median(ratios):.3f}"
+          f" ({min(ratios):.3f}-{max(ratios):.3f})")
+
+
+if __name__ == "__main__":
+  app.run(main)
