@@ -1,11 +1,10 @@
-r"""In-process A/B of one of nets' trace-time switches (TAPS_RATIO, S2D_INPUT_GRAD) in a family's
-train step: one chunk runner compiled per value in one process (the family's own loop and
+r"""In-process A/B of one of nets' trace-time switches (a module constant such as TAPS_RATIO) in a
+family's train step: one chunk runner compiled per value in one process (the family's own loop and
 compiler options, real MNIST), then timed alternately, --repeats runs of --steps steps each from
 the same initial state; img/s median (min-max), and the median of each repeat's ratio to the first
-value. Alternating in one process keeps machine drift
-out of the comparison.
+value. Alternating in one process keeps machine drift out of the comparison.
 
-  python -m experiments.step_ab --family=conv_vae --switch=S2D_INPUT_GRAD --values=False,True
+  python -m experiments.step_ab --family=conv_vae --switch=TAPS_RATIO --values=0,2
 """
 import ast
 import statistics
@@ -25,13 +24,19 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("family", "conv_vae", "family whose default config is timed")
 flags.DEFINE_integer("steps", 50, "train steps per timed run")
 flags.DEFINE_integer("repeats", 6, "timed runs per value")
-flags.DEFINE_enum("switch", "S2D_INPUT_GRAD", ["TAPS_RATIO", "S2D_INPUT_GRAD"],
-                  "module constant of mnistgen_jax.models.nets read while the step is traced")
-flags.DEFINE_list("values", ["False", "True"], "Python literals to set it to, A first")
+flags.DEFINE_string("switch", "TAPS_RATIO",
+                    "module constant of mnistgen_jax.models.nets read while the step is traced")
+flags.DEFINE_list("values", ["0", "2"], "Python literals to set it to, A first")
 
 
 def main(_):
-  values = [ast.literal_eval(v) for v in FLAGS.values]
+  if not FLAGS.switch.isupper() or not hasattr(nets, FLAGS.switch):
+    sys.exit(f"--switch={FLAGS.switch}: not a module constant of mnistgen_jax.models.nets "
+             "(e.g. TAPS_RATIO)")
+  try:
+    values = [ast.literal_eval(v) for v in FLAGS.values]
+  except (ValueError, SyntaxError):
+    sys.exit(f"--values={','.join(FLAGS.values)}: each must be a Python literal, e.g. 0,2")
   train = data.load("mnist", "train")
   config = configs.get_config(FLAGS.family)
   family, model, stage1 = trainer.build(config)

@@ -1,5 +1,4 @@
 """Encoder and decoder networks shared by the auto-encoder families (MLP and convolutional)."""
-import functools
 import math
 from typing import Callable, Sequence
 
@@ -56,58 +55,7 @@ def shifted_taps_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.n
              for i in range(kh) for j in range(kw))
 
 
-def space_to_depth_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
-  """'SAME' stride-s convolution as a stride-1 'VALID' one (Dumoulin & Visin 2016, sec. 4): pad x
-  as 'SAME' would, space_to_depth by s, then a (k/s)x(k/s) kernel over s*s*C channels whose
-  channel (p, q, c) holds tap (s*a + p, s*b + q) of the original. Needs kernel % stride == 0."""
-  k, _, c, o = kernel.shape
-  b, h, w, _ = x.shape
-  out_h, out_w = -(-h // stride), -(-w // stride)
-  pads = [same_padding(size, k, stride) for size in (h, w)]
-  # Rounded up to whole blocks; the extra zeros only feed outputs past out_h/out_w, cut below.
-  pads = [(lo, hi + (-(size + lo + hi)) % stride) for (lo, hi), size in zip(pads, (h, w))]
-  blocks = space_to_depth(jnp.pad(x, ((0, 0), *pads, (0, 0))), stride)
-  kernel = kernel.reshape(k // stride, stride, k // stride, stride, c, o).transpose(0, 2, 1, 3, 4, 5)
-  y = jax.lax.conv_general_dilated(blocks, kernel.reshape(k // stride, k // stride, -1, o), (1, 1),
-                                   "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  return y[:, :out_h, :out_w]
-
-
-def native_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
-  """XLA's own 'SAME' convolution, NHWC/HWIO like nn.Conv."""
-  return jax.lax.conv_general_dilated(x, kernel, (stride, stride), "SAME",
-                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def native_conv_s2d_input_grad(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.ndarray:
-  """native_conv's values and kernel gradient, with space_to_depth_conv's input gradient.
-
-  Why: XLA:CPU's gradient of a strided convolution with respect to its input (a convolution of
-  the zero-dilated output gradient) was the slowest of the three parts; the same gradient through
-  space_to_depth_conv (a stride-1 convolution, then depth_to_space) ran 1.4x faster, while that
-  formulation's forward and kernel gradient ran slower than the native ones. The conv VAE's 4x4
-  stride-2 32 -> 64 layer, batch 128: input gradient 4.7 ms native, 3.2 space_to_depth; kernel
-  gradient 3.7 native, 4.6 (2-vCPU AVX-512 EPYC). The values agree up to float32 rounding (tested)."""
-  return native_conv(x, kernel, stride)
-
-
-def _native_conv_s2d_input_grad_fwd(x, kernel, stride):
-  return native_conv(x, kernel, stride), (x, kernel)
-
-
-def _native_conv_s2d_input_grad_bwd(stride, residuals, dy):
-  x, kernel = residuals
-  dx, = jax.vjp(lambda x: space_to_depth_conv(x, kernel, stride), x)[1](dy)
-  dkernel, = jax.vjp(lambda kernel: native_conv(x, kernel, stride), kernel)[1](dy)
-  return dx, dkernel  # dx is dead code where x needs no gradient (images): XLA removes it.
-
-
-native_conv_s2d_input_grad.defvjp(_native_conv_s2d_input_grad_fwd,
-                                  _native_conv_s2d_input_grad_bwd)
-
-
-def auto_conv_impl(kernel: int, in_channels: int, features: int, stride: int = 1) -> str:
+def auto_conv_impl(kernel: int, in_channels: int, features: int) -> str:
   """Conv's impl='auto' choice, by measurement on XLA:CPU (jaxlib 0.10.2; GPU/TPU: always 'xla').
 
   'taps' where the taps' products are few against the input, kernel**2 * features <= TAPS_RATIO *
@@ -116,35 +64,26 @@ def auto_conv_impl(kernel: int, in_channels: int, features: int, stride: int = 1
   forward + backward, taps 1.2 + 1.2 ms (2-vCPU AVX-512 EPYC; at a ratio of 2.25 taps still
   won by 15 %, at 4.5 it lost). 'patches' inside a scanned training step: XLA:CPU lowers
   convolution gradients there to a generic emitter that ran 6-18x slower than outside a loop.
-  'xla_s2d_grad' for a strided layer outside a scan (native_conv_s2d_input_grad: the conv VAE's
-  train step 1.07x, the VQ-VAE's 1.02x). Else the native convolution (3x the patches for the conv
-  VAE's IWAE bound)."""
+  Else the native convolution (3x the patches for the conv VAE's IWAE bound)."""
   if jax.default_backend() != "cpu":
     return "xla"
   if kernel * kernel * features <= TAPS_RATIO * in_channels:
     return "taps"
-  if train_lib.tracing_scanned_step():
-    return "patches"
-  if S2D_INPUT_GRAD and stride > 1 and kernel % stride == 0:
-    return "xla_s2d_grad"
-  return "xla"
+  return "patches" if train_lib.tracing_scanned_step() else "xla"
 
 
-# Module constants so that a benchmark can switch a choice off to compare (TAPS_RATIO = 0).
-TAPS_RATIO = 2
-S2D_INPUT_GRAD = True
+TAPS_RATIO = 2  # A module constant so that a benchmark can switch 'taps' off (0) to compare.
 
 
 class Conv(nn.Module):
   """A 'SAME' 2-D convolution with nn.Conv's parameters, computed as impl says: XLA's native
-  convolution ('xla'), the same with space_to_depth_conv's input gradient ('xla_s2d_grad', where
-  kernel % stride == 0), patches @ kernel ('patches'), or one matmul for all taps plus shifted sums
-  ('taps', shifted_taps_conv); 'auto' picks by shape and where it runs (auto_conv_impl). All agree
-  up to float32 rounding (tested against nn.Conv, gradients included)."""
+  convolution ('xla'), patches @ kernel ('patches'), or one matmul for all taps plus shifted sums
+  ('taps', shifted_taps_conv); 'auto' picks by shape and where it runs (auto_conv_impl). The three
+  agree up to float32 rounding (tested against nn.Conv, gradients included)."""
   features: int
   kernel: int = 3
   stride: int = 1
-  impl: str = "auto"  # auto | taps | patches | xla | xla_s2d_grad (auto_conv_impl)
+  impl: str = "auto"  # auto | taps | patches | xla (auto_conv_impl)
   kernel_init: Callable = nn.initializers.lecun_normal()
   causal: str = ""  # '' | 'A' | 'B': PixelCNN's masks (causal_mask), for autoregressive models
 
@@ -156,15 +95,14 @@ class Conv(nn.Module):
       kernel = kernel * causal_mask(self.kernel, self.causal)[:, :, None, None]
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     impl = self.impl if self.impl != "auto" else auto_conv_impl(
-        self.kernel, x.shape[-1], self.features, self.stride)
+        self.kernel, x.shape[-1], self.features)
     if impl == "taps":
       y = shifted_taps_conv(x, kernel, self.stride)
     elif impl == "patches":
       y = extract_patches(x, self.kernel, self.stride) @ kernel.reshape(-1, self.features)
-    elif impl == "xla_s2d_grad":
-      y = native_conv_s2d_input_grad(x, kernel, self.stride)
     else:
-      y = native_conv(x, kernel, self.stride)
+      y = jax.lax.conv_general_dilated(x, kernel, (self.stride,) * 2, "SAME",
+                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
     return y + bias
 
 
