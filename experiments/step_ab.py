@@ -50,17 +50,23 @@ def main(_):
       jax.random.PRNGKey(0), 0, len(images), config.batch_size)),
       parallel.batch_sharding(mesh, 2, axis=1))
   fresh_state = lambda: jax.block_until_ready(jax.tree.map(jnp.copy, state0))  # Runners donate.
-  runs, losses = [], []
+  x = images[:config.batch_size]  # A batch as the runner passes it, for the step's jaxpr.
+  x = train_lib.to_float(x) if x.dtype == jnp.uint8 else x
+  runs, losses, programs = [], [], []
   for value in values:
     setattr(nets, FLAGS.switch, value)  # Read while the step is traced: on the runner's 1st call.
-    runs.append(train_lib.make_chunk_runner(model, tx, step, mesh, loop=config.train_loop,
-                                            compiler_options=cpu_compiler.of_config(config)))
-    _, metrics = runs[-1](fresh_state(), images, labels, batches, 0, FLAGS.steps)
+    run = train_lib.make_chunk_runner(model, tx, step, mesh, loop=config.train_loop,
+                                      compiler_options=cpu_compiler.of_config(config))
+    _, metrics = run(fresh_state(), images, labels, batches, 0, FLAGS.steps)
     losses.append(float(jnp.mean(metrics["loss"])))
+    # A new lambda: make_jaxpr reuses the trace it made of the same function object.
+    programs.append(str(jax.make_jaxpr(lambda *a: step(*a))(state0, x, labels[:config.batch_size])))
+    runs.append(run)
   print(f"mean loss over {FLAGS.steps} steps:", dict(zip(FLAGS.values, losses)))
-  if len(set(losses)) < len(losses):  # Other float rounding must show if the programs differ.
-    sys.exit(f"{FLAGS.family}: the same program twice (a trace cached inside the family's step "
-             "outlived the first one): compare two processes instead (experiments.benchmark)")
+  if len(set(programs)) < len(programs):
+    sys.exit(f"{FLAGS.family}: the same program for two values of {FLAGS.switch} (the switch does "
+             "not reach this family's step, or a trace cached inside the step outlived the "
+             "first one): compare two processes instead (experiments.benchmark)")
   rates = [[] for _ in values]
   for rep in range(FLAGS.repeats):
     order = range(len(values)) if rep % 2 == 0 else reversed(range(len(values)))

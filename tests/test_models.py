@@ -101,16 +101,40 @@ def test_bernoulli_nll_sums_the_pixels_close_to_float64(mnist_slice):
   # Real digits against broad logits: the 784-pixel sum of each image, jitted as a model step
   # computes it, within 1e-4 nats on average of the float64 sum of the same float32 terms (the
   # product with ones: 4.5e-5 measured; XLA's fused reduce: 2.0e-4).
-  import optax
-  from mnistgen_jax.models.nets import bernoulli_nll
+  from mnistgen_jax.models.nets import bernoulli_nll, sigmoid_cross_entropy
   x = jnp.asarray(mnist_slice[0], jnp.float32) / 255.0
   logits = jax.random.normal(jax.random.PRNGKey(0), x.shape) * 4.0 - 2.0
-  terms = np.asarray(optax.sigmoid_binary_cross_entropy(logits, x), np.float64)
+  terms = np.asarray(sigmoid_cross_entropy(logits, x), np.float64)
   exact = terms.reshape(len(terms), -1).sum(1)
   got = np.asarray(jax.jit(bernoulli_nll)(logits, x))
   assert got.shape == (len(x),) and got.dtype == np.float32
   error = np.abs(got - exact)
   assert error.mean() < 1e-4 and error.max() < 5e-4, (error.mean(), error.max())
+
+
+def test_sigmoid_cross_entropy_and_its_gradients_against_float64(mnist_slice):
+  # Real grayscale digits against logits from -100 to 100: values and both derivatives within
+  # float32 rounding of the float64 formulas, finite everywhere, and within rounding of optax's.
+  import optax
+  from mnistgen_jax.models.nets import sigmoid_cross_entropy
+  x = jnp.asarray(mnist_slice[0][:8], jnp.float32).reshape(8, -1) / 255.0
+  logits = jnp.concatenate([jax.random.normal(jax.random.PRNGKey(0), (6, 784)) * 8.0,
+                            jnp.linspace(-100.0, 100.0, 2 * 784).reshape(2, 784)])
+  l64, x64 = np.asarray(logits, np.float64), np.asarray(x, np.float64)
+  value = np.maximum(l64, 0) - x64 * l64 + np.log1p(np.exp(-np.abs(l64)))
+  sigmoid = 1 / (1 + np.exp(-l64))
+  got, (d_logits, d_x) = jax.value_and_grad(
+      lambda l, x: jnp.sum(sigmoid_cross_entropy(l, x) * jnp.arange(1.0, 785.0) / 784),
+      argnums=(0, 1))(logits, x)
+  weights = np.arange(1.0, 785.0) / 784
+  # max(l, 0) - x l cancels: float32's rounding of x l (~|l| * 6e-8) bounds any formula's error.
+  rounding = 1e-6 + 3e-7 * np.abs(l64)
+  assert np.all(np.abs(np.asarray(sigmoid_cross_entropy(logits, x)) - value) <= rounding)
+  np.testing.assert_allclose(d_logits, (sigmoid - x64) * weights, rtol=1e-6, atol=3e-7)
+  np.testing.assert_allclose(d_x, -l64 * weights, rtol=1e-6, atol=1e-6)
+  assert np.all(np.abs(np.asarray(sigmoid_cross_entropy(logits, x) - optax.sigmoid_binary_cross_entropy(
+      logits, x))) <= 2 * rounding)
+  assert np.all(np.isfinite(np.asarray(d_logits))) and np.all(np.isfinite(np.asarray(d_x)))
 
 
 def test_conditional_sampling_follows_the_label():
