@@ -3,7 +3,11 @@ time on this machine: the step's median wall time, then a jax.profiler trace of 
 per XLA thunk (ms per step, top 40) and in three groups.
 
   XLA_FLAGS=--xla_cpu_multi_thread_eigen=false taskset -c 0 .venv/bin/python \
-      experiments/results/conv_vae_profile_2026-11-27/profile_step.py [FAMILY, default conv_vae]
+      experiments/results/conv_vae_profile_2026-11-27/profile_step.py [FAMILY, default conv_vae] [config]
+
+With a second argument `config` the step compiles with the family's own compiler options
+(cpu_compiler.of_config: no YNN fusions for the conv VAE since the sixth session); without it,
+with XLA's defaults, as for the 2026-11-27 profile.txt.
 """
 import collections
 import glob
@@ -16,14 +20,14 @@ import jax
 import jax.numpy as jnp
 
 from experiments.benchmark import median_seconds
-from mnistgen_jax import configs, data, trainer
+from mnistgen_jax import configs, cpu_compiler, data, trainer
 from mnistgen_jax import train as train_lib
 
 TRACED_STEPS = 10
 
 
 def group(thunk: str) -> str:
-  if thunk.startswith(("ynn_fusion", "convolution", "dot")):
+  if thunk.startswith(("ynn_fusion", "convolution", "conv_general_dilated", "dot")):
     return "conv/matmul (ynn_fusion, convolution, dot)"
   if "transpose" in thunk or "copy" in thunk:
     return "transposes/copies (depth_to_space, layouts)"
@@ -37,7 +41,8 @@ def main():
   images, labels = data.load("mnist", "train")[:2]
   tx, state = trainer.initial_state(family, model, config,
                                     len(images) // config.batch_size, stage1)
-  step = jax.jit(family.training.step(model, tx, config))
+  options = cpu_compiler.of_config(config) if sys.argv[2:] == ["config"] else None
+  step = jax.jit(family.training.step(model, tx, config), compiler_options=options)
   x = train_lib.to_float(jnp.asarray(images[:config.batch_size]))
   y = jnp.asarray(labels[:config.batch_size])
 
