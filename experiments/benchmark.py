@@ -16,6 +16,8 @@ import time
 
 from absl import app, flags, logging
 
+from experiments import step_setup
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "runs/benchmark", "directory for benchmark.json and benchmark.md")
 flags.DEFINE_list("families", ["ae", "vae", "conv_vae", "cond_vae", "vqvae", "vqvae_prior",
@@ -67,9 +69,7 @@ def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str,
                  ynn_fusions: bool | None = None) -> dict:
   import jax
   import jax.numpy as jnp
-  import numpy as np
-  from mnistgen_jax import configs, cpu_compiler, models, parallel, report, trainer
-  from mnistgen_jax import train as train_lib
+  from mnistgen_jax import configs, cpu_compiler, models, report
 
   stage1_families = models.get(name).stage1_families
   overrides = {"stage1_workdir": stage1_dirs[stage1_families[0]]} if stage1_families else {}
@@ -78,24 +78,13 @@ def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str,
   if ynn_fusions is not None:
     overrides["ynn_fusions"] = ynn_fusions
   config = configs.get_config(name, preset=preset, **overrides)
-  family, model, stage1 = trainer.build(config)
-  mesh = parallel.make_mesh(config.num_devices)
-  steps_per_epoch = len(train[0]) // config.batch_size
-  tx, state = trainer.initial_state(family, model, config, steps_per_epoch, stage1)
-  step = family.training.step(model, tx, config)
-  # What the step reads, as the trainer computes it once before the epochs (a prior on a frozen
-  # stage 1 reads its codes; every other family the images).
-  inputs = np.asarray(family.training.train_inputs(model, config, state.variables(), *train))
-  x = jnp.asarray(inputs[:config.batch_size])
-  flops = step_flops(step, state, train_lib.to_float(x) if x.dtype == jnp.uint8 else x,
-                     jnp.asarray(train[1][:config.batch_size]))
+  prepared = step_setup.prepare_step(config, train)
+  family, model, mesh = prepared.family, prepared.model, prepared.mesh
+  steps_per_epoch = prepared.steps_per_epoch
+  state, images, labels, batches = prepared.state, prepared.images, prepared.labels, prepared.batches
+  flops = step_flops(prepared.step, state, prepared.x, prepared.y)
+  run = prepared.new_runner()
   options = cpu_compiler.of_config(config)
-  run = train_lib.make_chunk_runner(model, tx, step, mesh, loop=config.train_loop,
-                                    compiler_options=options)
-  state, images, labels = parallel.put((state, inputs, train[1]), parallel.replicated(mesh))
-  batches = parallel.put(np.asarray(train_lib.epoch_batches(
-      jax.random.PRNGKey(0), 0, len(images), config.batch_size)),
-      parallel.batch_sharding(mesh, 2, axis=1))
   timed_steps = min(max_steps, steps_per_epoch) if max_steps else steps_per_epoch
   chunk = min(100, timed_steps)
   rest = timed_steps % chunk

@@ -13,11 +13,10 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from absl import app, flags
 
-from mnistgen_jax import configs, cpu_compiler, data, parallel, trainer
-from mnistgen_jax import train as train_lib
+from experiments import step_setup
+from mnistgen_jax import configs, data
 from mnistgen_jax.models import nets
 
 FLAGS = flags.FLAGS
@@ -39,29 +38,17 @@ def main(_):
     sys.exit(f"--values={','.join(FLAGS.values)}: each must be a Python literal, e.g. 0,2")
   train = data.load("mnist", "train")
   config = configs.get_config(FLAGS.family)
-  family, model, stage1 = trainer.build(config)
-  mesh = parallel.make_mesh(config.num_devices)
-  tx, state0 = trainer.initial_state(family, model, config, len(train[0]) // config.batch_size,
-                                     stage1)
-  step = family.training.step(model, tx, config)
-  inputs = np.asarray(family.training.train_inputs(model, config, state0.variables(), *train))
-  state0, images, labels = parallel.put((state0, inputs, train[1]), parallel.replicated(mesh))
-  batches = parallel.put(np.asarray(train_lib.epoch_batches(
-      jax.random.PRNGKey(0), 0, len(images), config.batch_size)),
-      parallel.batch_sharding(mesh, 2, axis=1))
+  prepared = step_setup.prepare_step(config, train)
+  state0, images, labels, batches = prepared.state, prepared.images, prepared.labels, prepared.batches
   fresh_state = lambda: jax.block_until_ready(jax.tree.map(jnp.copy, state0))  # Runners donate.
-  x = images[:config.batch_size]  # A batch as the runner passes it, for the step's jaxpr.
-  x = train_lib.to_float(x) if x.dtype == jnp.uint8 else x
   runs, losses, programs = [], [], []
   for value in values:
     setattr(nets, FLAGS.switch, value)  # Read while the step is traced: on the runner's 1st call.
-    run = train_lib.make_chunk_runner(model, tx, step, mesh, loop=config.train_loop,
-                                      compiler_options=cpu_compiler.of_config(config))
-    _, metrics = run(fresh_state(), images, labels, batches, 0, FLAGS.steps)
+    runs.append(prepared.new_runner())
+    _, metrics = runs[-1](fresh_state(), images, labels, batches, 0, FLAGS.steps)
     losses.append(float(jnp.mean(metrics["loss"])))
     # A new lambda: make_jaxpr reuses the trace it made of the same function object.
-    programs.append(str(jax.make_jaxpr(lambda *a: step(*a))(state0, x, labels[:config.batch_size])))
-    runs.append(run)
+    programs.append(str(jax.make_jaxpr(lambda *a: prepared.step(*a))(state0, prepared.x, prepared.y)))
   print(f"mean loss over {FLAGS.steps} steps:", dict(zip(FLAGS.values, losses)))
   if len(set(programs)) < len(programs):
     sys.exit(f"{FLAGS.family}: the same program for two values of {FLAGS.switch} (the switch does "
