@@ -157,7 +157,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   import jax
-  from mnistgen_jax import configs, data, models, report, trainer
+  from mnistgen_jax import configs, data, models, report, runs, trainer
 
   os.makedirs(FLAGS.out, exist_ok=True)
   train = data.load("mnist", "train")
@@ -203,7 +203,7 @@ def main(argv):
   if FLAGS.fid:
     facts.append(f"FID 10k vs 10k {result['fid_10k_vs_10k_seconds']:.2f} s")
   table = "; ".join(facts) + "\n\n" + report.markdown_table(HEADER, rows)
-  report.write_json(os.path.join(FLAGS.out, "benchmark.json"), result)
+  runs.write_json(os.path.join(FLAGS.out, "benchmark.json"), result)
   with open(os.path.join(FLAGS.out, "benchmark.md"), "w") as f:
     f.write(table + "\n")
   print(table)

@@ -9,7 +9,6 @@ fid_lenet of --eval_samples samples and of the test set's reconstructions. A mul
 plus its own. Re-running resumes/reuses runs.
 Writes <root>/budget.md and <root>/budget.json.
 """
-import functools
 import os
 import sys
 
@@ -39,19 +38,18 @@ def config_of(model: str, **overrides):
                             log_every=FLAGS.log_every, **overrides)
 
 
-def train_one(model: str, workdir: str, evaluate_fn=None, **overrides) -> dict:
+def train_one(model: str, workdir: str, **overrides) -> dict:
   from mnistgen_jax import trainer
   config = config_of(model, **overrides)
   prefix = f"[{model}] "
-  return trainer.train_and_evaluate(config, workdir, evaluate_fn=evaluate_fn,
+  return trainer.train_and_evaluate(config, workdir,
                                     print_fn=lambda s: print(prefix + s, flush=True))
 
 
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  from mnistgen_jax import report
-  from mnistgen_jax.metrics import evaluate
+  from mnistgen_jax import evaluation, report, runs
 
   rows, results = [], {}
   try:
@@ -59,9 +57,7 @@ def main(argv):
       config_of(name)
       for stage1 in models.get(name).stage1_families[:1]:
         config_of(stage1)
-    ref = evaluate.Reference.load(configs.get_config(FLAGS.families[0]).dataset)
-    evaluate_fn = functools.partial(evaluate.evaluate_variables, num_samples=FLAGS.eval_samples,
-                                    iwae_samples=0, ref=ref)
+    ref = evaluation.Reference.load(configs.get_config(FLAGS.families[0]).dataset)
     for name in FLAGS.families:
       workdir = os.path.join(FLAGS.root, name)
       stages, overrides = [], {}
@@ -69,16 +65,17 @@ def main(argv):
       if stage1_families:  # A prior: its (first) stage-1 family is trained first.
         overrides["stage1_workdir"] = os.path.join(FLAGS.root, stage1_families[0])
         stages.append(train_one(stage1_families[0], overrides["stage1_workdir"]))
-      stages.append(train_one(name, workdir, evaluate_fn, **overrides))
+      stages.append(train_one(name, workdir, **overrides))
       last = stages[-1]
-      evaluation = last["evaluation"]
+      scores = evaluation.evaluate_run(workdir, FLAGS.eval_samples, iwae_samples=0, ref=ref)
+      evaluation.save_evaluation(workdir, scores)
       results[name] = {
           "num_params": last["num_params"],  # A prior's count includes its frozen stage 1.
           "epochs": last["epochs"],
           "train_seconds": round(sum(s["train_seconds"] for s in stages), 2),
           "test_loss": last["test"][last["loss_name"]], "loss_name": last["loss_name"],
-          "fid_samples": evaluation.get("samples", {}).get("fid_lenet"),
-          "fid_reconstructions": evaluation.get("reconstructions", {}).get("fid_lenet")}
+          "fid_samples": scores.get("samples", {}).get("fid_lenet"),
+          "fid_reconstructions": scores.get("reconstructions", {}).get("fid_lenet")}
       r = results[name]
       rows.append([name, f"{r['num_params']:,}", f"{r['epochs']:g}", f"{r['train_seconds']:.1f}",
                    f"{r['test_loss']:.2f} ({r['loss_name']})", r["fid_samples"],
@@ -92,7 +89,7 @@ def main(argv):
   with open(os.path.join(FLAGS.root, "budget.md"), "w") as f:
     f.write(f"Preset {FLAGS.preset}, {FLAGS.num_epochs} epochs, fid_lenet of "
             f"{FLAGS.eval_samples} samples\n\n{table}\n")
-  report.write_json(os.path.join(FLAGS.root, "budget.json"),
+  runs.write_json(os.path.join(FLAGS.root, "budget.json"),
                     {"preset": FLAGS.preset, "num_epochs": FLAGS.num_epochs, "results": results})
   print(table)
 

@@ -40,8 +40,9 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   import jax
   cli.use_compilation_cache(FLAGS.compilation_cache)
-  from mnistgen_jax import report, trainer
-  from mnistgen_jax.metrics import evaluate, features
+  from mnistgen_jax import report
+  from mnistgen_jax import evaluation
+  from mnistgen_jax.metrics import features
   if FLAGS.num_samples <= 0:
     sys.exit(f"error: --num_samples must be a positive integer, got {FLAGS.num_samples}")
   if FLAGS.iwae_images < 0:
@@ -53,14 +54,14 @@ def main(argv):
     sys.exit("error: --iwae_decodes_per_pass must be >= 0 (0: all at once), got "
              f"{FLAGS.iwae_decodes_per_pass}")
   try:
-    config = cli.with_sampling_flags(trainer.load_config(FLAGS.workdir))
+    config = cli.with_sampling_flags(runs.load_config(FLAGS.workdir))
     # Before minutes of work that could not be saved (a read-only or full workdir).
     cli.check_output("workdir", os.path.join(FLAGS.workdir, "eval.json"))
     data_kw = dict(source=config.data_source, data_dir=config.data_dir or None)
     start = time.perf_counter()
-    ref = evaluate.Reference.load(config.dataset, progress=FLAGS.progress, **data_kw)
+    ref = evaluation.Reference.load(config.dataset, progress=FLAGS.progress, **data_kw)
     reference_seconds = time.perf_counter() - start
-    result = evaluate.evaluate_run(FLAGS.workdir, FLAGS.num_samples, FLAGS.iwae_samples,
+    result = evaluation.evaluate_run(FLAGS.workdir, FLAGS.num_samples, FLAGS.iwae_samples,
                                    progress=FLAGS.progress, ref=ref, config=config,
                                    iwae_images=FLAGS.iwae_images,
                                    iwae_decodes_per_pass=FLAGS.iwae_decodes_per_pass,
@@ -70,7 +71,7 @@ def main(argv):
     result["sampling"] = {k: config[k] for k in cli.SAMPLING_FIELDS if k in config}
     if FLAGS.calibration:
       calibration_start = time.perf_counter()
-      result["calibration"], result["calibration_source"] = evaluate.cached_calibration(
+      result["calibration"], result["calibration_source"] = evaluation.cached_calibration(
           ref, jax.random.PRNGKey(0), FLAGS.num_samples, recompute=FLAGS.recalibrate, **data_kw)
       result["seconds"]["calibration"] = round(time.perf_counter() - calibration_start, 2)
     result["seconds"]["total"] = round(time.perf_counter() - start, 2)
@@ -79,7 +80,7 @@ def main(argv):
     sys.exit(f"error: {e}")
 
   try:
-    path = evaluate.save_evaluation(FLAGS.workdir, result)
+    path = evaluation.save_evaluation(FLAGS.workdir, result)
   except OSError as e:
     sys.exit(f"error: {runs.os_error_line(e, 'run the same command again')}")
 

@@ -31,7 +31,7 @@ flags.mark_flags_as_required(["workdir", "out"])
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  from mnistgen_jax import trainer
+  from mnistgen_jax import runs
   from mnistgen_jax.export import export_sampler
   from mnistgen_jax.models import supports
 
@@ -41,8 +41,8 @@ def main(argv):
     if unknown or not FLAGS.platforms:
       raise ValueError(f"--platforms={','.join(FLAGS.platforms)}: {', '.join(unknown) or 'none'} "
                        f"is not a platform jax exports for; choose among {', '.join(PLATFORMS)}")
-    config = cli.with_sampling_flags(trainer.load_config(FLAGS.workdir))
-    config, _, model, state = trainer.restore_run(FLAGS.workdir, config=config)
+    config = cli.with_sampling_flags(runs.load_config(FLAGS.workdir))
+    config, _, model, state = runs.restore_run(FLAGS.workdir, config=config)
     if not supports(model, "sample"):
       raise ValueError(f"{FLAGS.workdir} holds a {config.model!r} run, which cannot sample")
     variables = state.variables()  # A fitted sampling prior, if any, is in the checkpoint.

@@ -28,7 +28,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   import jax
-  from mnistgen_jax import report, trainer
+  from mnistgen_jax import runs
   from mnistgen_jax.metrics import likelihood
   from mnistgen_jax.models import supports
 
@@ -36,7 +36,7 @@ def main(argv):
     for name in ("num", "steps", "probes", "batch_size"):
       if FLAGS[name].value <= 0:
         raise ValueError(f"--{name} must be a positive integer, got {FLAGS[name].value}")
-    config, _, model, state = trainer.restore_run(FLAGS.workdir)
+    config, _, model, state = runs.restore_run(FLAGS.workdir)
     if not supports(model, "log_density"):
       raise ValueError(f"{FLAGS.workdir} holds a {config.model!r} run, which has no ODE density; "
                        "this is for flow and cond_flow runs")
@@ -52,7 +52,7 @@ def main(argv):
   result = {"bits_per_dim": mean, "standard_error": stderr, "num_images": len(images),
             "steps": FLAGS.steps, "solver": config.solver, "probes": FLAGS.probes,
             "seconds": round(seconds, 1)}
-  report.update_eval_json(FLAGS.workdir, {"ode_likelihood": result})
+  runs.update_eval_json(FLAGS.workdir, {"ode_likelihood": result})
   given = " | digit" if model.conditional else ""
   print(f"{config.model}: -log2 p(x{given}) = {mean:.4f} +- {stderr:.4f} bits/dim on {len(images)} "
         f"dequantized test images ({config.solver}, {FLAGS.steps} steps, {FLAGS.probes} probe(s), "

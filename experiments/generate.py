@@ -36,8 +36,8 @@ def main(argv):
   import jax
   import numpy as np
   cli.use_compilation_cache(FLAGS.compilation_cache)
-  from mnistgen_jax import cpu_compiler, report, trainer, viz
-  from mnistgen_jax.metrics import evaluate
+  from mnistgen_jax import cpu_compiler, report, runs, viz
+  from mnistgen_jax import evaluation
   from mnistgen_jax.models import supports
 
   try:
@@ -46,8 +46,8 @@ def main(argv):
     cli.check_output("out", FLAGS.out, cli.image_extensions())  # Before any sampling.
     if FLAGS.npy:
       cli.check_output("npy", FLAGS.npy, [".npy"])
-    config = cli.with_sampling_flags(trainer.load_config(FLAGS.workdir))
-    config, family, model, state = trainer.restore_run(FLAGS.workdir, config=config)
+    config = cli.with_sampling_flags(runs.load_config(FLAGS.workdir))
+    config, family, model, state = runs.restore_run(FLAGS.workdir, config=config)
     if not supports(model, "sample"):
       raise ValueError(f"{FLAGS.workdir} holds a {config.model!r} run, which cannot sample")
     num_classes = data.info(config.dataset).num_classes
@@ -67,7 +67,7 @@ def main(argv):
     labels = np.full(FLAGS.num, FLAGS.digit, np.int32)
   else:
     labels = np.arange(FLAGS.num, dtype=np.int32) % num_classes
-  images = evaluate.generate(model, variables, labels, jax.random.PRNGKey(FLAGS.seed),
+  images = evaluation.generate(model, variables, labels, jax.random.PRNGKey(FLAGS.seed),
                              batch_size=min(FLAGS.num, 1000),
                              sampler=report.make_sampler(model, cpu_compiler.of_config(config)))
   by_digit = model.conditional and FLAGS.digit is None

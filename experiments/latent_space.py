@@ -21,7 +21,7 @@ def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
   import numpy as np
-  from mnistgen_jax import report, trainer, viz
+  from mnistgen_jax import report, runs, viz
   from mnistgen_jax import train as train_lib
   from mnistgen_jax.models import supports
 
@@ -30,7 +30,7 @@ def main(argv):
     if FLAGS.num <= 0:
       raise ValueError(f"--num must be a positive integer, got {FLAGS.num}")
     for workdir in FLAGS.workdirs:
-      config, _, model, state = trainer.restore_run(workdir)
+      config, _, model, state = runs.restore_run(workdir)
       if not supports(model, "encode"):
         raise ValueError(f"{workdir} holds a {config.model!r} run, which has no encoder to plot")
       images, labels = data.load(config.dataset, "test", limit=FLAGS.num,

@@ -26,22 +26,22 @@ def main(argv):
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from mnistgen_jax import trainer, viz
+  from mnistgen_jax import runs, viz
   from mnistgen_jax import train as train_lib
-  from mnistgen_jax.metrics import evaluate
+  from mnistgen_jax import evaluation
   from mnistgen_jax.models import supports
 
   try:
     sigmas = [float(s) for s in FLAGS.sigmas]
     if FLAGS.num <= 0 or any(s < 0 for s in sigmas):
       raise ValueError("--num must be positive and --sigmas >= 0")
-    config, _, model, state = trainer.restore_run(FLAGS.workdir)
+    config, _, model, state = runs.restore_run(FLAGS.workdir)
     if not (supports(model, "encode") and supports(model, "decode")):
       raise ValueError(f"{FLAGS.workdir} holds a {config.model!r} run, which has no codes to "
                        "decode; pass an encoder family's run")
     data_kw = dict(source=config.data_source, data_dir=config.data_dir or None)
     images, labels = data.load(config.dataset, "train", limit=FLAGS.num, **data_kw)
-    ref = evaluate.Reference.load(config.dataset, **data_kw)
+    ref = evaluation.Reference.load(config.dataset, **data_kw)
   except (ValueError, data.DataError, checkpoint.CheckpointError) as e:
     sys.exit(f"error: {e}")
   variables = state.variables()

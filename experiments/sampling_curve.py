@@ -46,16 +46,16 @@ def measure(config, ref, num_samples, batch_size, progress):
   """One setting: (samples/s of the jitted sampler after warm-up, sample metrics)."""
   import jax
   import jax.numpy as jnp
-  from mnistgen_jax import cpu_compiler, report, trainer
-  from mnistgen_jax.metrics import evaluate
+  from mnistgen_jax import cpu_compiler, report, runs
+  from mnistgen_jax import evaluation
 
-  _, _, model, state = trainer.restore_run(FLAGS.workdir, config=config)
+  _, _, model, state = runs.restore_run(FLAGS.workdir, config=config)
   variables = state.variables()
   sampler = report.make_sampler(model, cpu_compiler.of_config(config))
   # Compiled before the clock starts, for the batch shape that generate uses.
   jax.block_until_ready(sampler(variables, jnp.zeros((batch_size,), jnp.int32),
                                 jax.random.PRNGKey(0)))
-  metrics, seconds = evaluate.score_samples(ref, config, model, variables, num_samples, progress,
+  metrics, seconds = evaluation.score_samples(ref, config, model, variables, num_samples, progress,
                                             batch_size, sampler)
   return num_samples / seconds, metrics
 
@@ -91,20 +91,20 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   import jax
   cli.use_compilation_cache(FLAGS.compilation_cache)
-  from mnistgen_jax import configs, flow, report, trainer
-  from mnistgen_jax.metrics import evaluate, features
+  from mnistgen_jax import configs, evaluation, flow, report, runs
+  from mnistgen_jax.metrics import features
   try:
     steps = _positive_ints(FLAGS.steps, "steps")
     if FLAGS.num_samples <= 0 or FLAGS.batch_size <= 0:
       raise ValueError("--num_samples and --batch_size must be positive")
-    config = trainer.load_config(FLAGS.workdir)
+    config = runs.load_config(FLAGS.workdir)
     if "sample_steps" not in config:
       raise ValueError(f"{FLAGS.workdir} is a {config.model!r} run; sampling_curve is for flow "
                        "families (flow, cond_flow, latent_flow)")
     config = cli.with_sampling_flags(config)
     solvers = FLAGS.solvers or [config.solver]
     data_kw = dict(source=config.data_source, data_dir=config.data_dir or None)
-    ref = evaluate.Reference.load(config.dataset, progress=FLAGS.progress, **data_kw)
+    ref = evaluation.Reference.load(config.dataset, progress=FLAGS.progress, **data_kw)
     rows = []
     for solver in solvers:
       for n in steps:

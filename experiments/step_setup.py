@@ -25,13 +25,13 @@ def prepare_step(config, train) -> PreparedStep:
   import jax
   import jax.numpy as jnp
   import numpy as np
-  from mnistgen_jax import cpu_compiler, parallel, trainer
+  from mnistgen_jax import cpu_compiler, parallel, runs, train_setup
   from mnistgen_jax import train as train_lib
 
-  family, model, stage1 = trainer.build(config)
+  family, model, stage1 = runs.build(config)
   mesh = parallel.make_mesh(config.num_devices)
   steps_per_epoch = len(train[0]) // config.batch_size
-  tx, state = trainer.initial_state(family, model, config, steps_per_epoch, stage1)
+  tx, state = train_setup.initial_state(family, model, config, steps_per_epoch, stage1)
   step = family.training.step(model, tx, config)
   inputs = np.asarray(family.training.train_inputs(model, config, state.variables(), *train))
   x = jnp.asarray(inputs[:config.batch_size])

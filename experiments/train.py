@@ -7,7 +7,6 @@ The config is the family's file in mnistgen_jax/configs/ (--config, or --model=N
 `--FIELD=VALUE` is short for `--config.FIELD=VALUE` (mnistgen_jax/cli.py). After training, the
 state in memory is evaluated (fid_lenet etc., as experiments.evaluate) unless --noevaluate.
 """
-import functools
 import sys
 
 from absl import app, flags, logging
@@ -48,14 +47,14 @@ def main(argv):
   if FLAGS.reconstruction_images < 0:
     sys.exit("error: --reconstruction_images must be >= 0 (0: all test images), got "
              f"{FLAGS.reconstruction_images}")
-  evaluate_fn = None
-  if FLAGS.evaluate and not FLAGS.distributed:
-    evaluate_fn = functools.partial(_evaluate, num_samples=FLAGS.eval_samples,
-                                    iwae_samples=FLAGS.iwae_samples,
-                                    reconstruction_images=FLAGS.reconstruction_images)
   try:
     config = configs.validate(_CONFIG.value)
-    result = trainer.train_and_evaluate(config, FLAGS.workdir, evaluate_fn=evaluate_fn)
+    result = trainer.train_and_evaluate(config, FLAGS.workdir)
+    evaluation = None
+    if FLAGS.evaluate and not FLAGS.distributed:
+      from mnistgen_jax import evaluation as evaluation_lib
+      evaluation = evaluation_lib.evaluate_trained_run(
+          FLAGS.workdir, FLAGS.eval_samples, FLAGS.iwae_samples, FLAGS.reconstruction_images)
   except (ValueError, data.DataError, checkpoint.CheckpointError, trainer.TrainingError,
           features.FeatureNetworkError) as e:
     sys.exit(f"error: {e}")
@@ -75,27 +74,11 @@ def main(argv):
         f"outputs in {FLAGS.workdir}")
   if FLAGS.distributed and FLAGS.evaluate:
     print("evaluation skipped on a multi-host run: run experiments.evaluate on one host")
-  evaluation = result.get("evaluation")
   if evaluation:
     summary = {f"{part} fid_lenet": evaluation[part]["fid_lenet"]
                for part in ("reconstructions", "samples") if part in evaluation}
     summary.update({k: v for k, v in evaluation.items() if k.startswith("iwae")})
     print("evaluation: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
-
-
-def _evaluate(config, model, variables, num_samples, iwae_samples, reconstruction_images):
-  """The evaluation of experiments.evaluate (no calibration rows), on the state in memory; None
-  (nothing stored) for a model that does not generate or a dataset without a classifier."""
-  from mnistgen_jax.metrics import evaluate, features
-  from mnistgen_jax.models import supports
-  if not supports(model, "sample"):
-    return None
-  try:
-    return evaluate.evaluate_variables(config, model, variables, num_samples, iwae_samples,
-                                       reconstruction_images=reconstruction_images)
-  except features.FeatureNetworkError as e:
-    print(f"evaluation skipped: {e}")
-    return None
 
 
 def run():

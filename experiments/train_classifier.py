@@ -26,7 +26,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   import flax.serialization
   import jax
-  from mnistgen_jax import trainer
+  from mnistgen_jax import runs, trainer
   from mnistgen_jax.metrics import features
 
   overrides = dict(dataset=FLAGS.dataset, seed=FLAGS.seed)
@@ -36,7 +36,7 @@ def main(argv):
   try:
     config = configs.get_config("lenet", **overrides)
     result = trainer.train_and_evaluate(config, workdir)
-    state = trainer.restore_run(workdir)[3]
+    state = runs.restore_run(workdir)[3]
   except (ValueError, data.DataError, checkpoint.CheckpointError) as e:
     sys.exit(f"error: {e}")
   raw = flax.serialization.msgpack_serialize(jax.device_get(state.params))

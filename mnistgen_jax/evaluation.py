@@ -1,4 +1,5 @@
-"""Evaluation plug-ins for any family's run, all on the committed LeNet's features (fid_lenet etc.).
+"""The evaluation of any family's run, composed from metrics/ (maths only) on the committed LeNet's
+features (fid_lenet etc.); runs are read through runs.py.
 
 `evaluate_run(workdir)` restores the run and applies every evaluator that fits the model:
 reconstruction FID, sample metrics (FID, KID, precision/recall, classifier score, digit accuracy
@@ -23,7 +24,7 @@ import scipy
 from scipy import ndimage
 from tqdm import tqdm
 
-from mnistgen_jax import cpu_compiler, data, files, report, trainer, viz
+from mnistgen_jax import cpu_compiler, data, files, report, runs, viz
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.metrics import features as features_lib
 from mnistgen_jax.metrics import fid, likelihood, sample_metrics
@@ -167,7 +168,7 @@ def cached_calibration(ref: Reference, key, num: int = 10000, cache_dir: str | N
   rows = calibration(ref, key, num, **data_kw)
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    report.write_json(path, rows)
+    runs.write_json(path, rows)
   except OSError:
     pass  # A read-only or full cache costs the next evaluation 30 s, nothing else.
   return rows, "computed"
@@ -282,7 +283,7 @@ def evaluate_run(workdir: str, num_samples: int = 10000, iwae_samples: int = 50,
                  reconstruction_images: int = 0) -> dict:
   """evaluate_variables of the run in workdir, at its latest checkpoint; config: its config with
   sampling fields changed (e.g. sample_steps), else the saved one."""
-  config, _, model, state = trainer.restore_run(workdir, config=config)
+  config, _, model, state = runs.restore_run(workdir, config=config)
   return {"step": int(state.step), **evaluate_variables(
       config, model, state.variables(), num_samples, iwae_samples, progress, ref, iwae_images,
       iwae_decodes_per_pass, reconstruction_images)}
@@ -290,4 +291,24 @@ def evaluate_run(workdir: str, num_samples: int = 10000, iwae_samples: int = 50,
 
 def save_evaluation(workdir: str, evaluation: dict) -> str:
   """Puts `evaluation` into workdir/eval.json (keeping the training results); returns its path."""
-  return report.update_eval_json(workdir, {"evaluation": evaluation})
+  return runs.update_eval_json(workdir, {"evaluation": evaluation})
+
+
+def evaluate_trained_run(workdir: str, num_samples: int, iwae_samples: int,
+                         reconstruction_images: int = 0, progress: bool = True,
+                         print_fn=print) -> dict | None:
+  """What the train binary runs after training: evaluate_run (no calibration rows) of the run
+  just trained, saved as eval.json's 'evaluation' block and returned; None (nothing stored) for
+  a model that does not generate, or a dataset without the evaluation classifier."""
+  config, _, model, state = runs.restore_run(workdir)
+  if not supports(model, "sample"):
+    return None
+  try:
+    evaluation = {"step": int(state.step), **evaluate_variables(
+        config, model, state.variables(), num_samples, iwae_samples, progress,
+        reconstruction_images=reconstruction_images)}
+  except features_lib.FeatureNetworkError as e:
+    print_fn(f"evaluation skipped: {e}")
+    return None
+  save_evaluation(workdir, evaluation)
+  return evaluation

@@ -1,14 +1,13 @@
 """A finished run's outputs: reconstructions.png, samples.png, latent.png, curves.png, eval.json."""
 from __future__ import annotations
 
-import json
 import os
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistgen_jax import cpu_compiler, data, files, viz
+from mnistgen_jax import cpu_compiler, data, viz
 from mnistgen_jax.metrics import sample_metrics
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models.interface import supports
@@ -43,36 +42,6 @@ def _series(records, split):
           out[k][0].append(r["step"])
           out[k][1].append(v)
   return out
-
-
-def write_json(path: str, obj) -> None:
-  def write(tmp):
-    with open(tmp, "w") as f:
-      json.dump(obj, f, indent=2)
-  files.write_atomically(path, write)
-
-
-def read_eval_json(workdir: str) -> dict:
-  """workdir/eval.json ({} where there is none, or it is unreadable)."""
-  try:
-    with open(os.path.join(workdir, "eval.json")) as f:
-      saved = json.load(f)
-  except (OSError, ValueError):
-    return {}
-  return saved if isinstance(saved, dict) else {}
-
-
-def update_eval_json(workdir: str, blocks: dict) -> str:
-  """The one writer of workdir/eval.json: merges `blocks` into what it holds (a training run's
-  results never drop an earlier 'evaluation', and an evaluation keeps the training results)."""
-  path = os.path.join(workdir, "eval.json")
-  saved = {}
-  if os.path.exists(path):
-    with open(path) as f:  # An unreadable file is an error here: it is never silently replaced.
-      saved = json.load(f)
-  saved.update(blocks)
-  write_json(path, saved)
-  return path
 
 
 def write_outputs(family, model, variables, config, workdir, test_data, records, result) -> None:

@@ -1,12 +1,16 @@
-"""A run's workdir: its lock, its config.json (written with the first checkpoint), checked on resume.
+"""A run's workdir, and the one module that reads and writes it.
+
+Every file of a workdir goes through here: its lock, config.json (written with the first
+checkpoint, checked on resume), the checkpoints and their digests (checkpoint.Checkpointer),
+metrics.jsonl and its TensorBoard twin (MetricsLog), eval.json, and the stage-1 run a
+multi-stage family builds on. The trainer, the evaluation and the binaries read runs only here.
 
 `lock(workdir)` makes one process own a workdir while it trains there: an OS file lock (flock) on
 workdir/.lock, which dies with its process, so a killed run never leaves a stale lock behind.
 
 `workdir/config.json` records what the checkpoints were trained with; a later run in the same
 workdir must match it (except the resumable fields), so a checkpoint is never restored into, or
-overwritten by, another model or config. No model and no config registry here (layer 1): the
-caller turns the saved dict into a config.
+overwritten by, another model or config.
 """
 from __future__ import annotations
 
@@ -17,6 +21,9 @@ import json
 import os
 import socket
 
+import jax
+
+from mnistgen_jax import checkpoint, configs, models, train_setup
 from mnistgen_jax.checkpoint import CheckpointError
 from mnistgen_jax.files import write_atomically
 
@@ -116,3 +123,238 @@ def write_config(workdir: str, config) -> None:
     with open(tmp, "w") as f:
       f.write(text)
   write_atomically(path, write)  # Never a half-written config.
+
+
+def open_checkpoints(workdir: str, keep: int) -> checkpoint.Checkpointer:
+  """The workdir's checkpoints (the last `keep` and the best by test loss, with digests)."""
+  return checkpoint.Checkpointer(workdir, keep)
+
+
+def write_json(path: str, obj) -> None:
+  """obj as indented JSON at path, atomically."""
+  def write(tmp):
+    with open(tmp, "w") as f:
+      json.dump(obj, f, indent=2)
+  write_atomically(path, write)
+
+
+def eval_json_path(workdir: str) -> str:
+  return os.path.join(workdir, "eval.json")
+
+
+def read_eval_json(workdir: str) -> dict:
+  """workdir/eval.json ({} where there is none, or it is unreadable)."""
+  try:
+    with open(eval_json_path(workdir)) as f:
+      saved = json.load(f)
+  except (OSError, ValueError):
+    return {}
+  return saved if isinstance(saved, dict) else {}
+
+
+def update_eval_json(workdir: str, blocks: dict) -> str:
+  """The one writer of workdir/eval.json: merges `blocks` into what it holds (a training run's
+  results never drop an earlier 'evaluation', and an evaluation keeps the training results)."""
+  path = eval_json_path(workdir)
+  saved = {}
+  if os.path.exists(path):
+    with open(path) as f:  # An unreadable file is an error here: it is never silently replaced.
+      saved = json.load(f)
+  saved.update(blocks)
+  write_json(path, saved)
+  return path
+
+
+class MetricsLog:
+  """Appends JSON lines to workdir/metrics.jsonl and the scalars to TensorBoard event files
+  (tensorboardX) in workdir/tensorboard; on resume, drops what lies past the restored step.
+
+  In memory it keeps only what the curves need: every test record, and the train records
+  thinned to at most `curve_points` (all of a short run; every 2^j-th step of a long one). The
+  file keeps every step. Why: the IWAE paper's schedule is 9.8 M steps at batch 20, whose records
+  held in memory would take about 10 GB."""
+
+  def __init__(self, workdir: str, resume_step: int, write: bool = True,
+               curve_points: int = 20_000):
+    self.tensorboard = None
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.writes, self.curve_points = write, curve_points
+    self.train, self.test, self.stride, self._train_seconds = [], [], 1, 0.0
+
+    def kept_lines():  # Streamed: the file of a long run does not fit in memory as records.
+      with open(self.path) as f:
+        for line in f:
+          try:
+            record = json.loads(line)
+          except ValueError:
+            continue  # A line cut by a crash.
+          if record["step"] <= resume_step:
+            self._keep(record)
+            yield line if line.endswith("\n") else line + "\n"
+
+    if os.path.exists(self.path):
+      if self.writes:  # Atomically: never a cut file.
+        def rewrite(tmp):
+          with open(tmp, "w") as f:
+            f.writelines(kept_lines())
+        write_atomically(self.path, rewrite)
+      else:
+        for _ in kept_lines():  # Another host writes the file; this one only reads the curve.
+          pass
+    if self.writes:
+      from tensorboardX import SummaryWriter  # purge_step hides events of a run's lost steps.
+      self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"),
+                                       purge_step=resume_step + 1)
+
+  def _keep(self, record: dict) -> None:
+    self._train_seconds = max(self._train_seconds, record.get("train_seconds", 0.0))
+    if record["split"] != "train":
+      self.test.append(record)
+      return
+    if record["step"] % self.stride:
+      return
+    self.train.append(record)
+    if len(self.train) > self.curve_points:  # Every other kept step: the stride doubles.
+      self.stride *= 2
+      self.train = [r for r in self.train if r["step"] % self.stride == 0]
+
+  @property
+  def records(self) -> list:
+    """The kept records (thinned train steps, then every test record), for the curves."""
+    return self.train + self.test
+
+  def write(self, records) -> None:
+    for r in records:
+      self._keep(r)
+    if not self.writes:
+      return
+    with open(self.path, "a") as f:
+      f.writelines(json.dumps(r) + "\n" for r in records)
+    for r in records:
+      for k, v in r.items():
+        if k not in ("step", "epoch", "split") and isinstance(v, float):
+          self.tensorboard.add_scalar(f"{r['split']}/{k}", v, r["step"])
+
+  def close(self) -> None:
+    if self.tensorboard is not None:
+      self.tensorboard.close()
+
+  def train_seconds(self) -> float:
+    return self._train_seconds
+
+
+def load_stage1(config, family) -> models.Stage1 | None:
+  """The trained run a multi-stage family builds on (config.stage1_workdir), checked: it exists,
+  is of a family this one accepts, of the same dataset, and finished (its last checkpoint is the
+  end of its epochs)."""
+  if not family.stage1_families:
+    return None
+  accepted = " or ".join(f"--model={n}" for n in family.stage1_families)
+  workdir = config.stage1_workdir
+  if not workdir:
+    raise ValueError(f"--model={config.model} needs --stage1_workdir=<a finished run of "
+                     f"{accepted}>")
+  try:
+    saved = read_config(workdir)
+  except CheckpointError as e:
+    raise ValueError(f"--stage1_workdir: {e}") from e
+  if saved is None:
+    raise ValueError(f"--stage1_workdir={workdir} holds no run (no config.json); train one with "
+                     f"{accepted} there first")
+  if saved["model"] not in family.stage1_families:
+    raise ValueError(f"--stage1_workdir={workdir} holds a {saved['model']!r} run, which "
+                     f"{config.model} cannot build on; train one with {accepted}")
+  if saved.get("dataset") != config.dataset:
+    raise ValueError(f"--stage1_workdir={workdir} was trained on {saved.get('dataset')!r}, this "
+                     f"run is on {config.dataset!r}; pass --dataset={saved.get('dataset')} or "
+                     "another stage-1 run")
+  try:
+    stage1_config, stage1_family, stage1_model, state = restore_run(workdir)
+  except CheckpointError as e:
+    raise ValueError(f"--stage1_workdir: {e}") from e
+  del stage1_family
+  # Finished: training wrote its results (eval.json) at the very step of the latest checkpoint,
+  # after all of the run's configured epochs.
+  results = read_eval_json(workdir)
+  if (results.get("step") != int(state.step)
+      or results.get("epochs") != stage1_config.num_epochs):
+    raise ValueError(f"--stage1_workdir={workdir} holds an unfinished run (its latest checkpoint, "
+                     f"step {int(state.step)}, is not the end of its {stage1_config.num_epochs} "
+                     f"epochs); finish it first: mnistgen-train --workdir={workdir} resumes it")
+  return models.Stage1(workdir, stage1_config, stage1_model, state.variables())
+
+
+def build(config):
+  """(family, module, stage1) of a config; a multi-stage family gets its stage-1 run loaded."""
+  family = models.get(config.model)
+  stage1 = load_stage1(config, family)
+  return family, family.build(config, stage1), stage1
+
+
+def _saved_config(workdir: str):
+  """The validated config of workdir's config.json; None where it holds no run yet."""
+  saved = read_config(workdir)
+  if saved is None:
+    return None
+  try:
+    return configs.from_saved(saved)
+  except ValueError as e:
+    raise CheckpointError(f"{config_path(workdir)} is not a valid config ({e}); "
+                                     "pass another --workdir") from e
+
+
+def check_workdir(workdir: str, config) -> None:
+  """Raises CheckpointError if workdir holds a run of another model or config."""
+  saved = _saved_config(workdir)
+  if saved is None:
+    return
+  check_same_run(workdir, json.loads(saved.to_json()), json.loads(config.to_json()),
+                      configs.RESUMABLE_FIELDS)
+  # A schedule that depends on the total would differ from a straight run of the new length.
+  if config.lr_schedule == "cosine" and config.num_epochs != saved.num_epochs:
+    raise CheckpointError(
+        f"{workdir} was trained with --lr_schedule={config.lr_schedule} over "
+        f"--num_epochs={saved.num_epochs}, which sets the rate of every step; resuming with "
+        f"--num_epochs={config.num_epochs} would match no straight run: pass "
+        f"--num_epochs={saved.num_epochs}, or train the longer run in another --workdir")
+
+
+def check_not_past_the_end(workdir: str, step: int, total_steps: int, steps_per_epoch: int,
+                           num_epochs: int) -> None:
+  """A run resumed with fewer epochs than it has trained would describe its checkpoint wrongly."""
+  if step > total_steps:
+    done = -(-step // steps_per_epoch)
+    raise CheckpointError(
+        f"{workdir} has already trained {step} steps ({done} epochs), more than "
+        f"--num_epochs={num_epochs}: pass --num_epochs={done} (or more) to resume it, "
+        "mnistgen-evaluate to evaluate it, or another --workdir")
+
+
+def load_config(workdir: str):
+  """The validated config of the run in workdir."""
+  config = _saved_config(workdir)
+  if config is None:
+    raise CheckpointError(f"{workdir} holds no run (no config.json); pass a workdir "
+                                     "written by experiments.train")
+  return config
+
+
+def restore_run(workdir: str, step: int | None = None, config=None):
+  """(config, family, model, state) of the run in workdir, at its latest (or given) checkpoint.
+  config: the run's config with resumable fields changed (e.g. temperature), else the saved one."""
+  config = config or load_config(workdir)
+  family, model, stage1 = build(config)
+  # The state's structure, shapes and dtypes (the same for any number of steps) without computing
+  # it: initialising eagerly ran ~90 small computations, 2.7 s of the conv VAE's evaluation.
+  abstract = jax.eval_shape(lambda: train_setup.initial_state(family, model, config, 0, stage1)[1])
+  device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # Where an eager init put it.
+  target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
+                        abstract)
+  ckpt = open_checkpoints(workdir, config.keep_checkpoints)
+  try:  # Closed on failure too: an open manager's threads print tracebacks at exit.
+    if ckpt.latest_step() is None:
+      raise CheckpointError(f"{workdir} holds no checkpoint yet; train it first")
+    state = ckpt.restore(target, step)
+  finally:
+    ckpt.close()
+  return config, family, model, state

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from mnistgen_jax import configs, data, models, trainer
+from mnistgen_jax import configs, data, models, runs, train_setup, trainer
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models import nets
 
@@ -61,11 +61,11 @@ def test_binarized_run_resumes_exactly_and_tests_on_the_fixed_binarization(tmp_p
   trainer.train_and_evaluate(config(2), straight, print_fn=quiet)
   trainer.train_and_evaluate(config(1), resumed, print_fn=quiet)
   trainer.train_and_evaluate(config(2), resumed, print_fn=quiet)
-  restore = lambda w: trainer.restore_run(w)[3].params
+  restore = lambda w: runs.restore_run(w)[3].params
   jax.tree.map(np.testing.assert_array_equal, restore(straight), restore(resumed))
-  (_, _), (test_x, _) = trainer.load_data(config(2))
+  (_, _), (test_x, _) = train_setup.load_data(config(2))
   assert set(np.unique(test_x)) <= {0, 255}
-  grey = trainer.load_data(tiny_config("vae"))[1][0]
+  grey = train_setup.load_data(tiny_config("vae"))[1][0]
   np.testing.assert_array_equal(test_x, data.binarized(grey))
   with open(os.path.join(straight, "eval.json")) as f:
     assert np.isfinite(json.load(f)["test"]["neg_elbo"])

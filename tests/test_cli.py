@@ -1,6 +1,5 @@
 """The config flag: --config files with --config.FIELD overrides, and the short forms."""
 import errno
-import functools
 import json
 import os
 import subprocess
@@ -10,7 +9,7 @@ import pytest
 
 from conftest import keep_every_compilation, tiny_config
 from mnistgen_jax import cli, configs, trainer
-from mnistgen_jax.metrics import evaluate
+from mnistgen_jax import evaluation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -83,17 +82,15 @@ def test_bad_config_flags_are_one_line(args, message, tmp_path):
 def test_training_again_keeps_an_earlier_evaluation(tmp_path):
   """eval.json has one writer that merges: a later run without evaluation keeps the block."""
   config = tiny_config("vae", num_epochs=1)
-  evaluate_fn = functools.partial(evaluate.evaluate_variables, num_samples=200, iwae_samples=2,
-                                  progress=False)
-  first = trainer.train_and_evaluate(config, str(tmp_path), print_fn=lambda s: None,
-                                     evaluate_fn=evaluate_fn)
+  first = trainer.train_and_evaluate(config, str(tmp_path), print_fn=lambda s: None)
+  first["evaluation"] = evaluation.evaluate_trained_run(str(tmp_path), 200, 2, progress=False)
   assert first["evaluation"]["step"] == 4 and first["evaluation"]["samples"]["fid_lenet"] > 0
   trainer.train_and_evaluate(config, str(tmp_path), print_fn=lambda s: None)  # --noevaluate
   saved = json.loads((tmp_path / "eval.json").read_text())
   assert saved["evaluation"] == json.loads(json.dumps(first["evaluation"]))
   assert saved["test"] == json.loads(json.dumps(first["test"]))
-  # The evaluation of the state in memory equals that of the restored run (no second prior fit).
-  again = evaluate.evaluate_run(str(tmp_path), 200, 2, progress=False)
+  # Evaluating the run again gives the same figures (the checkpoint holds its fitted prior).
+  again = evaluation.evaluate_run(str(tmp_path), 200, 2, progress=False)
   timings = lambda e: {k: v for k, v in e.items() if k != "seconds"}  # wall times differ
   assert set(again["seconds"]) == {"reference", "reconstructions", "samples", "iwae_k2"}
   assert timings(json.loads(json.dumps(again))) == timings(saved["evaluation"])

@@ -7,7 +7,7 @@ import optax
 import pytest
 
 from conftest import tiny_config
-from mnistgen_jax import models, trainer
+from mnistgen_jax import models, runs, train_setup, trainer
 from mnistgen_jax.models import dcgan
 from mnistgen_jax import train as train_lib
 
@@ -16,7 +16,7 @@ def _setup(name="dcgan", **overrides):
   config = tiny_config(name, **overrides)
   family = models.get(name)
   model = family.build(config)
-  tx, state = trainer.initial_state(family, model, config, 10)
+  tx, state = train_setup.initial_state(family, model, config, 10)
   return config, family, model, tx, state
 
 
@@ -163,7 +163,7 @@ def test_dcgan_run_is_deterministic_resumable_and_snapshots(tmp_path):
   trainer.train_and_evaluate(config(2), straight, print_fn=quiet)
   trainer.train_and_evaluate(config(1), resumed, print_fn=quiet)
   trainer.train_and_evaluate(config(2), resumed, print_fn=quiet)
-  a, b = trainer.restore_run(straight)[3], trainer.restore_run(resumed)[3]
+  a, b = runs.restore_run(straight)[3], runs.restore_run(resumed)[3]
   for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):  # params, both Adams, BN stats, EMA
     np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   for name in ("samples_epoch_001.png", "samples_epoch_002.png", "samples.png", "curves.png"):

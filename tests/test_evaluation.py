@@ -10,15 +10,16 @@ import pytest
 
 from conftest import tiny_config
 from mnistgen_jax import train as train_lib
-from mnistgen_jax import cpu_compiler, trainer
-from mnistgen_jax.metrics import evaluate, features, likelihood
+from mnistgen_jax import cpu_compiler, runs, trainer
+from mnistgen_jax import evaluation
+from mnistgen_jax.metrics import features, likelihood
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
 def ref():
-  return evaluate.Reference.load("mnist", progress=False)
+  return evaluation.Reference.load("mnist", progress=False)
 
 
 def test_committed_classifiers_meet_their_accuracy(ref):
@@ -47,7 +48,7 @@ def test_tampered_weights_are_refused(tmp_path):
 
 @pytest.mark.slow
 def test_calibration_rows_are_ordered(ref):
-  rows = evaluate.calibration(ref, jax.random.PRNGKey(0), num=2000)
+  rows = evaluation.calibration(ref, jax.random.PRNGKey(0), num=2000)
   fids = {name: row["fid_lenet"] for name, row in rows.items()}
   floor = fids["real train vs test"]
   assert floor < fids["test + N(0, 0.1^2) pixel noise"] < fids["test + N(0, 0.3^2) pixel noise"]
@@ -59,52 +60,52 @@ def test_calibration_rows_are_ordered(ref):
 
 def test_calibration_is_computed_once_then_read_from_the_cache(ref, tmp_path, monkeypatch):
   key, cache = jax.random.PRNGKey(0), str(tmp_path / "cache")
-  rows, source = evaluate.cached_calibration(ref, key, num=100, cache_dir=cache)
-  path = evaluate.calibration_cache_path(ref, key, 100, cache)
+  rows, source = evaluation.cached_calibration(ref, key, num=100, cache_dir=cache)
+  path = evaluation.calibration_cache_path(ref, key, 100, cache)
   assert source == "computed" and os.path.isfile(path) and path.startswith(cache)
   assert set(rows) == {"real train vs test", "test, Gaussian blur sigma=1px",
                        "test + N(0, 0.1^2) pixel noise", "test + N(0, 0.3^2) pixel noise",
                        "pure noise, clip(N(0.5, 0.5^2))"}
   # Anything the rows depend on names another file.
-  assert evaluate.calibration_cache_path(ref, key, 99, cache) != path
-  assert evaluate.calibration_cache_path(ref, jax.random.PRNGKey(1), 100, cache) != path
+  assert evaluation.calibration_cache_path(ref, key, 99, cache) != path
+  assert evaluation.calibration_cache_path(ref, jax.random.PRNGKey(1), 100, cache) != path
   # From here on a stand-in computes the rows: it counts the calls and marks what it returns.
   computed = []
   fresh = {"stand-in row": {"fid_lenet": 1.5}}
-  monkeypatch.setattr(evaluate, "calibration", lambda *a, **k: computed.append(1) or fresh)
-  again, source = evaluate.cached_calibration(ref, key, num=100, cache_dir=cache)
+  monkeypatch.setattr(evaluation, "calibration", lambda *a, **k: computed.append(1) or fresh)
+  again, source = evaluation.cached_calibration(ref, key, num=100, cache_dir=cache)
   assert source == f"cache {path}" and again == rows and not computed
-  again, source = evaluate.cached_calibration(ref, key, num=100, cache_dir=cache, recompute=True)
+  again, source = evaluation.cached_calibration(ref, key, num=100, cache_dir=cache, recompute=True)
   assert source == "computed" and again == fresh and computed == [1]
   assert json.loads(open(path).read()) == fresh  # Rewritten.
   with open(path, "w") as f:
     f.write('{"real train')  # A file cut short: computed anew, and rewritten whole.
-  again, source = evaluate.cached_calibration(ref, key, num=100, cache_dir=cache)
+  again, source = evaluation.cached_calibration(ref, key, num=100, cache_dir=cache)
   assert source == "computed" and again == fresh and computed == [1, 1]
   assert json.loads(open(path).read()) == fresh
   blocked = tmp_path / "a_file"
   blocked.write_text("")  # A cache directory that cannot be made: the rows are still given.
-  again, source = evaluate.cached_calibration(ref, key, num=100, cache_dir=str(blocked))
+  again, source = evaluation.cached_calibration(ref, key, num=100, cache_dir=str(blocked))
   assert source == "computed" and again == fresh and computed == [1, 1, 1]
 
 
 def test_reference_is_computed_once_then_read_from_the_cache(ref, tmp_path, monkeypatch):
   cache = str(tmp_path / "cache")
-  first = evaluate.Reference.load("mnist", progress=False, cache_dir=cache)
-  path = evaluate.reference_cache_path(first, cache)
+  first = evaluation.Reference.load("mnist", progress=False, cache_dir=cache)
+  path = evaluation.reference_cache_path(first, cache)
   assert os.path.isfile(path) and path.startswith(cache)
   # Other test images name another file.
-  other = evaluate.Reference(**{**vars(first), "test_images": first.test_images[:100]})
-  assert evaluate.reference_cache_path(other, cache) != path
+  other = evaluation.Reference(**{**vars(first), "test_images": first.test_images[:100]})
+  assert evaluation.reference_cache_path(other, cache) != path
   # The second load reads the file: no features extracted, the same values to the last bit.
-  monkeypatch.setattr(evaluate.Reference, "features", lambda *a: pytest.fail(
+  monkeypatch.setattr(evaluation.Reference, "features", lambda *a: pytest.fail(
       "features extracted although the cache holds them"))
-  extracted = evaluate.Reference.load("mnist", progress=False, cache_dir=cache)
+  extracted = evaluation.Reference.load("mnist", progress=False, cache_dir=cache)
   monkeypatch.undo()
   for got, want in ((extracted, first), (first, ref)):
     np.testing.assert_array_equal(got.test_features, want.test_features)
     np.testing.assert_array_equal(got.test_radii, want.test_radii)
-    for name in evaluate.STATS_FIELDS:
+    for name in evaluation.STATS_FIELDS:
       a, b = getattr(got.test_stats, name), getattr(want.test_stats, name)
       assert a.dtype == b.dtype and np.array_equal(a, b), name
   images = ref.test_images[:500]
@@ -113,20 +114,20 @@ def test_reference_is_computed_once_then_read_from_the_cache(ref, tmp_path, monk
   for cut in (whole[:len(whole) // 2], b"PK"):  # A file cut short: computed anew, rewritten.
     with open(path, "wb") as f:
       f.write(cut)
-    again = evaluate.Reference.load("mnist", progress=False, cache_dir=cache)
+    again = evaluation.Reference.load("mnist", progress=False, cache_dir=cache)
     np.testing.assert_array_equal(again.test_radii, ref.test_radii)
     assert open(path, "rb").read() == whole
   blocked = tmp_path / "a_file"
   blocked.write_text("")  # A cache directory that cannot be made: computed, nothing else.
   np.testing.assert_array_equal(
-      evaluate.Reference.load("mnist", progress=False, cache_dir=str(blocked)).test_features,
+      evaluation.Reference.load("mnist", progress=False, cache_dir=str(blocked)).test_features,
       ref.test_features)
 
 
 @pytest.mark.slow
 def test_evaluate_run_for_a_conditional_model(tmp_path, ref):
   trainer.train_and_evaluate(tiny_config("cond_vae"), str(tmp_path), print_fn=lambda *a: None)
-  result = evaluate.evaluate_run(str(tmp_path), num_samples=300, iwae_samples=4, ref=ref,
+  result = evaluation.evaluate_run(str(tmp_path), num_samples=300, iwae_samples=4, ref=ref,
                                  progress=False)
   assert result["step"] == 8 and result["num_samples"] == 300
   samples = result["samples"]
@@ -137,13 +138,13 @@ def test_evaluate_run_for_a_conditional_model(tmp_path, ref):
   assert 0 <= samples["digit_entropy"] <= np.log(10) + 1e-9
   assert np.isfinite(result["iwae_nll_k4"]) and result["iwae_nll_k4"] > 0
   assert result["reconstructions"]["fid_lenet"] > 0
-  evaluate.save_evaluation(str(tmp_path), result)
+  evaluation.save_evaluation(str(tmp_path), result)
   saved = json.loads((tmp_path / "eval.json").read_text())
   assert saved["evaluation"]["samples"]["fid_lenet"] == samples["fid_lenet"]
   assert "test" in saved  # The training results are kept.
   # The IWAE bound of the first 40 test images: their mean, recorded as such.
-  config, _, model, state = trainer.restore_run(str(tmp_path))
-  first = evaluate.evaluate_variables(config, model, state.variables(), 100, 4, False, ref,
+  config, _, model, state = runs.restore_run(str(tmp_path))
+  first = evaluation.evaluate_variables(config, model, state.variables(), 100, 4, False, ref,
                                       iwae_images=40)
   key = jax.random.fold_in(jax.random.fold_in(train_lib.root_keys(config.seed)["eval"], 1), 4)
   direct = likelihood.iwae_nll(model, state.variables(), ref.test_images[:40],
@@ -159,7 +160,7 @@ def test_evaluate_run_for_a_conditional_model(tmp_path, ref):
                              rtol=1e-12)
   assert 0 < first["iwae_nll_k4_stderr"] < per_image.std()
   # Decoded in passes of 2 samples x 100 images or all at once: the same draws, the same bound.
-  passes = [evaluate.evaluate_variables(config, model, state.variables(), 100, 4, False, ref,
+  passes = [evaluation.evaluate_variables(config, model, state.variables(), 100, 4, False, ref,
                                         iwae_images=40, iwae_decodes_per_pass=d)
             for d in (200, 0)]
   np.testing.assert_allclose(passes[0]["iwae_nll_k4"], passes[1]["iwae_nll_k4"], rtol=1e-6)
@@ -186,7 +187,7 @@ def test_compare_writes_a_table(tmp_path):
 
 
 def test_batched_reconstruction_matches_the_whole_set_applier(mnist_slice):
-  """evaluate.reconstruct (a jitted batch at a time, with progress; the last batch padded) gives
+  """evaluation.reconstruct (a jitted batch at a time, with progress; the last batch padded) gives
   the same uint8 images as the one-call applier it replaced, with a batch size that leaves a
   remainder."""
   from mnistgen_jax import models, viz
@@ -196,6 +197,6 @@ def test_batched_reconstruction_matches_the_whole_set_applier(mnist_slice):
   images, labels = mnist_slice[0][:250], mnist_slice[1][:250]
   want = viz.to_uint8(train_lib.make_applier(model, "reconstruct", 100)(
       state.variables(), images, labels))
-  got = evaluate.reconstruct(model, state.variables(), images, labels, 100, progress=False)
+  got = evaluation.reconstruct(model, state.variables(), images, labels, 100, progress=False)
   assert got.dtype == np.uint8 and got.shape == images.shape
   np.testing.assert_array_equal(got, want)

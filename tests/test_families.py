@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from mnistgen_jax import checkpoint, data, models, report, trainer
+from mnistgen_jax import checkpoint, data, models, report, runs, train_setup, trainer
 
 # End-to-end: every test here trains or restores whole runs (pytest -m 'not slow' skips them).
 pytestmark = pytest.mark.slow
@@ -77,7 +77,7 @@ def test_family_trains_resumes_exactly_and_samples(name, stage1_runs, tmp_path):
 
   # Resume: bit-identical state, one metrics line per step.
   assert lines[0].startswith("resumed from") and "at step 4" in lines[0]
-  a, b = trainer.restore_run(straight)[3], trainer.restore_run(resumed)[3]
+  a, b = runs.restore_run(straight)[3], runs.restore_run(resumed)[3]
   _assert_trees_equal(a.params, b.params)
   _assert_trees_equal(a.opt_state, b.opt_state)
   _assert_trees_equal(a.model_state, b.model_state)
@@ -85,8 +85,8 @@ def test_family_trains_resumes_exactly_and_samples(name, stage1_runs, tmp_path):
   assert [r["step"] for r in records if r["split"] == "train"] == list(range(1, 9))
   # restore_run's target is abstract (jax.eval_shape): the same arrays, dtypes and placement as
   # restoring into a freshly initialised state.
-  config, family, model, _ = trainer.restore_run(straight)
-  _, fresh = trainer.initial_state(family, model, config, 0, trainer.load_stage1(config, family))
+  config, family, model, _ = runs.restore_run(straight)
+  _, fresh = train_setup.initial_state(family, model, config, 0, runs.load_stage1(config, family))
   ckpt = checkpoint.Checkpointer(straight, config.keep_checkpoints)
   into_fresh = ckpt.restore(fresh)
   ckpt.close()
@@ -95,7 +95,7 @@ def test_family_trains_resumes_exactly_and_samples(name, stage1_runs, tmp_path):
     assert x.dtype == y.dtype and x.sharding == y.sharding
 
   # Sampler: from the restored checkpoint alone (its sampling prior, if any, is inside).
-  config, _, model, state = trainer.restore_run(straight)
+  config, _, model, state = runs.restore_run(straight)
   if not models.supports(model, "sample"):
     assert not (tmp_path / "straight" / "samples.png").exists()
     return

@@ -142,7 +142,7 @@ def test_exported_sampler_gives_the_same_samples_in_a_fresh_process_without_the_
   import jax
   import jax.numpy as jnp
   from mnistgen_jax import report
-  config, family, model, state = trainer.restore_run(str(runs / name))
+  config, family, model, state = runs.restore_run(str(runs / name))
   variables = state.variables()  # The checkpoint holds the fitted sampling prior.
   expected = report.make_sampler(model)(variables, jnp.arange(12, dtype=jnp.int32) % 10,
                                         jax.random.PRNGKey(5))
@@ -158,7 +158,7 @@ def test_exported_sampler_gives_the_same_samples_in_a_fresh_process_without_the_
 def test_exported_sampler_refuses_wrong_shapes(runs, tmp_path):
   import jax
   from mnistgen_jax import export
-  config, family, model, state = trainer.restore_run(str(runs / "cond_vae"))
+  config, family, model, state = runs.restore_run(str(runs / "cond_vae"))
   exported = jax.export.deserialize(
       export.export_sampler(model, state.variables(), ["cpu"]).serialize())
   key = jax.random.PRNGKey(0)

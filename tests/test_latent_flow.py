@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from mnistgen_jax import configs, flow, report, trainer
+from mnistgen_jax import configs, flow, train_setup, trainer
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models import latent_flow
 
@@ -44,14 +44,14 @@ def _leaves_equal(a, b):
 
 @pytest.mark.slow
 def test_stage1_stays_frozen_and_codes_are_standardised_by_the_first_batch(runs):
-  _, _, _, stage1 = trainer.restore_run(str(runs / "ae"))
-  config, _, model, state = trainer.restore_run(str(runs / "ae_flow"))
+  _, _, _, stage1 = runs.restore_run(str(runs / "ae"))
+  config, _, model, state = runs.restore_run(str(runs / "ae_flow"))
   assert state.step == 8 and not model.conditional
   # Every stage-1 collection is inside the checkpoint, bit for bit as trained in stage 1.
   assert _leaves_equal(state.params["stage1"], stage1.params)
   assert _leaves_equal(state.model_state["prior"]["stage1"], stage1.model_state["prior"])
   # The standardisation: moments of the first training batch's codes, then fixed.
-  (train_x, train_y), _ = trainer.load_data(config)
+  (train_x, train_y), _ = train_setup.load_data(config)
   keys = train_lib.root_keys(config.seed)
   first = np.asarray(train_lib.epoch_batches(keys["data"], 0, len(train_x), config.batch_size))[0]
   codes = model.apply(state.variables(), train_lib.to_float(train_x[first]), train_y[first],
@@ -80,7 +80,7 @@ def test_full_whitening_is_the_cholesky_factor_of_the_code_covariance():
 
 @pytest.mark.slow
 def test_sampling_uses_the_moving_average_of_the_velocity_weights(runs):
-  _, _, model, state = trainer.restore_run(str(runs / "ae_flow"))
+  _, _, model, state = runs.restore_run(str(runs / "ae_flow"))
   variables = state.variables()
   ema, live = variables["ema"]["velocity"], variables["params"]["velocity"]
   assert not _leaves_equal(ema, live)
@@ -98,7 +98,7 @@ def test_sampling_uses_the_moving_average_of_the_velocity_weights(runs):
 
 @pytest.mark.slow
 def test_a_conditional_stage1_gets_a_guided_conditional_prior(runs):
-  config, _, model, state = trainer.restore_run(str(runs / "cond_vae_flow"))
+  config, _, model, state = runs.restore_run(str(runs / "cond_vae_flow"))
   assert model.conditional and model.guidance == 1.0
   key = jax.random.PRNGKey(0)
   codes = lambda m, y: np.asarray(m.apply(state.variables(), y, method="sample_codes",
@@ -120,18 +120,18 @@ def test_the_guide_trains_beside_the_prior_and_leaves_it_as_it_would_be_alone(ru
   config = tiny_config("latent_flow", stage1_workdir=str(runs / "ae"), num_epochs=2,
                        sample_steps=4, guide_width=0, autoguidance=1.0)
   trainer.train_and_evaluate(config, str(tmp_path / "alone"), print_fn=_quiet)
-  _, _, _, alone = trainer.restore_run(str(tmp_path / "alone"))
-  _, _, model, guided = trainer.restore_run(str(runs / "ae_flow"))
+  _, _, _, alone = runs.restore_run(str(tmp_path / "alone"))
+  _, _, model, guided = runs.restore_run(str(runs / "ae_flow"))
   assert "guide" not in alone.params and model.guide_width == 16
   for name in ("params", "ema"):
     prior = lambda state: state.variables()[name]["velocity"]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  prior(alone), prior(guided))
-  saved = trainer.load_config(str(runs / "ae_flow"))
-  family, module, stage1 = trainer.build(saved)
-  _, first = trainer.initial_state(family, module, saved, 0, stage1)
+  saved = runs.load_config(str(runs / "ae_flow"))
+  family, module, stage1 = runs.build(saved)
+  _, first = train_setup.initial_state(family, module, saved, 0, stage1)
   assert not _leaves_equal(first.params["guide"], guided.params["guide"])  # It trained.
-  test = report.read_eval_json(str(runs / "ae_flow"))["test"]
+  test = runs.read_eval_json(str(runs / "ae_flow"))["test"]
   np.testing.assert_allclose(test["velocity_mse"], test["prior_mse"] + test["guide_mse"], rtol=1e-5)
   assert test["guide_mse"] > test["prior_mse"] > 0  # The smaller network fits worse.
 
@@ -140,7 +140,7 @@ def test_the_guide_trains_beside_the_prior_and_leaves_it_as_it_would_be_alone(ru
 def test_autoguided_sampling_integrates_the_extrapolated_field(runs):
   """sample_codes against the ODE integrated by hand over v_guide + w (v_prior - v_guide), with
   the EMA weights of both networks and the module's own noise."""
-  _, _, model, state = trainer.restore_run(str(runs / "ae_flow"))
+  _, _, model, state = runs.restore_run(str(runs / "ae_flow"))
   variables = state.variables()
   assert model.autoguidance == 2.0  # The default.
   labels, key = jnp.zeros(6, jnp.int32), jax.random.PRNGKey(0)
@@ -223,16 +223,16 @@ def test_bad_stage1_workdirs_are_refused_before_anything_is_written(runs, tmp_pa
 
 @pytest.mark.slow  # Its fixture trains four runs end to end.
 def test_evaluation_results_name_the_velocity_loss(runs):
-  results = report.read_eval_json(str(runs / "cond_vae_flow"))
+  results = runs.read_eval_json(str(runs / "cond_vae_flow"))
   assert results["loss_name"] == "velocity_mse" and results["epochs"] == 2
   assert 0 < results["test"]["velocity_mse"] < 10
 
 
 @pytest.mark.slow
 def test_the_step_reads_codes_encoded_once_and_matches_the_loss_on_images(runs):
-  config, family, model, state = trainer.restore_run(str(runs / "cond_vae_flow"))
+  config, family, model, state = runs.restore_run(str(runs / "cond_vae_flow"))
   variables = state.variables()
-  (train_x, train_y), _ = trainer.load_data(config)
+  (train_x, train_y), _ = train_setup.load_data(config)
   inputs = family.training.train_inputs(model, config, variables, train_x, train_y)
   # One code per training image (its posterior mean), batch by batch as encode gives it.
   assert inputs.shape == (len(train_x), model.code_dim) and inputs.dtype == jnp.float32
@@ -255,7 +255,7 @@ def test_the_step_reads_codes_encoded_once_and_matches_the_loss_on_images(runs):
 
 @pytest.mark.slow
 def test_standardising_inverts_the_code_scale_for_either_whitening(runs):
-  _, _, model, state = trainer.restore_run(str(runs / "ae_flow"))
+  _, _, model, state = runs.restore_run(str(runs / "ae_flow"))
   codes = jax.random.normal(jax.random.PRNGKey(1), (64, model.code_dim)) * 2.0 + 1.0
   mean = jnp.ones(model.code_dim)
   for whitening in ("full", "diagonal"):
@@ -277,11 +277,11 @@ def test_prior_floor_decodes_training_codes_and_refuses_runs_without_codes(runs)
   assert len(fids) == 2 and fids[0] != fids[1]
   # sigma 0 is the FID of the training images' own reconstructions (decoded exact codes).
   from mnistgen_jax import data, viz
-  from mnistgen_jax.metrics import evaluate
-  config, _, model, state = trainer.restore_run(str(runs / "ae"))
+  from mnistgen_jax import evaluation
+  config, _, model, state = runs.restore_run(str(runs / "ae"))
   images, labels = data.load("mnist", "train", limit=300)
   recon = train_lib.make_applier(model, "reconstruct", 100)(state.variables(), images, labels)
-  fid = evaluate.Reference.load("mnist", progress=False).fid(viz.to_uint8(recon), "recon")
+  fid = evaluation.Reference.load("mnist", progress=False).fid(viz.to_uint8(recon), "recon")
   assert abs(fids[0] - fid) < 0.02, (fids[0], fid)
   proc = subprocess.run(command + [f"--workdir={runs / 'missing'}"], cwd=ROOT,
                         capture_output=True, text=True)
@@ -306,12 +306,12 @@ def test_sampling_curve_scores_each_setting_as_evaluate_does(runs):
   assert "| heun | 3 | 6 |" in (workdir / "curve_test.md").read_text()
   assert (workdir / "curve_test.png").stat().st_size > 0
   # A row holds what experiments.evaluate reports for the same settings: same keys, same samples.
-  from mnistgen_jax.metrics import evaluate
-  config = trainer.load_config(str(workdir))
+  from mnistgen_jax import evaluation
+  config = runs.load_config(str(workdir))
   config.solver, config.sample_steps = "heun", 3
-  config, _, model, state = trainer.restore_run(str(workdir), config=config)
-  expected = evaluate.evaluate_variables(config, model, state.variables(), 200, 0, False,
-                                         evaluate.Reference.load("mnist", progress=False))
+  config, _, model, state = runs.restore_run(str(workdir), config=config)
+  expected = evaluation.evaluate_variables(config, model, state.variables(), 200, 0, False,
+                                         evaluation.Reference.load("mnist", progress=False))
   assert rows[3]["fid_lenet"] == pytest.approx(expected["samples"]["fid_lenet"], rel=1e-6)
   assert rows[3]["label_accuracy"] == expected["samples"]["label_accuracy"]
   for args in ([f"--workdir={runs / 'ae'}"], [f"--workdir={workdir}", "--steps=0,4"]):

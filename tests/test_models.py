@@ -7,7 +7,7 @@ import pytest
 from scipy import stats
 
 from conftest import tiny_config
-from mnistgen_jax import models, trainer
+from mnistgen_jax import models, train_setup
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models.ae import fit_gaussian_prior
 from mnistgen_jax.models.vae import gaussian_kl
@@ -19,7 +19,7 @@ def _model_and_state(name, **overrides):
   config = tiny_config(name, **overrides)
   family = models.get(name)
   model = family.build(config)
-  tx, state = trainer.initial_state(family, model, config, total_steps=100)
+  tx, state = train_setup.initial_state(family, model, config, total_steps=100)
   return config, model, tx, state
 
 

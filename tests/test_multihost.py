@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from mnistgen_jax import configs, trainer
+from mnistgen_jax import configs, runs, trainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = dict(model="vae", train_size=1024, test_size=200, batch_size=64, num_epochs=2, hidden=(64,),
@@ -38,7 +38,7 @@ def test_two_processes_train_one_run_like_one_process(tmp_path):
 
   config = configs.get_config(**RUN)  # The same run in this single process, on one device.
   trainer.train_and_evaluate(config, str(tmp_path / "single"), print_fn=lambda s: None)
-  multi = trainer.restore_run(str(tmp_path / "multi"))[3]
-  single = trainer.restore_run(str(tmp_path / "single"))[3]
+  multi = runs.restore_run(str(tmp_path / "multi"))[3]
+  single = runs.restore_run(str(tmp_path / "single"))[3]
   for a, b in zip(jax.tree.leaves(multi.params), jax.tree.leaves(single.params), strict=True):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)

@@ -25,7 +25,7 @@ for name in ("vae", "vqvae", "dcgan"):
     extra = {"channels": (16, 32)} if name == "dcgan" else {}
     config = tiny_config(name, num_epochs=1, num_devices=n, log_every=4, **extra)
     trainer.train_and_evaluate(config, f"{root}/{name}_{n}", print_fn=lambda s: None)
-    states[n] = trainer.restore_run(f"{root}/{name}_{n}")[3]
+    states[n] = runs.restore_run(f"{root}/{name}_{n}")[3]
   diffs = jax.tree.map(lambda a, b: float(np.max(np.abs(np.asarray(a, np.float64) - b))),
                        (states[1].params, states[1].model_state),
                        (states[8].params, states[8].model_state))
@@ -33,7 +33,7 @@ for name in ("vae", "vqvae", "dcgan"):
 
 # The compiled step really splits the batch: a replicated state, sharded batches, an all-reduce.
 config = tiny_config("vae", log_every=4)
-_, family, model, state = trainer.restore_run(f"{root}/vae_8")
+_, family, model, state = runs.restore_run(f"{root}/vae_8")
 mesh = parallel.make_mesh(8)
 tx = train_lib.make_optimizer(config, 4)
 run = train_lib.make_chunk_runner(model, tx, mesh=mesh)

@@ -14,7 +14,7 @@ import optax
 import pytest
 
 from conftest import tiny_config
-from mnistgen_jax import flow, models, trainer
+from mnistgen_jax import flow, models, runs, trainer
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.metrics import likelihood
 
@@ -129,7 +129,7 @@ def cond_flow_run(tmp_path_factory):
 @pytest.mark.slow
 def test_a_run_draws_its_trajectory_and_keeps_an_average(cond_flow_run):
   assert os.path.getsize(os.path.join(cond_flow_run, "trajectory.png")) > 1000
-  _, _, model, state = trainer.restore_run(cond_flow_run)
+  _, _, model, state = runs.restore_run(cond_flow_run)
   average, live = state.model_state["ema"]["unet"], state.params["unet"]
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(average),
                                                      jax.tree.leaves(live)))

@@ -63,7 +63,7 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
     ckpt.close()
     assert steps, f"no checkpoint after the kill (random seed {seed})"
     for step in steps:  # Every checkpoint left behind is readable.
-      trainer.restore_run(str(workdir), step)
+      runs.restore_run(str(workdir), step)
 
   finish = subprocess.run(_train_cmd(workdir), cwd=ROOT, capture_output=True, text=True)
   assert finish.returncode == 0, finish.stderr[-2000:]
@@ -71,8 +71,8 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
   reference = tmp_path / "uninterrupted"
   config = configs.get_config(**{**KILL_RUN, "hidden": (64,)})
   trainer.train_and_evaluate(config, str(reference), print_fn=lambda s: None)
-  killed_state = trainer.restore_run(str(workdir))[3]
-  reference_state = trainer.restore_run(str(reference))[3]
+  killed_state = runs.restore_run(str(workdir))[3]
+  reference_state = runs.restore_run(str(reference))[3]
   assert int(killed_state.step) == int(reference_state.step) == 192
   _assert_same(killed_state.params, reference_state.params)  # Bitwise, random seed {seed}.
   _assert_same(killed_state.opt_state, reference_state.opt_state)
@@ -181,8 +181,8 @@ def test_one_run_owns_a_workdir_and_sigterm_sigint_save_what_resume_continues(tm
   reference = tmp_path / "uninterrupted"
   config = configs.get_config(**{**KILL_RUN, "hidden": (64,), **epoch_checkpoints})
   trainer.train_and_evaluate(config, str(reference), print_fn=lambda s: None)
-  stopped_state = trainer.restore_run(str(workdir))[3]
-  reference_state = trainer.restore_run(str(reference))[3]
+  stopped_state = runs.restore_run(str(workdir))[3]
+  reference_state = runs.restore_run(str(reference))[3]
   assert int(stopped_state.step) == int(reference_state.step) == 20 * 64
   _assert_same(stopped_state.params, reference_state.params)
   _assert_same(stopped_state.opt_state, reference_state.opt_state)
@@ -235,7 +235,7 @@ def test_nan_guard_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatc
   ckpt = checkpoint.Checkpointer(str(tmp_path), 3)
   assert list(ckpt.manager.all_steps()) == [4]
   ckpt.close()
-  state = trainer.restore_run(str(tmp_path))[3]
+  state = runs.restore_run(str(tmp_path))[3]
   assert all(np.isfinite(np.asarray(p)).all() for p in jax.tree.leaves(state.params))
 
 
@@ -294,14 +294,14 @@ def test_corrupted_checkpoint_is_refused_and_left_alone(finished_run, tmp_path, 
   before = {p: os.path.getmtime(p) for p in glob.glob(str(workdir / "**"), recursive=True)}
   message = f"checkpoint {step_dir} is corrupted"
   with pytest.raises(checkpoint.CheckpointError, match=message):
-    trainer.restore_run(str(workdir))
+    runs.restore_run(str(workdir))
   with pytest.raises(checkpoint.CheckpointError, match=message):  # Resuming refuses too...
     trainer.train_and_evaluate(tiny_config("vae", num_epochs=3), str(workdir),
                                print_fn=lambda s: None)
   after = {p: os.path.getmtime(p) for p in glob.glob(str(workdir / "**"), recursive=True)}
   assert after == before  # ...and writes nothing.
   shutil.rmtree(step_dir)  # The fix the message names: resume from the earlier checkpoint.
-  state = trainer.restore_run(str(workdir))[3]
+  state = runs.restore_run(str(workdir))[3]
   assert int(state.step) == 4
 
 
@@ -345,7 +345,7 @@ def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_checkpoint(tmp_path)
       f"error: No space left on device: {workdir}/checkpoints; free some space, then run the same "
       "command again: it resumes from its last checkpoint"], proc.stderr[-2000:]
   assert "Traceback" not in proc.stderr
-  state = trainer.restore_run(str(workdir))[3]
+  state = runs.restore_run(str(workdir))[3]
   assert int(state.step) == 4  # The first checkpoint (every 4 steps), readable.
   assert not glob.glob(str(workdir / "*.tmp*"))
 

@@ -10,14 +10,14 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_config
-from mnistgen_jax import checkpoint, configs, models, runs, trainer
+from mnistgen_jax import checkpoint, configs, models, runs, train_setup, trainer
 from mnistgen_jax import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _params(workdir, step=None):
-  return trainer.restore_run(workdir, step)[3].params
+  return runs.restore_run(workdir, step)[3].params
 
 
 def _assert_trees_equal(a, b):
@@ -203,8 +203,8 @@ def _primitives(jaxpr) -> set:
 
 def _conv_vae_setup(mnist_slice, **overrides):
   config = tiny_config("conv_vae", **overrides)
-  family, model, stage1 = trainer.build(config)
-  tx, state = trainer.initial_state(family, model, config, 8, stage1)
+  family, model, stage1 = runs.build(config)
+  tx, state = train_setup.initial_state(family, model, config, 8, stage1)
   images, labels = map(jax.numpy.asarray, mnist_slice)
   batches = train_lib.epoch_batches(jax.random.PRNGKey(0), 0, len(images), config.batch_size)
   return model, tx, state, images, labels, batches
@@ -251,7 +251,7 @@ def test_metrics_log_keeps_every_step_on_disk_and_a_thinned_curve_in_memory(tmp_
   """A long run's per-step records (9.8 M for the IWAE paper's schedule) stay in the file, not in
   memory: the curves get at most curve_points train records (every 2^j-th step) and every test
   record; a resume keeps the file's lines up to its step and thins them the same way."""
-  log = trainer.MetricsLog(str(tmp_path), 0, curve_points=100)
+  log = runs.MetricsLog(str(tmp_path), 0, curve_points=100)
   for step in range(1, 1001):
     records = [{"step": step, "epoch": 1 + (step - 1) // 250, "split": "train",
                 "train_seconds": step / 10, "loss": 1000.0 - step}]
@@ -270,7 +270,7 @@ def test_metrics_log_keeps_every_step_on_disk_and_a_thinned_curve_in_memory(tmp_
   assert [r["step"] for r in test] == [250, 500, 750, 1000]
   assert log.train_seconds() == 100.0
 
-  resumed = trainer.MetricsLog(str(tmp_path), 500, curve_points=100)
+  resumed = runs.MetricsLog(str(tmp_path), 500, curve_points=100)
   lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert len(lines) == 502 and max(r["step"] for r in lines) == 500
   assert [r["step"] for r in resumed.records if r["split"] == "test"] == [250, 500]

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from conftest import tiny_config
-from mnistgen_jax import trainer
+from mnistgen_jax import runs, trainer
 
 # End-to-end: every test here trains or restores whole runs (pytest -m 'not slow' skips them).
 pytestmark = pytest.mark.slow
@@ -28,8 +28,8 @@ def test_prior_trains_with_stage1_frozen_and_samples_digits_grid(stage1, tmp_pat
                        prior_heads=2)
   result = trainer.train_and_evaluate(config, str(tmp_path), print_fn=_quiet)
   assert np.isfinite(result["test"]["code_nll"]) and result["test"]["code_nll"] > 0
-  _, _, model, prior_state = trainer.restore_run(str(tmp_path))
-  vq_state = trainer.restore_run(stage1)[3]
+  _, _, model, prior_state = runs.restore_run(str(tmp_path))
+  vq_state = runs.restore_run(stage1)[3]
   # Every stage-1 variable inside the prior equals the trained VQ-VAE's, after training.
   for collection, tree in vq_state.variables().items():
     for a, b in zip(jax.tree.leaves(tree), jax.tree.leaves(prior_state.variables()[collection]["vq"])):

@@ -63,7 +63,7 @@ def supports(model: nn.Module, method: str) -> bool:
 @dataclasses.dataclass(frozen=True)
 class Stage1:
   """A trained run that a multi-stage family builds on (e.g. the VQ-VAE under its prior), loaded by
-  the caller (trainer.load_stage1), never by the model file."""
+  the caller (runs.load_stage1), never by the model file."""
   workdir: str
   config: Any      # the stage-1 run's config
   model: nn.Module

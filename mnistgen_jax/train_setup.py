@@ -1,0 +1,98 @@
+"""One training set-up for every caller: the trainer, the benchmark and the A/B tool.
+
+From a config and a built family (models/, its stage 1 loaded by runs.py) it makes what a step
+needs: the data, the optimizer and the fresh state (the family's Training decides both), the
+run's keys, the step function and its chunk runner (the family's loop and compiler options,
+dynamic binarization included), what the step reads for each example, and each epoch's batches,
+placed on the device mesh. Nothing here reads or writes a workdir.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from mnistgen_jax import cpu_compiler, data, parallel
+from mnistgen_jax import train as train_lib
+
+
+def load_data(config):
+  """((train images, labels), (test images, labels)) of the config's dataset, as uint8 arrays;
+  binarize='dynamic' binarizes the test set once (training draws its bits at every step)."""
+  kw = dict(source=config.data_source, data_dir=config.data_dir or None)
+  train = data.load(config.dataset, "train", limit=config.train_size or None, **kw)
+  test = data.load(config.dataset, "test", limit=config.test_size or None, **kw)
+  if len(train[0]) < config.batch_size:
+    raise ValueError(f"--batch_size={config.batch_size} is larger than the {len(train[0]):,} "
+                     f"training images of {config.dataset}: pass a smaller --batch_size")
+  if config.binarize == "dynamic":
+    test = (data.binarized(test[0]), test[1])
+  return train, test
+
+
+def initial_state(family, model, config, total_steps: int, stage1=None):
+  """(optimizer for total_steps, fresh state) as the family's Training makes them: its
+  optimizer, its initial variables (pretrained stage 1, EMA copies)."""
+  training = family.training
+  tx = training.optimizer(config, total_steps)
+  init_variables = functools.partial(training.init_variables, config, stage1=stage1)
+  image_shape = data.info(config.dataset).image_shape
+  return tx, train_lib.init_state(model, tx, config.seed, image_shape, init_variables)
+
+
+@dataclasses.dataclass
+class Setup:
+  """A family's training as every caller runs it (see the module docstring)."""
+  config: Any
+  family: Any
+  model: Any
+  mesh: Any
+  tx: Any
+  state: Any                 # The fresh state (unplaced); the trainer may restore over it.
+  keys: dict                 # train.root_keys(config.seed)
+  step: Callable             # (state, x, y) -> (state, metrics), the family's pure step
+  num_examples: int          # training examples
+  steps_per_epoch: int
+  total_steps: int
+
+  def new_runner(self) -> Callable:
+    """A chunk runner of the step (train.make_chunk_runner): the family's loop, its compiler
+    options and, with binarize='dynamic', the per-step Bernoulli draw. Each new runner traces
+    the step anew on its first call."""
+    config = self.config
+    return train_lib.make_chunk_runner(
+        self.model, self.tx, self.step, self.mesh,
+        binarize_key=self.keys["binarize"] if config.binarize == "dynamic" else None,
+        loop=config.train_loop, compiler_options=cpu_compiler.of_config(config))
+
+  def place(self, tree):
+    """tree replicated on every device of the mesh (data, state: each batch is split later)."""
+    return parallel.put(tree, parallel.replicated(self.mesh))
+
+  def train_inputs(self, state, images, labels):
+    """What the step reads for each training example (the family's Training.train_inputs: the
+    images, or a frozen stage 1's codes), placed and computed before returning."""
+    return jax.block_until_ready(self.place(self.family.training.train_inputs(
+        self.model, self.config, state.variables(), images, labels)))
+
+  def epoch_batches(self, epoch: int):
+    """(steps_per_epoch, batch_size) example indices of an epoch, sharded as the runner reads."""
+    indices = train_lib.epoch_batches(self.keys["data"], epoch, self.num_examples,
+                                      self.config.batch_size)
+    return parallel.put(np.asarray(indices), parallel.batch_sharding(self.mesh, ndim=2, axis=1))
+
+
+def prepare(config, family, model, num_examples: int, stage1=None, mesh=None) -> Setup:
+  """The Setup of `model` (family.build(config, stage1)) on num_examples training examples;
+  mesh: parallel.make_mesh(config.num_devices) unless given."""
+  mesh = mesh if mesh is not None else parallel.make_mesh(config.num_devices)
+  parallel.check_batch(config.batch_size, mesh)
+  steps_per_epoch = num_examples // config.batch_size
+  total_steps = steps_per_epoch * config.num_epochs
+  tx, state = initial_state(family, model, config, total_steps, stage1)
+  return Setup(config, family, model, mesh, tx, state, train_lib.root_keys(config.seed),
+               family.training.step(model, tx, config), num_examples, steps_per_epoch,
+               total_steps)
