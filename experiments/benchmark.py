@@ -16,8 +16,6 @@ import time
 
 from absl import app, flags, logging
 
-from experiments import step_setup
-
 FLAGS = flags.FLAGS
 flags.DEFINE_string("out", "runs/benchmark", "directory for benchmark.json and benchmark.md")
 flags.DEFINE_list("families", ["ae", "vae", "conv_vae", "cond_vae", "vqvae", "vqvae_prior",
@@ -64,13 +62,19 @@ def step_flops(step, state, x, y) -> float:
   return float(cost["flops"])
 
 
+def prepared_setup(config, train):
+  """The trainer's set-up of config (train_setup.prepare) on train = (images, labels)."""
+  from mnistgen_jax import runs, train_setup
+  family, model, stage1 = runs.build(config)
+  return train_setup.prepare(config, family, model, len(train[0]), stage1)
+
+
 def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str,
                  max_steps: int = 0, train_loop: str = "", sample_images: int = 1000,
                  ynn_fusions: bool | None = None) -> dict:
   import jax
   import jax.numpy as jnp
   from mnistgen_jax import configs, cpu_compiler, models, report
-
   stage1_families = models.get(name).stage1_families
   overrides = {"stage1_workdir": stage1_dirs[stage1_families[0]]} if stage1_families else {}
   if train_loop:
@@ -78,12 +82,12 @@ def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str,
   if ynn_fusions is not None:
     overrides["ynn_fusions"] = ynn_fusions
   config = configs.get_config(name, preset=preset, **overrides)
-  prepared = step_setup.prepare_step(config, train)
-  family, model, mesh = prepared.family, prepared.model, prepared.mesh
-  steps_per_epoch = prepared.steps_per_epoch
-  state, images, labels, batches = prepared.state, prepared.images, prepared.labels, prepared.batches
-  flops = step_flops(prepared.step, state, prepared.x, prepared.y)
-  run = prepared.new_runner()
+  setup = prepared_setup(config, train)
+  family, model, mesh = setup.family, setup.model, setup.mesh
+  steps_per_epoch = setup.steps_per_epoch
+  state, images, labels, batches = setup.placed_inputs(*train)
+  flops = step_flops(setup.step, state, *setup.first_batch(images, labels, batches))
+  run = setup.new_runner()
   options = cpu_compiler.of_config(config)
   timed_steps = min(max_steps, steps_per_epoch) if max_steps else steps_per_epoch
   chunk = min(100, timed_steps)

@@ -1,4 +1,7 @@
-"""XLA:CPU compiler options of a family's computations, chosen per family by measurement.
+"""The CPU speed choices of a run, read from its config in this one module: XLA:CPU's compiler
+options (ynn_fusions), the convolution implementation (conv_taps_ratio, and 'patches' in a
+scanned step: conv_choice / for_scanned_step) and the loop kind (train_loop, train.py). Each is
+chosen per family by measurement; none changes the numbers beyond float rounding.
 
 jaxlib 0.10's XLA:CPU hands dots, convolutions and the elementwise ops around them to YNNPACK
 fusions. Without them (XLA's own, multi-threaded kernels) some families ran faster on 2 cores of
@@ -9,6 +12,7 @@ compiler_options: per computation, nothing process-wide). The evaluation classif
 """
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 
 import jax
@@ -17,6 +21,16 @@ YNN_FUSIONS_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
 # The option is experimental and may go in another release, so it is passed only to the jaxlib it
 # was measured with (XLA rejects an option it does not know).
 MEASURED_JAXLIB = ("0.10.",)
+
+
+@dataclasses.dataclass(frozen=True)
+class ConvChoice:
+  """How Conv(impl='auto') computes: speed only, every choice gives the same numbers up to
+  float32 rounding. A family's top module holds one in its `conv_choice` field, made from the
+  run's config when the model is built (conv_choice below); every Conv inside reads it from
+  there (nets.nearest_conv_choice)."""
+  taps_ratio: float = 2.0       # 'taps' where kernel**2 * features <= taps_ratio * in_channels
+  scanned_step: bool = False    # the module is traced as the step of a scanned training loop
 
 
 def jaxlib_version() -> str:
@@ -40,3 +54,18 @@ def compiler_options(ynn_fusions: bool = True, backend: str | None = None,
 def of_config(config) -> dict | None:
   """compiler_options of a run's config (its `ynn_fusions` field; XLA's defaults if it has none)."""
   return compiler_options(bool(config.get("ynn_fusions", True)))
+
+
+def conv_choice(config) -> ConvChoice:
+  """The ConvChoice a family's build puts in its top module (config.conv_taps_ratio)."""
+  return ConvChoice(taps_ratio=float(config.get("conv_taps_ratio", ConvChoice.taps_ratio)))
+
+
+def for_scanned_step(model, loop: str):
+  """The module the training step traces: for loop='scan', model with its ConvChoice's
+  scanned_step set (convolution gradients as patches, nets.auto_conv_impl); else model itself.
+  Parameters are the same either way: only how the convolutions compute differs."""
+  choice = getattr(model, "conv_choice", None)
+  if loop != "scan" or choice is None:
+    return model
+  return model.clone(conv_choice=dataclasses.replace(choice, scanned_step=True))

@@ -7,8 +7,6 @@ position in the data is the step alone, and a restored checkpoint resumes bit-fo
 """
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import functools
 from typing import Any, Callable
 
@@ -35,27 +33,6 @@ class TrainState:
 
 
 TRAIN_LOOPS = ("scan", "steps")
-
-# True while the scanned training loop traces its step. Why: XLA:CPU differentiates convolutions
-# inside a loop with a generic emitter that ran 6-18x slower than outside one (jax #12868;
-# measured, jaxlib 0.10.2), so nets.Conv computes patches @ kernel there instead; everywhere else
-# (forward passes in loops included) the native convolution is the fast one.
-_TRACING_SCANNED_STEP = contextvars.ContextVar("tracing_scanned_step", default=False)
-
-
-@contextlib.contextmanager
-def _tracing_scanned_step():
-  token = _TRACING_SCANNED_STEP.set(True)
-  try:
-    yield
-  finally:
-    _TRACING_SCANNED_STEP.reset(token)
-
-
-def tracing_scanned_step() -> bool:
-  """Whether the code being traced is the step of a scanned training loop (see above)."""
-  return _TRACING_SCANNED_STEP.get()
-
 
 def root_keys(seed: int):
   root = jax.random.PRNGKey(seed)
@@ -202,8 +179,7 @@ def make_chunk_runner(model, tx, step: Callable | None = None, mesh=None,
                      compiler_options=compiler_options)
   def run(state, inputs, labels, batch_indices, start, length):
     chunk = lax.dynamic_slice_in_dim(batch_indices, start, length)
-    with _tracing_scanned_step():  # Runs while the scan's body is traced.
-      return lax.scan(lambda state, idx: batch_step(state, inputs, labels, idx), state, chunk)
+    return lax.scan(lambda state, idx: batch_step(state, inputs, labels, idx), state, chunk)
 
   return run
 

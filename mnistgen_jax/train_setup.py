@@ -48,7 +48,8 @@ class Setup:
   """A family's training as every caller runs it (see the module docstring)."""
   config: Any
   family: Any
-  model: Any
+  model: Any                 # family.build(config, stage1): evaluation, pictures, inputs
+  step_model: Any            # the same parameters as the step traces them (for_scanned_step)
   mesh: Any
   tx: Any
   state: Any                 # The fresh state (unplaced); the trainer may restore over it.
@@ -64,7 +65,7 @@ class Setup:
     the step anew on its first call."""
     config = self.config
     return train_lib.make_chunk_runner(
-        self.model, self.tx, self.step, self.mesh,
+        self.step_model, self.tx, self.step, self.mesh,
         binarize_key=self.keys["binarize"] if config.binarize == "dynamic" else None,
         loop=config.train_loop, compiler_options=cpu_compiler.of_config(config))
 
@@ -77,6 +78,19 @@ class Setup:
     images, or a frozen stage 1's codes), placed and computed before returning."""
     return jax.block_until_ready(self.place(self.family.training.train_inputs(
         self.model, self.config, state.variables(), images, labels)))
+
+  def placed_inputs(self, images, labels):
+    """(fresh state, train inputs, labels, first epoch's batches), placed: what a runner reads
+    when training starts (the benchmark and the A/B tool time it from there)."""
+    state, images, labels = self.place((self.state, images, labels))
+    return state, self.train_inputs(state, images, labels), labels, self.epoch_batches(0)
+
+  def first_batch(self, inputs, labels, batches):
+    """The first batch (x, y) as a runner hands it to the step (uint8 images as floats; the
+    binarization's draw aside), for tracing and cost analysis."""
+    idx = np.asarray(batches[0])
+    x = np.asarray(inputs)[idx]
+    return (train_lib.to_float(x) if x.dtype == np.uint8 else x), np.asarray(labels)[idx]
 
   def epoch_batches(self, epoch: int):
     """(steps_per_epoch, batch_size) example indices of an epoch, sharded as the runner reads."""
@@ -93,6 +107,8 @@ def prepare(config, family, model, num_examples: int, stage1=None, mesh=None) ->
   steps_per_epoch = num_examples // config.batch_size
   total_steps = steps_per_epoch * config.num_epochs
   tx, state = initial_state(family, model, config, total_steps, stage1)
-  return Setup(config, family, model, mesh, tx, state, train_lib.root_keys(config.seed),
-               family.training.step(model, tx, config), num_examples, steps_per_epoch,
-               total_steps)
+  # The step's own view of the module: how its convolutions compute in a scanned loop (speed).
+  step_model = cpu_compiler.for_scanned_step(model, config.train_loop)
+  return Setup(config, family, model, step_model, mesh, tx, state,
+               train_lib.root_keys(config.seed), family.training.step(step_model, tx, config),
+               num_examples, steps_per_epoch, total_steps)

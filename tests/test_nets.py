@@ -4,7 +4,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnistgen_jax import train as train_lib
 from mnistgen_jax.models import nets
 
 
@@ -51,9 +50,46 @@ def test_auto_conv_impl_by_shape_and_loop():
   assert nets.auto_conv_impl(3, 32, 4) == ("taps" if on_cpu else "xla")   # 36 <= 2 * 32
   assert nets.auto_conv_impl(1, 64, 64) == ("taps" if on_cpu else "xla")  # a 1x1 convolution
   assert nets.auto_conv_impl(3, 64, 128) == "xla"                          # 1152 > 128
-  with train_lib._tracing_scanned_step():
-    assert nets.auto_conv_impl(3, 64, 128) == ("patches" if on_cpu else "xla")
-    assert nets.auto_conv_impl(3, 32, 4) == ("taps" if on_cpu else "xla")
+  scanned = nets.ConvChoice(scanned_step=True)
+  assert nets.auto_conv_impl(3, 64, 128, scanned) == ("patches" if on_cpu else "xla")
+  assert nets.auto_conv_impl(3, 32, 4, scanned) == ("taps" if on_cpu else "xla")
+  assert nets.auto_conv_impl(3, 32, 4, nets.ConvChoice(taps_ratio=0)) == "xla"  # taps off
+
+
+def test_convs_read_the_conv_choice_of_their_family_module():
+  class Family(nn.Module):
+    conv_choice: nets.ConvChoice = nets.ConvChoice()
+
+    @nn.compact
+    def __call__(self, x):
+      return nets.Upsample(2)(x)  # Conv inside Upsample: two levels below the field.
+
+  seen = []
+
+  class Probe(nn.Module):  # Records the choice it reads (flax freezes list attributes).
+    @nn.compact
+    def __call__(self, x):
+      seen.append(nets.nearest_conv_choice(self))
+      return x
+
+  x = jnp.ones((1, 4, 4, 3))
+  choice = nets.ConvChoice(taps_ratio=0.5, scanned_step=True)
+  model = Family(conv_choice=choice)
+  y = model.apply(model.init(jax.random.PRNGKey(0), x), x)
+  assert y.shape == (1, 8, 8, 2)
+  Probe().apply({}, x)
+  assert seen == [nets.ConvChoice()]  # No enclosing family: the default.
+
+  class Holder(nn.Module):
+    conv_choice: nets.ConvChoice = nets.ConvChoice()
+
+    @nn.compact
+    def __call__(self, x):
+      return Probe()(x)
+
+  seen.clear()
+  Holder(conv_choice=choice).apply({}, x)
+  assert seen == [choice]
 
 
 def test_depth_to_space_places_channels_as_2x2_blocks():

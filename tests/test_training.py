@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from conftest import tiny_config
-from mnistgen_jax import checkpoint, configs, models, runs, train_setup, trainer
+from mnistgen_jax import checkpoint, configs, cpu_compiler, models, runs, train_setup, trainer
 from mnistgen_jax import train as train_lib
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -213,8 +213,9 @@ def _conv_vae_setup(mnist_slice, **overrides):
 def test_steps_loop_equals_the_scanned_loop(mnist_slice):
   model, tx, state, images, labels, batches = _conv_vae_setup(mnist_slice)
   copy = lambda: jax.tree.map(jax.numpy.copy, state)  # The runners donate their state.
-  results = {loop: train_lib.make_chunk_runner(model, tx, loop=loop)(
-      copy(), images, labels, batches, 1, 3) for loop in train_lib.TRAIN_LOOPS}
+  results = {loop: train_lib.make_chunk_runner(cpu_compiler.for_scanned_step(model, loop), tx,
+                                               loop=loop)(copy(), images, labels, batches, 1, 3)
+             for loop in train_lib.TRAIN_LOOPS}
   (scan_state, scan_metrics), (steps_state, steps_metrics) = (results["scan"], results["steps"])
   assert int(scan_state.step) == int(steps_state.step) == 3
   # Per-step metrics stacked alike; the two convolution implementations round differently.
@@ -233,13 +234,20 @@ def test_convolutions_are_patches_only_in_a_scanned_step_on_cpu(mnist_slice):
   x = train_lib.to_float(images[:8])
   native = _primitives(jax.make_jaxpr(step)(state, x, labels[:8]))
   assert "conv_general_dilated" in native  # Outside the scan: the native convolution.
+  step_model = cpu_compiler.for_scanned_step(model, "scan")
+  assert step_model.conv_choice.scanned_step and not model.conv_choice.scanned_step
+  assert cpu_compiler.for_scanned_step(model, "steps") is model
   scanned = _primitives(jax.make_jaxpr(
-      train_lib.make_chunk_runner(model, tx), static_argnums=5)(
+      train_lib.make_chunk_runner(step_model, tx), static_argnums=5)(
           state, images, labels, batches, 0, 2))
   assert "scan" in scanned
   on_cpu = jax.default_backend() == "cpu"
   assert ("conv_general_dilated" in scanned) == (not on_cpu)
-  assert not train_lib.tracing_scanned_step()  # The flag is reset after tracing.
+  # The module as built (evaluation, pictures) keeps the native convolution in a scan too.
+  plain = _primitives(jax.make_jaxpr(
+      train_lib.make_chunk_runner(model, tx), static_argnums=5)(
+          state, images, labels, batches, 0, 2))
+  assert "conv_general_dilated" in plain
 
 
 def test_unknown_train_loop_is_refused():

@@ -15,7 +15,8 @@ from mnistgen_jax import train as train_lib
 # Fields that may change when a run is resumed (they do not change what a checkpoint holds).
 RESUMABLE_FIELDS = frozenset({
     "num_epochs", "log_every", "checkpoint_every_steps", "keep_checkpoints", "num_samples", "data_dir", "data_source", "temperature", "num_devices", "solver", "sample_steps",
-    "guidance", "autoguidance", "train_loop", "ynn_fusions"})
+    "guidance", "autoguidance", "train_loop", "ynn_fusions",
+    "conv_taps_ratio"})
 
 
 def get_config(model: str) -> ml_collections.ConfigDict:
@@ -39,6 +40,8 @@ def get_config(model: str) -> ml_collections.ConfigDict:
       log_every=100,             # steps per chunk (one scan) and progress line
       train_loop="scan",         # scan | steps: each chunk as one jitted lax.scan, or a Python
                                  # loop of jitted steps (faster for conv VAEs on CPU, README Speed)
+      conv_taps_ratio=2.0,       # Conv(impl='auto') as taps where kernel^2 * features <= this *
+                                 # in_channels (nets.auto_conv_impl; 0: never; speed only)
       ynn_fusions=True,          # XLA:CPU's YNNPACK fusions in the train step, sampler and bound
                                  # (cpu_compiler; off: XLA's own kernels, faster for some families)
       checkpoint_every_steps=0,  # 0: at each epoch end only
@@ -85,6 +88,8 @@ def validate(config) -> None:
                  "num_samples", "num_epochs")
   for name in ("train_size", "test_size", "checkpoint_every_steps", "num_devices"):
     check(int(config[name]) >= 0, f"--{name} must be >= 0, got {config[name]}")
+  check(math.isfinite(config.conv_taps_ratio) and config.conv_taps_ratio >= 0,
+        f"--conv_taps_ratio must be a finite number >= 0, got {config.conv_taps_ratio}")
   check(math.isfinite(config.learning_rate) and 0 < config.learning_rate <= 1,
         f"--learning_rate must be in (0, 1], got {config.learning_rate}")
   check(not config.train_size or config.train_size >= config.batch_size,

@@ -10,10 +10,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistgen_jax import data
+from mnistgen_jax import cpu_compiler, data
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models.interface import Family, Training
-from mnistgen_jax.models.nets import Decoder, Encoder, bernoulli_nll
+from mnistgen_jax.models.nets import ConvChoice, Decoder, Encoder, bernoulli_nll
 from mnistgen_jax.models.registry import register
 
 
@@ -25,6 +25,7 @@ class AutoEncoder(nn.Module):
   image_shape: Sequence[int]
   num_classes: int
   activation: str = "relu"
+  conv_choice: ConvChoice = ConvChoice()  # speed only (nets.ConvChoice; set by build)
   conditional = False
   latent_interpolation = "lerp"
 
@@ -80,7 +81,8 @@ def build(config, stage1=None):
   info = data.info(config.dataset)
   return AutoEncoder(arch=config.arch, latent_dim=config.latent_dim, hidden=tuple(config.hidden),
                      channels=tuple(config.channels), image_shape=info.image_shape,
-                     num_classes=info.num_classes, activation=config.activation)
+                     num_classes=info.num_classes, activation=config.activation,
+                     conv_choice=cpu_compiler.conv_choice(config))
 
 
 register(Family("ae", build, FittedGaussianPrior(), loss_name="recon_nll",

@@ -18,10 +18,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mnistgen_jax import data
+from mnistgen_jax import cpu_compiler, data
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models.interface import Family, Training
-from mnistgen_jax.models.nets import Conv, Upsample, with_label
+from mnistgen_jax.models.nets import Conv, ConvChoice, Upsample, with_label
 from mnistgen_jax.models.registry import register
 
 INIT = nn.initializers.normal(0.02)
@@ -82,6 +82,7 @@ class DCGAN(nn.Module):
 
   generator_channels: Sequence[int]  # G's widths at 7x7, then at 14x14
   hidden: int = 0                    # the dense hidden layer's width in G and in D (0: none)
+  conv_choice: ConvChoice = ConvChoice()  # speed only (nets.ConvChoice; set by build)
 
   def setup(self):
     self.generator = Generator(self.latent_dim, self.conditional, tuple(self.generator_channels),
@@ -227,7 +228,8 @@ def _builder(conditional: bool):
     del stage1
     info = data.info(config.dataset)
     return DCGAN(config.latent_dim, conditional, tuple(config.channels), info.image_shape,
-                 info.num_classes, tuple(config.generator_channels), config.gan_hidden)
+                 info.num_classes, tuple(config.generator_channels), config.gan_hidden,
+                 conv_choice=cpu_compiler.conv_choice(config))
   return build
 
 

@@ -8,9 +8,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mnistgen_jax import data
+from mnistgen_jax import cpu_compiler, data
 from mnistgen_jax.models.interface import Family
-from mnistgen_jax.models.nets import Conv
+from mnistgen_jax.models.nets import Conv, ConvChoice
 from mnistgen_jax.models.registry import register
 
 FEATURE_DIM = 128
@@ -24,6 +24,7 @@ def random_shift(key, x, max_shift: int = 2):
 
 class LeNet(nn.Module):
   num_classes: int
+  conv_choice: ConvChoice = ConvChoice()  # speed only (nets.ConvChoice; set by build)
   conditional = False
 
   def setup(self):
@@ -52,5 +53,6 @@ class LeNet(nn.Module):
             "error": (logits.argmax(-1) != y).astype(jnp.float32)}
 
 
-register(Family("lenet", lambda config, stage1=None: LeNet(data.info(config.dataset).num_classes),
+register(Family("lenet", lambda config, stage1=None: LeNet(data.info(config.dataset).num_classes,
+                                                         cpu_compiler.conv_choice(config)),
                 description="evaluation classifier (features for fid_lenet)"))

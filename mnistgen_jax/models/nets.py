@@ -5,9 +5,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import optax
-
-from mnistgen_jax import train as train_lib
+from mnistgen_jax.cpu_compiler import ConvChoice
 
 
 def with_label(h: jnp.ndarray, y, num_classes: int) -> jnp.ndarray:
@@ -55,30 +53,41 @@ def shifted_taps_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.n
              for i in range(kh) for j in range(kw))
 
 
-def auto_conv_impl(kernel: int, in_channels: int, features: int) -> str:
+def nearest_conv_choice(module: nn.Module) -> ConvChoice:
+  """The ConvChoice of the nearest enclosing module (module itself included) with a
+  `conv_choice` field; the default where none has one (a layer used on its own)."""
+  while isinstance(module, nn.Module):
+    choice = getattr(module, "conv_choice", None)
+    if choice is not None:
+      return choice
+    module = module.parent
+  return ConvChoice()
+
+
+def auto_conv_impl(kernel: int, in_channels: int, features: int,
+                   choice: ConvChoice = ConvChoice()) -> str:
   """Conv's impl='auto' choice, by measurement on XLA:CPU (jaxlib 0.10.2; GPU/TPU: always 'xla').
 
-  'taps' where the taps' products are few against the input, kernel**2 * features <= TAPS_RATIO *
-  C: the last layer to a few channels and 1x1 convolutions. XLA:CPU's native convolution ran those
-  at 20-25 GFLOP/s: the conv VAE's last layer (3x3, 14x14x32 -> 4, batch 128) took 2.6 + 5.3 ms
-  forward + backward, taps 1.2 + 1.2 ms (2-vCPU AVX-512 EPYC; at a ratio of 2.25 taps still
-  won by 15 %, at 4.5 it lost). 'patches' inside a scanned training step: XLA:CPU lowers
-  convolution gradients there to a generic emitter that ran 6-18x slower than outside a loop.
-  Else the native convolution (3x the patches for the conv VAE's IWAE bound)."""
+  'taps' where the taps' products are few against the input, kernel**2 * features <=
+  choice.taps_ratio * C: the last layer to a few channels and 1x1 convolutions. XLA:CPU's native
+  convolution ran those at 20-25 GFLOP/s: the conv VAE's last layer (3x3, 14x14x32 -> 4, batch
+  128) took 2.6 + 5.3 ms forward + backward, taps 1.2 + 1.2 ms (2-vCPU AVX-512 EPYC; at a ratio
+  of 2.25 taps still won by 15 %, at 4.5 it lost). 'patches' inside a scanned training step
+  (choice.scanned_step): XLA:CPU lowers convolution gradients there to a generic emitter that ran
+  6-18x slower than outside a loop (jax #12868). Else the native convolution (3x the patches for
+  the conv VAE's IWAE bound)."""
   if jax.default_backend() != "cpu":
     return "xla"
-  if kernel * kernel * features <= TAPS_RATIO * in_channels:
+  if kernel * kernel * features <= choice.taps_ratio * in_channels:
     return "taps"
-  return "patches" if train_lib.tracing_scanned_step() else "xla"
-
-
-TAPS_RATIO = 2  # A module constant so that a benchmark can switch 'taps' off (0) to compare.
+  return "patches" if choice.scanned_step else "xla"
 
 
 class Conv(nn.Module):
   """A 'SAME' 2-D convolution with nn.Conv's parameters, computed as impl says: XLA's native
   convolution ('xla'), patches @ kernel ('patches'), or one matmul for all taps plus shifted sums
-  ('taps', shifted_taps_conv); 'auto' picks by shape and where it runs (auto_conv_impl). The three
+  ('taps', shifted_taps_conv); 'auto' picks by shape and by the enclosing family's ConvChoice
+  (auto_conv_impl). The three
   agree up to float32 rounding (tested against nn.Conv, gradients included)."""
   features: int
   kernel: int = 3
@@ -95,7 +104,7 @@ class Conv(nn.Module):
       kernel = kernel * causal_mask(self.kernel, self.causal)[:, :, None, None]
     bias = self.param("bias", nn.initializers.zeros, (self.features,))
     impl = self.impl if self.impl != "auto" else auto_conv_impl(
-        self.kernel, x.shape[-1], self.features)
+        self.kernel, x.shape[-1], self.features, nearest_conv_choice(self))
     if impl == "taps":
       y = shifted_taps_conv(x, kernel, self.stride)
     elif impl == "patches":
@@ -235,14 +244,11 @@ def bernoulli_nll(logits: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
   1.2x faster without it), and the dot is closer to the exact sum (mean error 4.5e-5 against
   2.0e-4 nats per image for 784 pixels, measured against float64). HIGHEST: float32 products on
   GPU/TPU too, never TF32 or bfloat16 passes."""
-  per_pixel = (sigmoid_cross_entropy(logits, x) if OWN_CROSS_ENTROPY
-               else optax.sigmoid_binary_cross_entropy(logits, x))
+  per_pixel = sigmoid_cross_entropy(logits, x)
   per_pixel = per_pixel.reshape(per_pixel.shape[0], -1)
   return jnp.matmul(per_pixel, jnp.ones(per_pixel.shape[1], per_pixel.dtype),
                     precision=jax.lax.Precision.HIGHEST)
 
-
-OWN_CROSS_ENTROPY = True  # A module constant so that a benchmark can compare optax's (False).
 
 
 def map_over_samples(fn: Callable, z: jnp.ndarray, samples_per_pass: int = 0) -> jnp.ndarray:

@@ -22,11 +22,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mnistgen_jax import data, flow
+from mnistgen_jax import cpu_compiler, data, flow
 from mnistgen_jax import train as train_lib
 from mnistgen_jax import viz
 from mnistgen_jax.models.interface import Family, Training
-from mnistgen_jax.models.nets import Conv, Upsample, depth_to_space, space_to_depth
+from mnistgen_jax.models.nets import Conv, ConvChoice, Upsample, depth_to_space, space_to_depth
 from mnistgen_jax.models.registry import register
 
 NETWORK = "unet"  # the velocity network's entry in params (and in the 'ema' collection)
@@ -116,6 +116,7 @@ class PixelFlow(nn.Module):
   solver: str = "heun"
   sample_steps: int = 25
   guidance: float = 1.0
+  conv_choice: ConvChoice = ConvChoice()  # speed only (nets.ConvChoice; set by build)
   latent_interpolation = "lerp"  # (no codes: --interpolate does not apply)
 
   def setup(self):
@@ -207,7 +208,8 @@ def _builder(conditional: bool):
     info = data.info(config.dataset)
     return PixelFlow(info.image_shape, info.num_classes, conditional, tuple(config.channels),
                      config.attention, config.patch, config.time_sampling,
-                     config.label_dropout, config.solver, config.sample_steps, config.guidance)
+                     config.label_dropout, config.solver, config.sample_steps, config.guidance,
+                     conv_choice=cpu_compiler.conv_choice(config))
   return build
 
 

@@ -17,7 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mnistgen_jax import data
+from mnistgen_jax import cpu_compiler, data
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models.interface import Family, Training
 from mnistgen_jax.models.nets import Conv, Decoder, Encoder, bernoulli_nll
@@ -127,7 +127,7 @@ def build(config, stage1=None):
                   activation=config.activation, objective=config.objective,
                   importance_samples=config.importance_samples,
                   pixel_channels=config.pixel_channels, pixel_layers=config.pixel_layers,
-                  pixel_kernel=config.pixel_kernel)
+                  pixel_kernel=config.pixel_kernel, conv_choice=cpu_compiler.conv_choice(config))
 
 
 register(Family("pixel_vae", build, PixelVAETraining(), loss_name="neg_elbo",

@@ -9,9 +9,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mnistgen_jax import data
+from mnistgen_jax import cpu_compiler, data
 from mnistgen_jax.models.interface import Family
-from mnistgen_jax.models.nets import (Decoder, Encoder, bernoulli_nll, importance_weighted_losses,
+from mnistgen_jax.models.nets import (ConvChoice, Decoder, Encoder, bernoulli_nll, importance_weighted_losses,
                                       map_over_samples)
 from mnistgen_jax.models.registry import register
 
@@ -32,6 +32,7 @@ class VAE(nn.Module):
   activation: str = "relu"
   objective: str = "elbo"       # elbo | iwae: the training loss over importance_samples draws
   importance_samples: int = 1   # k draws of z per image in the training loss
+  conv_choice: ConvChoice = ConvChoice()  # speed only (nets.ConvChoice; set by build)
   latent_interpolation = "slerp"  # Gaussian latents: the straight line's middle is atypical.
 
   def setup(self):
@@ -98,7 +99,7 @@ def _builder(conditional: bool):
                channels=tuple(config.channels), image_shape=info.image_shape,
                num_classes=info.num_classes, conditional=conditional,
                activation=config.activation, objective=config.objective,
-               importance_samples=config.importance_samples)
+               importance_samples=config.importance_samples, conv_choice=cpu_compiler.conv_choice(config))
   return build
 
 

@@ -15,10 +15,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistgen_jax import data, quantizer
+from mnistgen_jax import cpu_compiler, data, quantizer
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models.interface import Family, Training
-from mnistgen_jax.models.nets import Conv, Upsample, bernoulli_nll
+from mnistgen_jax.models.nets import Conv, ConvChoice, Upsample, bernoulli_nll
 from mnistgen_jax.models.registry import register
 
 
@@ -30,6 +30,7 @@ class VQVAE(nn.Module):
   beta: float = 0.25
   codebook_mode: str = "ema"   # ema | gradient
   ema_decay: float = 0.99
+  conv_choice: ConvChoice = ConvChoice()  # speed only (nets.ConvChoice; set by build)
   restart_after: int = 100     # EMA mode: steps unused before a code is restarted (0: never)
   conditional = False
   latent_interpolation = "lerp"  # continuous codes before quantization
@@ -169,7 +170,8 @@ def build(config, stage1=None):
   return VQVAE(num_codes=config.num_codes, code_dim=config.code_dim,
                channels=tuple(config.channels), image_shape=data.info(config.dataset).image_shape,
                beta=config.commitment_cost, codebook_mode=config.codebook_mode,
-               ema_decay=config.ema_decay, restart_after=config.restart_after)
+               ema_decay=config.ema_decay, restart_after=config.restart_after,
+               conv_choice=cpu_compiler.conv_choice(config))
 
 
 register(Family("vqvae", build, CodebookTraining(), loss_name="loss",
