@@ -1,64 +1,12 @@
-r"""Writes a results table (markdown) for several runs side by side.
-
-  python -m experiments.compare --workdirs=runs/vae,runs/conv_vae --out=results.md
-
-Each run should have been evaluated (python -m experiments.evaluate) first; missing numbers stay
-empty ("digit read": the share of a conditional model's samples that the classifier reads as
-the requested digit). FIDs are fid_lenet (MNIST-classifier features), not Inception FIDs.
-"""
-import json
+"""`python experiments/compare.py ...` or `python -m experiments.compare ...`: the binary
+mnistgen_jax.cli.compare (console script `mnistgen-compare`), kept here for the commands that name it."""
 import os
 import sys
 
-from absl import app, flags
+if __package__ in (None, ""):  # Run as a file: the checkout's package, not an installed copy.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mnistgen_jax import report
-
-FLAGS = flags.FLAGS
-flags.DEFINE_list("workdirs", None, "comma-separated run directories")
-flags.DEFINE_string("out", None, "also write the table to this markdown file")
-flags.mark_flag_as_required("workdirs")
-
-HEADER = ["run", "model", "params", "train s", "test loss", "IWAE NLL", "FID recon",
-          "FID samples", "KID", "precision", "recall", "class. score", "digit entropy",
-          "digit read"]
-
-
-def row(workdir: str):
-  path = os.path.join(workdir, "eval.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(f"{path} not found: train (and evaluate) that run first")
-  with open(path) as f:
-    result = json.load(f)
-  evaluation = result.get("evaluation", {})
-  samples = evaluation.get("samples", {})
-  iwae = next((v for k, v in evaluation.items() if k.startswith("iwae_nll")), None)
-  loss = result["test"].get(result["loss_name"])
-  return [os.path.basename(os.path.normpath(workdir)), result["model"], f"{result['num_params']:,}",
-          f"{result['train_seconds']:.1f}", f"{loss:.2f} ({result['loss_name']})", iwae,
-          evaluation.get("reconstructions", {}).get("fid_lenet"), samples.get("fid_lenet"),
-          samples.get("kid_lenet"), samples.get("precision"), samples.get("recall"),
-          samples.get("classifier_score"), samples.get("digit_entropy"),
-          samples.get("label_accuracy")]
-
-
-def main(argv):
-  del argv
-  try:
-    rows = [row(w) for w in FLAGS.workdirs]
-  except (FileNotFoundError, KeyError, ValueError) as e:
-    sys.exit(f"error: {e}")
-  table = report.markdown_table(HEADER, rows)
-  print(table)
-  if FLAGS.out:
-    with open(FLAGS.out, "w") as f:
-      f.write(table + "\n")
-
-
-def run():
-  """Console script `mnistgen-compare`."""
-  app.run(main)
-
+from mnistgen_jax.cli.compare import run  # noqa: E402
 
 if __name__ == "__main__":
   run()

@@ -1,68 +1,12 @@
-r"""Bits per dimension of MNIST test digits under a pixel-space flow (flow, cond_flow): the exact
-likelihood of its ODE (instantaneous change of variables, Hutchinson's trace estimator) on
-uniformly dequantized pixels, the number normalizing flows and PixelCNN report.
-
-  python -m experiments.flow_likelihood --workdir=runs/cond_flow --num=1000 --steps=32
-
-Uses the run's EMA weights and its --solver; cond_flow gives -log2 p(x | digit) / 784 (guidance 1).
-Prints the mean with its standard error over the images and adds it to the run's eval.json.
-"""
+"""`python experiments/flow_likelihood.py ...` or `python -m experiments.flow_likelihood ...`: the binary
+mnistgen_jax.cli.flow_likelihood (console script `mnistgen-flow-likelihood`), kept here for the commands that name it."""
+import os
 import sys
-import time
 
-from absl import app, flags, logging
+if __package__ in (None, ""):  # Run as a file: the checkout's package, not an installed copy.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mnistgen_jax import checkpoint, data
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", None, "a finished flow or cond_flow run")
-flags.DEFINE_integer("num", 1000, "test images (the first N)")
-flags.DEFINE_integer("steps", 32, "ODE steps from the data back to the noise")
-flags.DEFINE_integer("probes", 1, "Rademacher probes of the trace estimator per image")
-flags.DEFINE_integer("batch_size", 250, "images per jitted call")
-flags.DEFINE_integer("seed", 0, "dequantization and probe seed")
-flags.mark_flag_as_required("workdir")
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  import jax
-  from mnistgen_jax import runs
-  from mnistgen_jax.metrics import likelihood
-  from mnistgen_jax.models import supports
-
-  try:
-    for name in ("num", "steps", "probes", "batch_size"):
-      if FLAGS[name].value <= 0:
-        raise ValueError(f"--{name} must be a positive integer, got {FLAGS[name].value}")
-    config, _, model, state = runs.restore_run(FLAGS.workdir)
-    if not supports(model, "log_density"):
-      raise ValueError(f"{FLAGS.workdir} holds a {config.model!r} run, which has no ODE density; "
-                       "this is for flow and cond_flow runs")
-    images, labels = data.load(config.dataset, "test", limit=FLAGS.num, source=config.data_source,
-                               data_dir=config.data_dir or None)
-  except (ValueError, data.DataError, checkpoint.CheckpointError) as e:
-    sys.exit(f"error: {e}")
-  start = time.perf_counter()
-  mean, stderr = likelihood.dequantized_bits_per_dim(
-      model, state.variables(), images, labels, jax.random.PRNGKey(FLAGS.seed), FLAGS.steps,
-      FLAGS.probes, FLAGS.batch_size)
-  seconds = time.perf_counter() - start
-  result = {"bits_per_dim": mean, "standard_error": stderr, "num_images": len(images),
-            "steps": FLAGS.steps, "solver": config.solver, "probes": FLAGS.probes,
-            "seconds": round(seconds, 1)}
-  runs.update_eval_json(FLAGS.workdir, {"ode_likelihood": result})
-  given = " | digit" if model.conditional else ""
-  print(f"{config.model}: -log2 p(x{given}) = {mean:.4f} +- {stderr:.4f} bits/dim on {len(images)} "
-        f"dequantized test images ({config.solver}, {FLAGS.steps} steps, {FLAGS.probes} probe(s), "
-        f"{seconds:.0f} s)")
-
-
-def run():
-  """Console script `mnistgen-flow-likelihood`."""
-  app.run(main)
-
+from mnistgen_jax.cli.flow_likelihood import run  # noqa: E402
 
 if __name__ == "__main__":
   run()

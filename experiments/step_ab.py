@@ -15,8 +15,7 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags
 
-from experiments import benchmark
-from mnistgen_jax import configs, data
+from mnistgen_jax import configs, data, trainer
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("family", "conv_vae", "family whose default config is timed")
@@ -38,8 +37,8 @@ def main(_):
   values = [_value(v) for v in FLAGS.values]
   train = data.load("mnist", "train")
   try:
-    setups = [benchmark.prepared_setup(
-        configs.get_config(FLAGS.family, **{FLAGS.field: value}), train) for value in values]
+    setups = [trainer.setup(configs.get_config(FLAGS.family, **{FLAGS.field: value}),
+                            len(train[0])) for value in values]
   except ValueError as e:
     sys.exit(f"error: {e}")
   prepared = [setup.placed_inputs(*train) for setup in setups]

@@ -1,90 +1,12 @@
-r"""Trains any registered model family; re-running with the same --workdir resumes.
-
-  mnistgen-train --model=vae --workdir=runs/vae --num_epochs=10
-  mnistgen-train --config=mnistgen_jax/configs/vae.py --config.latent_dim=2 --workdir=runs/vae_2d
-
-The config is the family's file in mnistgen_jax/configs/ (--config, or --model=NAME for its own);
-`--FIELD=VALUE` is short for `--config.FIELD=VALUE` (mnistgen_jax/cli.py). After training, the
-state in memory is evaluated (fid_lenet etc., as experiments.evaluate) unless --noevaluate.
-"""
+"""`python experiments/train.py ...` or `python -m experiments.train ...`: the binary
+mnistgen_jax.cli.train (console script `mnistgen-train`), kept here for the commands that name it."""
+import os
 import sys
 
-from absl import app, flags, logging
+if __package__ in (None, ""):  # Run as a file: the checkout's package, not an installed copy.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mnistgen_jax import checkpoint, cli, configs, data, runs
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("model", None, f"short for --config=<its file>: {', '.join(configs.names())}")
-flags.DEFINE_string("preset", None, "parameter-budget preset of the family's config, e.g. 1m")
-flags.DEFINE_string("workdir", None, "directory for checkpoints, metrics and pictures")
-flags.DEFINE_bool("distributed", False, "multi-host (TPU pod, several GPU nodes): call "
-                  "jax.distributed.initialize first; cluster settings auto-detected unless given")
-flags.DEFINE_string("coordinator_address", None, "--distributed: host:port of process 0")
-flags.DEFINE_integer("num_processes", None, "--distributed: number of processes")
-flags.DEFINE_integer("process_id", None, "--distributed: this process's index")
-flags.DEFINE_bool("evaluate", True, "after training, compute fid_lenet etc. (experiments.evaluate)")
-flags.DEFINE_integer("eval_samples", 10000, "samples for the sample metrics of --evaluate")
-flags.DEFINE_integer("iwae_samples", 50, "importance samples of the IWAE bound (0: skip)")
-flags.DEFINE_integer("reconstruction_images", 0, "reconstruction FID of the first N test images "
-                     "only (0: all; pixel-by-pixel decoders such as pixel_vae are slow)")
-cli.define_compilation_cache_flag()
-flags.mark_flag_as_required("workdir")
-_CONFIG = cli.define_config_flag(
-    "a family's config file, e.g. mnistgen_jax/configs/vae.py[:preset]; fields are set with "
-    "--config.FIELD=VALUE (or --FIELD=VALUE)")
-
-
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  logging.set_verbosity(logging.WARNING)  # orbax logs every file it writes at INFO.
-  if FLAGS.distributed:  # Before any other jax call: every process then sees all devices.
-    import jax
-    jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
-  cli.use_compilation_cache(FLAGS.compilation_cache)
-  from mnistgen_jax import trainer  # Imports jax; after flag parsing so --help stays fast.
-  from mnistgen_jax.metrics import features
-  if FLAGS.reconstruction_images < 0:
-    sys.exit("error: --reconstruction_images must be >= 0 (0: all test images), got "
-             f"{FLAGS.reconstruction_images}")
-  try:
-    config = configs.validate(_CONFIG.value)
-    result = trainer.train_and_evaluate(config, FLAGS.workdir)
-    evaluation = None
-    if FLAGS.evaluate and not FLAGS.distributed:
-      from mnistgen_jax import evaluation as evaluation_lib
-      evaluation = evaluation_lib.evaluate_trained_run(
-          FLAGS.workdir, FLAGS.eval_samples, FLAGS.iwae_samples, FLAGS.reconstruction_images)
-  except (ValueError, data.DataError, checkpoint.CheckpointError, trainer.TrainingError,
-          features.FeatureNetworkError) as e:
-    sys.exit(f"error: {e}")
-  except trainer.Interrupted as e:  # The shell's convention: 128 + the signal's number.
-    print(f"stopped: {e}", file=sys.stderr)
-    sys.exit(128 + e.signum)
-  except Exception as e:  # A full disk or an I/O error, maybe wrapped by orbax: one line.
-    os_error = runs.os_error_in(e)
-    if os_error is None:
-      raise
-    sys.exit(f"error: {runs.os_error_line(os_error, 'run the same command again: it resumes from its last checkpoint')}")
-  import jax
-  if jax.process_index() != 0:
-    return  # Several hosts: the first reports.
-  test = " ".join(f"{k} {v:.3f}" for k, v in result["test"].items())
-  print(f"done: {result['step']} steps in {result['train_seconds']:.1f} s of training; test {test}; "
-        f"outputs in {FLAGS.workdir}")
-  if FLAGS.distributed and FLAGS.evaluate:
-    print("evaluation skipped on a multi-host run: run experiments.evaluate on one host")
-  if evaluation:
-    summary = {f"{part} fid_lenet": evaluation[part]["fid_lenet"]
-               for part in ("reconstructions", "samples") if part in evaluation}
-    summary.update({k: v for k, v in evaluation.items() if k.startswith("iwae")})
-    print("evaluation: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
-
-
-def run():
-  """Console script `mnistgen-train`."""
-  app.run(main, flags_parser=cli.parse_flags)
-
+from mnistgen_jax.cli.train import run  # noqa: E402
 
 if __name__ == "__main__":
   run()

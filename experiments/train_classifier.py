@@ -1,65 +1,12 @@
-r"""Trains the evaluation classifier (LeNet) for a dataset and commits its weights to the package.
-
-  python -m experiments.train_classifier --dataset=mnist
-
-Writes mnistgen_jax/metrics/weights/lenet_<dataset>.msgpack and its sha256, test accuracy and this
-command into weights/manifest.json. Same seed, same weights (on the same platform).
-"""
-import hashlib
-import json
+"""`python experiments/train_classifier.py ...` or `python -m experiments.train_classifier ...`: the binary
+mnistgen_jax.cli.train_classifier (console script `mnistgen-train-classifier`), kept here for the commands that name it."""
 import os
 import sys
 
-from absl import app, flags, logging
+if __package__ in (None, ""):  # Run as a file: the checkout's package, not an installed copy.
+  sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mnistgen_jax import checkpoint, configs, data
-
-FLAGS = flags.FLAGS
-flags.DEFINE_string("dataset", "mnist", "mnist | fashion_mnist")
-flags.DEFINE_string("workdir", None, "training workdir (default runs/lenet_<dataset>)")
-flags.DEFINE_integer("num_epochs", None, "epochs (default: the lenet family's)")
-flags.DEFINE_integer("seed", 0, "random seed")
-
-
-def main(argv):
-  del argv
-  logging.set_verbosity(logging.WARNING)
-  import flax.serialization
-  import jax
-  from mnistgen_jax import runs, trainer
-  from mnistgen_jax.metrics import features
-
-  overrides = dict(dataset=FLAGS.dataset, seed=FLAGS.seed)
-  if FLAGS.num_epochs is not None:
-    overrides["num_epochs"] = FLAGS.num_epochs
-  workdir = FLAGS.workdir or f"runs/lenet_{FLAGS.dataset}"
-  try:
-    config = configs.get_config("lenet", **overrides)
-    result = trainer.train_and_evaluate(config, workdir)
-    state = runs.restore_run(workdir)[3]
-  except (ValueError, data.DataError, checkpoint.CheckpointError) as e:
-    sys.exit(f"error: {e}")
-  raw = flax.serialization.msgpack_serialize(jax.device_get(state.params))
-  name = f"lenet_{FLAGS.dataset}.msgpack"
-  os.makedirs(features.WEIGHTS_DIR, exist_ok=True)
-  with open(os.path.join(features.WEIGHTS_DIR, name), "wb") as f:
-    f.write(raw)
-  manifest = features.read_manifest()
-  accuracy = 1.0 - result["test"]["error"]
-  manifest[FLAGS.dataset] = {
-      "file": name, "sha256": hashlib.sha256(raw).hexdigest(), "test_accuracy": round(accuracy, 5),
-      "num_params": result["num_params"], "epochs": config.num_epochs, "seed": FLAGS.seed,
-      "command": f"python -m experiments.train_classifier --dataset={FLAGS.dataset} "
-                 f"--seed={FLAGS.seed} --num_epochs={config.num_epochs}"}
-  with open(features.MANIFEST, "w") as f:
-    json.dump(manifest, f, indent=2, sort_keys=True)
-  print(f"test accuracy {accuracy:.4%}; weights {name} sha256 {manifest[FLAGS.dataset]['sha256']}")
-
-
-def run():
-  """Console script `mnistgen-train-classifier`."""
-  app.run(main)
-
+from mnistgen_jax.cli.train_classifier import run  # noqa: E402
 
 if __name__ == "__main__":
   run()

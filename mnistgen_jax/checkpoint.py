@@ -15,13 +15,15 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
+from mnistgen_jax.errors import UserError
+
 
 
 DELETED_SUBDIR = ".deleted"
 
 
-class CheckpointError(RuntimeError):
-  pass
+class CheckpointError(UserError):
+  """A checkpoint or workdir that cannot be used as asked; the message says what to do."""
 
 
 def _file_digests(step_dir: str) -> dict:

@@ -28,6 +28,7 @@ import dataclasses
 import numpy as np
 
 from mnistgen_jax import files
+from mnistgen_jax.errors import UserError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,7 +75,7 @@ def info(name: str) -> DatasetInfo:
   return INFO[name]
 
 
-class DataError(RuntimeError):
+class DataError(UserError):
   """Data could not be loaded or failed verification; the message says how to fix it."""
 
 

@@ -208,8 +208,8 @@ def reconstruct(model, variables, images, labels, batch_size: int, progress: boo
 def score_samples(ref: Reference, config, model, variables, num_samples: int,
                   progress: bool = True, batch_size: int = 1000, sampler=None):
   """(sample_quality of num_samples samples, seconds the sampling took). Labels cycle through
-  the classes (ignored if unconditional); the keys are evaluate_variables', so experiments.evaluate
-  and experiments.sampling_curve give the same numbers for the same settings."""
+  the classes (ignored if unconditional); the keys are evaluate_variables', so mnistgen-evaluate
+  and mnistgen-sampling-curve give the same numbers for the same settings."""
   key = jax.random.fold_in(train_lib.root_keys(config.seed)["eval"], 1)
   num_classes = data.info(config.dataset).num_classes
   labels = np.arange(num_samples, dtype=np.int32) % num_classes

@@ -15,7 +15,6 @@ overwritten by, another model or config.
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import json
 import os
@@ -55,26 +54,6 @@ def lock(workdir: str):
     yield
   finally:
     os.close(fd)  # Releases the lock.
-
-
-def os_error_in(error: BaseException) -> OSError | None:
-  """The OSError behind `error` (itself, or its cause / context: orbax wraps them), or None."""
-  seen = set()
-  while error is not None and id(error) not in seen:
-    if isinstance(error, OSError):
-      return error
-    seen.add(id(error))
-    error = error.__cause__ or error.__context__
-  return None
-
-
-def os_error_line(error: OSError, then: str) -> str:
-  """One line for a failed write or read: what, where, and for a full disk what to do `then`."""
-  where = f": {error.filename}" if error.filename else ""
-  line = f"{error.strerror or error}{where}"
-  if error.errno == errno.ENOSPC:
-    line += f"; free some space, then {then}"
-  return line
 
 
 def config_path(workdir: str) -> str:
@@ -335,7 +314,7 @@ def load_config(workdir: str):
   config = _saved_config(workdir)
   if config is None:
     raise CheckpointError(f"{workdir} holds no run (no config.json); pass a workdir "
-                                     "written by experiments.train")
+                                     "written by mnistgen-train")
   return config
 
 

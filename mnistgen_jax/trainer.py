@@ -17,19 +17,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnistgen_jax import parallel, report, runs, train_setup
+from mnistgen_jax.errors import Interrupted, UserError
 from mnistgen_jax import train as train_lib
 
 
-class TrainingError(RuntimeError):
+class TrainingError(UserError):
   """Training cannot go on (a non-finite loss); the workdir keeps its last good checkpoint."""
-
-
-class Interrupted(RuntimeError):
-  """SIGTERM or SIGINT stopped training after a chunk, whose step was saved as a checkpoint."""
-
-  def __init__(self, message: str, signum: int):
-    super().__init__(message)
-    self.signum = signum
 
 
 class StopSignals:
@@ -84,19 +77,28 @@ def _format_seconds(s: float) -> str:
   return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
+def setup(config, num_examples: int | None = None) -> train_setup.Setup:
+  """The set-up training runs (train_setup.prepare of the built family, its stage 1 loaded),
+  also what the benchmark and the A/B tool time; num_examples: the training set's size (None:
+  the config's, as training loads it)."""
+  family, model, stage1 = runs.build(config)
+  if num_examples is None:
+    num_examples = len(train_setup.load_data(config)[0][0])
+  return train_setup.prepare(config, family, model, num_examples, stage1)
+
+
 def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
   """Trains (or resumes) config in workdir; writes checkpoints, metrics, pictures and eval.json's
   training results (the test loss terms after the last epoch), and returns those results. The
   workdir is locked meanwhile (runs.lock); SIGTERM / SIGINT save and raise Interrupted."""
-  family, model, stage1 = runs.build(config)   # These refuse bad input before anything is
-  datasets = train_setup.load_data(config)     # written, the workdir and its lock included.
-  setup = train_setup.prepare(config, family, model, len(datasets[0][0]), stage1)
-  del stage1  # Its variables now live in the fresh state.
+  # These refuse bad input before anything is written, the workdir and its lock included.
+  datasets = train_setup.load_data(config)
+  training = setup(config, len(datasets[0][0]))
   # Several hosts: all take part in every step; the first alone writes files, prints and locks.
   if jax.process_index() != 0:
-    return _train(setup, workdir, datasets, primary=False, print_fn=lambda *args: None)
+    return _train(training, workdir, datasets, primary=False, print_fn=lambda *args: None)
   with runs.lock(workdir):
-    return _train(setup, workdir, datasets, primary=True, print_fn=print_fn)
+    return _train(training, workdir, datasets, primary=True, print_fn=print_fn)
 
 
 def _train(setup, workdir: str, datasets, *, primary: bool, print_fn) -> dict:

@@ -3,7 +3,8 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # The checkout.
+sys.path.insert(0, ROOT)
 
 from mnistgen_jax import configs, data  # noqa: E402
 
@@ -44,3 +45,27 @@ def tiny_config(model: str, **overrides):
   settings.update({k: v for k, v in TINY_WIDTHS.items() if k in fields})
   settings.update(overrides)
   return configs.get_config(model, **settings)
+
+
+def quiet(*args) -> None:
+  """A print_fn that prints nothing."""
+  del args
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+  """tiny_run(name, **overrides) -> the workdir of a finished tiny_config(name, num_epochs=1,
+  **overrides) run, trained on first use and shared by every test of the session (stage-1 runs
+  of the priors, runs to evaluate or sample from)."""
+  from mnistgen_jax import trainer
+  trained = {}
+
+  def get(name, **overrides):
+    key = (name, tuple(sorted(overrides.items())))
+    if key not in trained:
+      workdir = str(tmp_path_factory.mktemp(f"tiny_{name}"))
+      trainer.train_and_evaluate(tiny_config(name, **{"num_epochs": 1, **overrides}), workdir,
+                                 print_fn=quiet)
+      trained[key] = workdir
+    return trained[key]
+  return get

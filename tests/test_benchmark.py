@@ -5,7 +5,7 @@ import jax
 import pytest
 
 from conftest import tiny_config
-from experiments import benchmark
+from mnistgen_jax.cli import benchmark
 from mnistgen_jax import data, models, trainer
 from mnistgen_jax import train as train_lib
 
@@ -50,33 +50,20 @@ def test_benchmark_feeds_a_prior_on_a_frozen_stage1_its_codes(tmp_path):
   assert r["train_img_per_s"] > 0 and r["sample_img_per_s"] > 0 and r["flops_per_step"] > 0
 
 
-@pytest.fixture(scope="module")
-def stage1_runs(tmp_path_factory):
-  runs = {}
-
-  def get(name):
-    if name not in runs:
-      runs[name] = str(tmp_path_factory.mktemp(f"bench_stage1_{name}"))
-      trainer.train_and_evaluate(tiny_config(name, num_epochs=1), runs[name],
-                                 print_fn=lambda s: None)
-    return runs[name]
-  return get
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("name", models.names())
-def test_benchmark_times_the_step_training_runs(name, stage1_runs, tmp_path):
+def test_benchmark_times_the_step_training_runs(name, tiny_run, tmp_path):
   """The benchmark's step (its set-up, runner, keys, batches) gives the trainer's losses, bitwise."""
   overrides = {}
   if models.get(name).stage1_families:
-    overrides["stage1_workdir"] = stage1_runs(models.get(name).stage1_families[0])
+    overrides["stage1_workdir"] = tiny_run(models.get(name).stage1_families[0])
   config = tiny_config(name, num_epochs=1, lr_schedule="constant", **overrides)
   trainer.train_and_evaluate(config, str(tmp_path), print_fn=lambda s: None)
   with open(tmp_path / "metrics.jsonl") as f:
     trained = [r for r in map(json.loads, f) if r["split"] == "train"]
   length = train_lib.chunk_length(len(trained), config.log_every)  # The trainer's first chunk.
   train = data.load("mnist", "train", limit=config.train_size)
-  setup = benchmark.prepared_setup(config, train)
+  setup = trainer.setup(config, len(train[0]))
   state, images, labels, batches = setup.placed_inputs(*train)
   _, metrics = setup.new_runner()(state, images, labels, batches, 0, length)
   for term, values in jax.device_get(metrics).items():

@@ -1,6 +1,5 @@
 """Equal-parameter presets and the budget comparison command."""
 import json
-import os
 import subprocess
 import sys
 
@@ -11,8 +10,8 @@ import pytest
 
 from mnistgen_jax import configs, models
 from mnistgen_jax.models import vqvae as vqvae_lib
+from conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _trained_params(model) -> int:
@@ -58,7 +57,7 @@ def test_budget_checks_every_config_before_any_training(tmp_path):
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.budget", f"--root={root}", "--families=ae,latent_flow",
        "--num_epochs=1", "--train_size=256"], cwd=ROOT, capture_output=True, text=True)
-  assert proc.returncode == 1
+  assert proc.returncode == 2
   assert proc.stderr.strip().splitlines() == [
       "error: --train_size=256 is smaller than --batch_size=512"]
   assert not (root / "ae").exists()

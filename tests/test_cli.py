@@ -7,11 +7,10 @@ import sys
 
 import pytest
 
-from conftest import keep_every_compilation, tiny_config
+from conftest import ROOT, keep_every_compilation, tiny_config
 from mnistgen_jax import cli, configs, trainer
 from mnistgen_jax import evaluation
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_short_forms_expand_to_the_config_flag():
@@ -62,7 +61,11 @@ def test_config_file_with_overrides_equals_the_short_form(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--config.latnt_dim=2"], "error: unknown config field 'latnt_dim'"),
+    (["--config.latnt_dim=2"],
+     "error: unknown config field 'latnt_dim'; did you mean --latent_dim?"),
+    (["--latnt_dim=2"], "error: unknown flag --latnt_dim; did you mean --latent_dim?"),
+    (["--worrkdir=x"], "error: unknown flag --worrkdir; did you mean --workdir?"),
+    (["--model=conv_vae", "stray"], "error: unexpected arguments: stray"),
     (["--latent_dim=abc"], "error: flag --config.latent_dim=abc"),
     (["--preset=2m"], "error: --preset=2m is not a preset of 'vae' (its presets: 1m, iwae_1layer)"),
     (["--hidden=400,abc"], "error: --hidden must be 1 to 8 positive integer widths"),
@@ -72,7 +75,7 @@ def test_config_file_with_overrides_equals_the_short_form(tmp_path):
 ])
 def test_bad_config_flags_are_one_line(args, message, tmp_path):
   proc = _train(*args, workdir=tmp_path / "w")
-  assert proc.returncode == 1
+  assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1].startswith(message), proc.stderr[-500:]
   assert "Traceback" not in proc.stderr
   assert not (tmp_path / "w").exists()
@@ -154,3 +157,55 @@ def test_compilation_cache_off_or_unwritable_compiles_as_without(tmp_path):
   unwritable = _compile_once(str(blocked / "xla"))  # cannot be created: no cache, no error
   assert unwritable[0] == "None" and unwritable[1:] == off[1:]
   assert blocked.read_text() == "not a directory"
+
+
+def test_help_lists_the_family_config_fields_with_defaults_and_meanings():
+  proc = subprocess.run([sys.executable, "-m", "experiments.train", "--model=conv_vae", "--help"],
+                        cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  lines = proc.stdout.splitlines()
+  assert "  --workdir: directory for checkpoints, metrics and pictures" in lines  # its own flags
+  assert any(line.startswith("Config fields of --model=conv_vae") for line in lines)
+  assert "  --latent_dim=20  latent dimension (2 draws latent.png directly)" in lines
+  assert "  --hidden=256  dense widths after the (optional) conv stack" in lines  # conv_vae's
+  assert "  --arch=conv  mlp | conv" in lines  # a field of vae.py, with conv_vae's default
+  fields = [line.split("=")[0].strip() for line in lines if line.startswith("  --") and "=" in line
+            and not line.startswith("  --[no]")]
+  assert {f"--{k}" for k in configs.get_config("conv_vae") if k != "model"} <= set(fields)
+  assert configs.field_help("dcgan")["gan_hidden"]  # every family's own fields are described
+  bad = subprocess.run([sys.executable, "-m", "experiments.train", "--model=gan", "--help"],
+                       cwd=ROOT, capture_output=True, text=True)
+  assert bad.returncode == 2 and bad.stderr.strip().startswith("error: unknown model 'gan'")
+
+
+def _run_binary(main, capsys, monkeypatch):
+  monkeypatch.setattr(sys, "argv", ["binary"])
+  with pytest.raises(SystemExit) as stop:
+    cli.run_binary(main)
+  return stop.value.code, capsys.readouterr().err.strip().splitlines()
+
+
+def test_run_binary_ends_expected_errors_in_one_line_and_shows_bugs(capsys, monkeypatch):
+  from mnistgen_jax import checkpoint, errors
+
+  def raising(error):
+    def main(argv):
+      raise error
+    return main
+  assert _run_binary(raising(ValueError("--x must be > 0")), capsys, monkeypatch) == (
+      2, ["error: --x must be > 0"])
+  assert _run_binary(raising(checkpoint.CheckpointError("bad step")), capsys, monkeypatch) == (
+      2, ["error: bad step"])
+  full = OSError(errno.ENOSPC, "No space left on device", "/w/ckpt")
+  wrapped = RuntimeError("orbax failed")
+  wrapped.__cause__ = full
+  assert _run_binary(raising(wrapped), capsys, monkeypatch) == (
+      2, ["error: No space left on device: /w/ckpt; free some space, then run the same command "
+          "again"])
+  assert _run_binary(raising(errors.Interrupted("SIGTERM received", 15)), capsys,
+                     monkeypatch) == (128 + 15, ["stopped: SIGTERM received"])
+  code, lines = _run_binary(raising(KeyboardInterrupt()), capsys, monkeypatch)
+  assert code == 130 and len(lines) == 1 and lines[0].startswith("stopped: interrupted")
+  with pytest.raises(ZeroDivisionError):  # A bug: its traceback shows.
+    monkeypatch.setattr(sys, "argv", ["binary"])
+    cli.run_binary(raising(ZeroDivisionError()))

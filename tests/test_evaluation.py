@@ -8,13 +8,12 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import ROOT, tiny_config
 from mnistgen_jax import train as train_lib
 from mnistgen_jax import cpu_compiler, runs, trainer
 from mnistgen_jax import evaluation
 from mnistgen_jax.metrics import features, likelihood
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +182,7 @@ def test_compare_writes_a_table(tmp_path):
   proc = subprocess.run([sys.executable, "-m", "experiments.compare",
                          f"--workdirs={tmp_path / 'missing'}"], cwd=ROOT, capture_output=True,
                         text=True)
-  assert proc.returncode == 1 and "eval.json not found" in proc.stderr.strip().splitlines()[-1]
+  assert proc.returncode == 2 and "eval.json is missing" in proc.stderr.strip().splitlines()[-1]
 
 
 def test_batched_reconstruction_matches_the_whole_set_applier(mnist_slice):

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import quiet, tiny_config
 from mnistgen_jax import checkpoint, data, models, report, runs, train_setup, trainer
 
 # End-to-end: every test here trains or restores whole runs (pytest -m 'not slow' skips them).
@@ -20,21 +20,7 @@ pytestmark = pytest.mark.slow
 FAMILIES = models.names()
 
 
-def _quiet(*args):
-  del args
-
-
-@pytest.fixture(scope="session")
-def stage1_runs(tmp_path_factory):
-  """{family name: workdir of a tiny finished run}, trained on first use."""
-  runs = {}
-
-  def get(name):
-    if name not in runs:
-      runs[name] = str(tmp_path_factory.mktemp(f"stage1_{name}"))
-      trainer.train_and_evaluate(tiny_config(name, num_epochs=1), runs[name], print_fn=_quiet)
-    return runs[name]
-  return get
+_quiet = quiet
 
 
 def _config(name, stage1_runs, **overrides):
@@ -55,7 +41,8 @@ def _assert_trees_equal(a, b):
 
 
 @pytest.mark.parametrize("name", FAMILIES)
-def test_family_trains_resumes_exactly_and_samples(name, stage1_runs, tmp_path):
+def test_family_trains_resumes_exactly_and_samples(name, tiny_run, tmp_path):
+  stage1_runs = tiny_run
   straight, resumed = str(tmp_path / "straight"), str(tmp_path / "resumed")
   result = trainer.train_and_evaluate(_config(name, stage1_runs, num_epochs=2), straight,
                                       print_fn=_quiet)

@@ -6,13 +6,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import keep_every_compilation, tiny_config
+from conftest import ROOT, keep_every_compilation, tiny_config
 from mnistgen_jax import trainer
 
 # End-to-end: every test here trains or restores whole runs (pytest -m 'not slow' skips them).
 pytestmark = pytest.mark.slow
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +84,7 @@ def test_a_flow_prior_draws_a_digit_with_other_sampling_settings(runs, tmp_path)
 ])
 def test_bad_requests_are_one_clear_line(runs, tmp_path, args, message):
   proc = _generate(f"--workdir={runs / 'ae'}", f"--out={tmp_path / 'x.png'}", *args)
-  assert proc.returncode == 1
+  assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1].startswith(message)
   assert not (tmp_path / "x.png").exists()
 
@@ -114,7 +113,7 @@ def test_bad_output_paths_are_one_clear_line_before_any_work(runs, tmp_path):
   for command, message in cases:
     proc = _run("-m", *command)
     lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 1 and lines[-1].startswith(message), (command, proc.stderr[-2000:])
+    assert proc.returncode == 2 and lines[-1].startswith(message), (command, proc.stderr[-2000:])
     assert not any("Traceback" in line for line in lines)
   assert sorted(os.listdir(tmp_path)) == ["file"]  # Nothing written, no .tmp left behind.
 
@@ -151,7 +150,7 @@ def test_exported_sampler_gives_the_same_samples_in_a_fresh_process_without_the_
   np.testing.assert_allclose(exported, np.asarray(expected), atol=1e-5)
 
   again = _run("-m", "experiments.export", f"--workdir={runs / name}", f"--out={out}")
-  assert again.returncode == 1 and again.stderr.strip().endswith(
+  assert again.returncode == 2 and again.stderr.strip().endswith(
       f"error: --out={out} exists; pass --overwrite to replace it")
 
 
@@ -186,7 +185,7 @@ def test_interpolation_strip(runs, tmp_path, name, mode):
 ])
 def test_bad_interpolation_requests(runs, tmp_path, value, message):
   proc = _generate(f"--workdir={runs / 'ae'}", f"--interpolate={value}", f"--out={tmp_path / 's.png'}")
-  assert proc.returncode == 1 and proc.stderr.strip().splitlines()[-1] == message
+  assert proc.returncode == 2 and proc.stderr.strip().splitlines()[-1] == message
   assert not (tmp_path / "s.png").exists()
 
 

@@ -41,16 +41,11 @@ def _hex(value: float) -> str:
   return np.float32(value).tobytes().hex()
 
 
-def _run(name, tmp_path_factory, stage1_runs):
+def _run(name, tmp_path_factory, tiny_run):
   overrides = dict(num_epochs=1, lr_schedule="constant")
   stage1_families = models.get(name).stage1_families
   if stage1_families:
-    first = stage1_families[0]
-    if first not in stage1_runs:
-      stage1_runs[first] = str(tmp_path_factory.mktemp(f"golden_stage1_{first}"))
-      trainer.train_and_evaluate(tiny_config(first, num_epochs=1), stage1_runs[first],
-                                 print_fn=lambda *a: None)
-    overrides["stage1_workdir"] = stage1_runs[first]
+    overrides["stage1_workdir"] = tiny_run(stage1_families[0])
   workdir = str(tmp_path_factory.mktemp(f"golden_{name}"))
   trainer.train_and_evaluate(tiny_config(name, **overrides), workdir, print_fn=lambda *a: None)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
@@ -60,14 +55,9 @@ def _run(name, tmp_path_factory, stage1_runs):
           for r in records]
 
 
-@pytest.fixture(scope="module")
-def stage1_runs():
-  return {}
-
-
 @pytest.mark.parametrize("name", models.names())
-def test_losses_match_the_record(name, tmp_path_factory, stage1_runs):
-  got = _run(name, tmp_path_factory, stage1_runs)
+def test_losses_match_the_record(name, tmp_path_factory, tiny_run):
+  got = _run(name, tmp_path_factory, tiny_run)
   assert len(got) == 5 and all(got)  # 4 train steps and the epoch's test evaluation.
   path = os.path.join(RECORDS, f"{name}.json")
   if UPDATE:

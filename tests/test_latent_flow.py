@@ -2,7 +2,6 @@
 
 (Training, bitwise resume and the sampler are covered for every family by test_families.py.)"""
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,12 +11,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import ROOT, tiny_config
 from mnistgen_jax import configs, flow, train_setup, trainer
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models import latent_flow
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _quiet(*args):
@@ -213,7 +211,7 @@ def test_bad_stage1_workdirs_are_refused_before_anything_is_written(runs, tmp_pa
       [sys.executable, "-m", "experiments.train", "--model=latent_flow",
        f"--stage1_workdir={tmp_path / 'unfinished'}", f"--workdir={tmp_path / 'flow'}"],
       cwd=ROOT, capture_output=True, text=True)
-  assert proc.returncode == 1
+  assert proc.returncode == 2
   assert proc.stderr.strip().splitlines() == [
       f"error: --stage1_workdir={tmp_path / 'unfinished'} holds an unfinished run (its latest "
       "checkpoint, step 4, is not the end of its 3 epochs); finish it first: mnistgen-train "
@@ -285,7 +283,7 @@ def test_prior_floor_decodes_training_codes_and_refuses_runs_without_codes(runs)
   assert abs(fids[0] - fid) < 0.02, (fids[0], fid)
   proc = subprocess.run(command + [f"--workdir={runs / 'missing'}"], cwd=ROOT,
                         capture_output=True, text=True)
-  assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+  assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
   assert proc.stderr.startswith("error: ")
 
 
@@ -316,5 +314,5 @@ def test_sampling_curve_scores_each_setting_as_evaluate_does(runs):
   assert rows[3]["label_accuracy"] == expected["samples"]["label_accuracy"]
   for args in ([f"--workdir={runs / 'ae'}"], [f"--workdir={workdir}", "--steps=0,4"]):
     proc = subprocess.run(command + args, cwd=ROOT, capture_output=True, text=True)
-    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert proc.stderr.startswith("error: ")

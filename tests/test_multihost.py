@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from mnistgen_jax import configs, runs, trainer
+from conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = dict(model="vae", train_size=1024, test_size=200, batch_size=64, num_epochs=2, hidden=(64,),
            latent_dim=4, log_every=8)
 

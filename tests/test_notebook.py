@@ -4,8 +4,8 @@ import os
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.slow

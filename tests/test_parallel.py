@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from conftest import ROOT
+
 TOLERANCE = 1e-5  # Max abs difference of any parameter/state entry after 4 steps (float32 sums).
 
 SCRIPT = r"""

@@ -13,12 +13,11 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import tiny_config
+from conftest import ROOT, tiny_config
 from mnistgen_jax import flow, models, runs, trainer
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.metrics import likelihood
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _model_and_variables(name, **overrides):
@@ -170,7 +169,7 @@ def test_flow_likelihood_cli_scores_a_run_and_refuses_bad_input(cond_flow_run):
   assert 0 < result["bits_per_dim"] < 20 and result["standard_error"] > 0
   assert f"{result['bits_per_dim']:.4f} +- " in proc.stdout
   proc = subprocess.run(command + ["--steps=0"], cwd=ROOT, capture_output=True, text=True)
-  assert proc.returncode == 1 and proc.stderr.strip() == ("error: --steps must be a positive "
+  assert proc.returncode == 2 and proc.stderr.strip() == ("error: --steps must be a positive "
                                                           "integer, got 0")
 
 

@@ -17,12 +17,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
-from mnistgen_jax import checkpoint, configs, files, models, runs, trainer
+from conftest import ROOT, tiny_config
+from mnistgen_jax import checkpoint, configs, errors, files, models, runs, trainer
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models import registry
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KILL_RUN = dict(model="vae", train_size=2048, test_size=200, batch_size=32, num_epochs=3,
                 log_every=4, checkpoint_every_steps=4, keep_checkpoints=2, hidden="64",
                 latent_dim=4)
@@ -152,7 +151,7 @@ def test_one_run_owns_a_workdir_and_sigterm_sigint_save_what_resume_continues(tm
   _wait_for_step(proc, owned, 3)
   second = subprocess.run(_train_cmd(owned, **{**epoch_checkpoints, "num_epochs": 100000}),
                           cwd=ROOT, capture_output=True, text=True)
-  assert second.returncode == 1, second.stderr[-2000:]
+  assert second.returncode == 2, second.stderr[-2000:]
   assert second.stderr.strip().splitlines()[-1].startswith(
       f"error: {owned} is in use by a run of PID {proc.pid} on "), second.stderr[-2000:]
   proc.send_signal(signal.SIGTERM)
@@ -193,13 +192,13 @@ def test_an_unwritable_workdir_is_refused_in_one_line(tmp_path):
   blocker = tmp_path / "a_file"
   blocker.write_text("not a folder")
   proc = subprocess.run(_train_cmd(blocker / "run"), cwd=ROOT, capture_output=True, text=True)
-  assert proc.returncode == 1
+  assert proc.returncode == 2
   assert proc.stderr.strip().splitlines() == [
       f"error: cannot write in --workdir={blocker / 'run'} (Not a directory); pass a writable "
       "folder"]
   assert blocker.read_text() == "not a folder"
   proc = subprocess.run(_train_cmd(blocker), cwd=ROOT, capture_output=True, text=True)
-  assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+  assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
       f"error: --workdir={blocker} is a file, not a folder; pass a folder"]
   assert blocker.read_text() == "not a folder"
 
@@ -245,7 +244,7 @@ def test_a_diverging_run_ends_with_one_clear_line_and_leaves_its_workdir_free(tm
              "--train_size=256", "--test_size=200", "--batch_size=64", "--num_epochs=2",
              "--log_every=2", "--hidden=64", "--latent_dim=4", "--noevaluate"]
   proc = subprocess.run(command + ["--learning_rate=1"], cwd=ROOT, capture_output=True, text=True)
-  assert proc.returncode == 1
+  assert proc.returncode == 2
   last = proc.stderr.strip().splitlines()[-1]
   assert last.startswith("error: the training loss term ") and last.endswith(
       "no checkpoint was written; try a lower --learning_rate"), last
@@ -312,7 +311,7 @@ def test_binary_reports_a_corrupted_checkpoint_in_one_line(finished_run, tmp_pat
   os.truncate(_largest_data_file(str(workdir / "checkpoints" / "8")), 10)
   proc = subprocess.run([sys.executable, "-m", "experiments.generate", f"--workdir={workdir}",
                          f"--out={tmp_path / 'x.png'}"], cwd=ROOT, capture_output=True, text=True)
-  assert proc.returncode == 1
+  assert proc.returncode == 2
   lines = proc.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith(f"error: checkpoint {workdir}/checkpoints/8 is "
                                                  "corrupted"), proc.stderr[-2000:]
@@ -340,7 +339,7 @@ def test_a_full_disk_mid_run_is_one_line_and_keeps_the_last_checkpoint(tmp_path)
       "from experiments import train\n"
       "train.run()\n")
   proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
-  assert proc.returncode == 1, proc.stderr[-2000:]
+  assert proc.returncode == 2, proc.stderr[-2000:]
   assert proc.stderr.strip().splitlines()[-1:] == [
       f"error: No space left on device: {workdir}/checkpoints; free some space, then run the same "
       "command again: it resumes from its last checkpoint"], proc.stderr[-2000:]
@@ -364,8 +363,8 @@ def test_write_atomically_leaves_the_old_file_and_no_temporary_one(tmp_path):
   error = OSError(errno.ENOSPC, "No space left on device", "/w/x")
   wrapped = RuntimeError("orbax")
   wrapped.__cause__ = error
-  assert runs.os_error_in(wrapped) is error and runs.os_error_in(RuntimeError("x")) is None
-  assert runs.os_error_line(error, "retry") == (
+  assert errors.os_error_in(wrapped) is error and errors.os_error_in(RuntimeError("x")) is None
+  assert errors.os_error_line(error, "retry") == (
       "No space left on device: /w/x; free some space, then retry")
 
 
@@ -377,5 +376,5 @@ def test_evaluate_refuses_before_its_work_when_eval_json_cannot_be_written(finis
   os.mkdir(workdir / "eval.json")  # What root cannot be kept from writing: a path taken.
   proc = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}"],
                         cwd=ROOT, capture_output=True, text=True)
-  assert proc.returncode == 1 and proc.stderr.strip().splitlines() == [
+  assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
       f"error: --workdir={workdir}/eval.json is a directory: pass a file path"], proc.stderr[-2000:]

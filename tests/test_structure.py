@@ -7,8 +7,8 @@ import re
 import pytest
 
 from mnistgen_jax import configs, models
+from conftest import ROOT
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PACKAGE = os.path.join(ROOT, "mnistgen_jax")
 
 
@@ -92,7 +92,7 @@ def test_no_import_cycle_in_the_package():
 
 # Each layer may import only modules of its own layer or lower ones (shared/DESIGN.md).
 LAYERS = [
-    {"mnistgen_jax.files", "mnistgen_jax.data", "mnistgen_jax.quantizer", "mnistgen_jax.parallel",
+    {"mnistgen_jax.errors", "mnistgen_jax.files", "mnistgen_jax.data", "mnistgen_jax.quantizer", "mnistgen_jax.parallel",
      "mnistgen_jax.checkpoint", "mnistgen_jax.cpu_compiler", "mnistgen_jax.train", "mnistgen_jax.viz",
      "mnistgen_jax.latent", "mnistgen_jax.export", "mnistgen_jax.flow"},
     {"mnistgen_jax.models"},   # and every mnistgen_jax.models.* module
@@ -149,3 +149,40 @@ def test_family_records_are_complete(name):
   for first in family.stage1_families:
     assert first in models.names()
     assert "stage1_workdir" in configs.get_config(name)
+
+
+def test_the_layers_and_the_metrics_import_nothing_of_training_or_runs():
+  graph = import_graph()
+  driver = {"mnistgen_jax.train", "mnistgen_jax.trainer", "mnistgen_jax.train_setup"}
+  assert not graph["mnistgen_jax.models.nets"] & driver
+  for module, deps in graph.items():
+    if module.startswith("mnistgen_jax.metrics"):
+      assert not {d for d in deps if d in driver | {"mnistgen_jax.runs", "mnistgen_jax.report"}
+                  or d.startswith("mnistgen_jax.cli")}, module
+    if any(k in module.rsplit(".", 1)[-1] for k in ("evaluat", "generat", "export", "sampl")):
+      assert "mnistgen_jax.trainer" not in deps, module
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_the_package_only(tmp_path):
+  """experiments/ (wrappers, reproduction scripts) stays in the checkout; console scripts point
+  into mnistgen_jax.cli."""
+  import shutil
+  import subprocess
+  import sys
+  import zipfile
+  source = tmp_path / "source"  # A copy: building writes build/ and *.egg-info beside the code.
+  shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(
+      ".git", ".venv", "runs", "build", "*.egg-info", "__pycache__", "results"))
+  proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w",
+                         str(tmp_path), str(source)], capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  wheel, = tmp_path.glob("*.whl")
+  with zipfile.ZipFile(wheel) as z:
+    names = z.namelist()
+    tops = {n.split("/")[0] for n in names}
+    entry_points = next(z.read(n).decode() for n in names if n.endswith("entry_points.txt"))
+  assert {t for t in tops if not t.endswith(".dist-info")} == {"mnistgen_jax"}, tops
+  assert "mnistgen_jax/metrics/weights/lenet_mnist.msgpack" in names
+  scripts = [line for line in entry_points.splitlines() if line.startswith("mnistgen-")]
+  assert len(scripts) >= 10 and all("= mnistgen_jax.cli." in line for line in scripts), scripts

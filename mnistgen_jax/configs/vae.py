@@ -2,7 +2,7 @@
 from mnistgen_jax import configs
 from mnistgen_jax.configs import base
 
-# 1m: widths for about 1 M trained parameters (experiments.budget --preset=1m).
+# 1m: widths for about 1 M trained parameters (mnistgen-budget --preset=1m).
 # iwae_1layer: Burda et al. 2016's one-stochastic-layer networks (784-200-200-50, tanh) on
 # dynamically binarized MNIST, batch 20, their 3^i-epoch schedule over 3280 epochs; add
 # --objective=iwae --importance_samples=5 for their IWAE rows.

@@ -13,13 +13,14 @@ import numpy as np
 from tqdm import tqdm
 
 from mnistgen_jax import cpu_compiler
+from mnistgen_jax.errors import UserError
 from mnistgen_jax.models.lenet import LeNet
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 MANIFEST = os.path.join(WEIGHTS_DIR, "manifest.json")
 
 
-class FeatureNetworkError(RuntimeError):
+class FeatureNetworkError(UserError):
   pass
 
 
@@ -34,7 +35,7 @@ def read_manifest(weights_dir: str = WEIGHTS_DIR) -> dict:
 def load_classifier(dataset: str, weights_dir: str = WEIGHTS_DIR):
   """(LeNet module, variables) for `dataset`; refuses weights whose sha256 is not the pinned one."""
   entry = read_manifest(weights_dir).get(dataset)
-  fix = f"run `python -m experiments.train_classifier --dataset={dataset}`"
+  fix = f"run `mnistgen-train-classifier --dataset={dataset}`"
   if entry is None:
     raise FeatureNetworkError(f"no evaluation classifier for {dataset!r} in {weights_dir}; {fix}")
   path = os.path.join(weights_dir, entry["file"])

@@ -1,6 +1,6 @@
 """`lenet`: the small digit classifier whose penultimate layer is the feature space of fid_lenet.
 
-Trained with the shared loop (python -m experiments.train_classifier); random +-2 pixel shifts
+Trained with the shared loop (mnistgen-train-classifier); random +-2 pixel shifts
 augment training. Not generative: it has `losses` and `features`/`probs`, no `sample`.
 """
 import flax.linen as nn

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.benchmark import matmul_roofline, median_seconds
+from mnistgen_jax.cli.benchmark import matmul_roofline, median_seconds
 from mnistgen_jax import cpu_compiler
 
 NOYNN = cpu_compiler.compiler_options(ynn_fusions=False)

@@ -8,7 +8,7 @@ with TAPS_RATIO = 2.
 """
 import jax
 
-from experiments.benchmark import matmul_roofline, median_seconds
+from mnistgen_jax.cli.benchmark import matmul_roofline, median_seconds
 from mnistgen_jax import cpu_compiler
 from mnistgen_jax.models.nets import extract_patches, shifted_taps_conv
 

@@ -6,7 +6,7 @@ convolution of space_to_depth(pad(x, 1)) (the same sums, float rounding apart).
   .venv/bin/python experiments/results/conv_vae_layers_2026-11-28/conv_layers_2cores.py
 """
 import numpy as np, jax, jax.numpy as jnp
-from experiments.benchmark import matmul_roofline, median_seconds
+from mnistgen_jax.cli.benchmark import matmul_roofline, median_seconds
 from mnistgen_jax import cpu_compiler
 from mnistgen_jax.models import nets
 NOYNN = cpu_compiler.compiler_options(ynn_fusions=False)

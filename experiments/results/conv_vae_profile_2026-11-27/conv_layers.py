@@ -8,7 +8,7 @@ convolution and patches @ kernel), beside the matmul roofline of the same proces
 import jax
 import jax.numpy as jnp
 
-from experiments.benchmark import matmul_roofline, median_seconds
+from mnistgen_jax.cli.benchmark import matmul_roofline, median_seconds
 from mnistgen_jax.models import nets
 
 BATCH, REPEATS = 128, 15

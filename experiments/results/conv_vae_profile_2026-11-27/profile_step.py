@@ -19,7 +19,7 @@ import tempfile
 import jax
 import jax.numpy as jnp
 
-from experiments.benchmark import median_seconds
+from mnistgen_jax.cli.benchmark import median_seconds
 from mnistgen_jax import configs, cpu_compiler, data, trainer
 from mnistgen_jax import train as train_lib
 
@@ -37,12 +37,11 @@ def group(thunk: str) -> str:
 def main():
   name = sys.argv[1] if len(sys.argv) > 1 else "conv_vae"
   config = configs.get_config(name, train_loop="steps")
-  family, model, stage1 = trainer.build(config)
   images, labels = data.load("mnist", "train")[:2]
-  tx, state = trainer.initial_state(family, model, config,
-                                    len(images) // config.batch_size, stage1)
+  setup = trainer.setup(config, len(images))
+  state = setup.state
   options = cpu_compiler.of_config(config) if sys.argv[2:] == ["config"] else None
-  step = jax.jit(family.training.step(model, tx, config), compiler_options=options)
+  step = jax.jit(setup.step, compiler_options=options)
   x = train_lib.to_float(jnp.asarray(images[:config.batch_size]))
   y = jnp.asarray(labels[:config.batch_size])
 

@@ -1,4 +1,6 @@
-"""Command-line plumbing shared by the binaries: the config flag and one-line flag errors.
+"""The binaries (one module each in this package, console scripts `mnistgen-*`) and their shared
+plumbing: run_binary (every expected error as one line on stderr, exit status 2; Ctrl-C as a
+clean stop), the config flag, the sampling flags, output paths, the compilation cache.
 
 `--config=mnistgen_jax/configs/vae.py[:preset] --config.latent_dim=2` is the ml_collections way
 (google/flax examples). Short forms, rewritten to it before absl parses the command line:
@@ -9,6 +11,7 @@ so every field is declared once, in its config file, and never typed again as a 
 """
 from __future__ import annotations
 
+import difflib
 import errno
 import os
 import sys
@@ -16,8 +19,10 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from mnistgen_jax import configs, files
+from mnistgen_jax import configs, errors, files
 
+EXIT_ERROR = 2      # an expected failure (bad input, a run that cannot be used as asked)
+EXIT_INTERRUPTED = 130  # Ctrl-C outside training's own handler (128 + SIGINT)
 ALIASES = {"vqvae_workdir": "stage1_workdir"}
 
 
@@ -99,12 +104,109 @@ def define_config_flag(help_string: str):
   return config_flags.DEFINE_config_file("config", None, help_string, sys_argv=argv)
 
 
+def fail(message: str) -> None:
+  """Ends the binary: `error: message` as one line on stderr, exit status EXIT_ERROR."""
+  print(f"error: {message}", file=sys.stderr)
+  sys.exit(EXIT_ERROR)
+
+
+def run_binary(main, then: str = "run the same command again", flags_parser=None) -> None:
+  """absl's app.run(main) for a console script: an expected error (errors.expected_error_line:
+  ValueError, errors.UserError, an OS error however wrapped) is one line on stderr and exit
+  status 2; training's Interrupted (SIGTERM/SIGINT, a checkpoint saved) `stopped: ...` and
+  128 + the signal; Ctrl-C anywhere else `stopped` and 130. Anything else is a bug: its traceback
+  shows. then: what to do after freeing disk space."""
+  from absl import app
+
+  def guarded(argv):
+    try:
+      return main(argv)
+    except errors.Interrupted as e:  # The shell's convention: 128 + the signal's number.
+      print(f"stopped: {e}", file=sys.stderr)
+      sys.exit(128 + e.signum)
+    except KeyboardInterrupt:
+      print("stopped: interrupted (Ctrl-C) before finishing; nothing partial was kept",
+            file=sys.stderr)
+      sys.exit(EXIT_INTERRUPTED)
+    except Exception as e:
+      line = errors.expected_error_line(e, then)
+      if line is None:
+        raise
+      fail(line)
+
+  app.run(guarded, flags_parser=flags_parser or parse_plain_flags)
+
+
+HELP_ARGS = ("--help", "--helpshort", "-h", "-?")
+
+
+def _model_of(argv: list[str]) -> str:
+  """The family a command line trains (--model=NAME, else the default, vae)."""
+  for i, arg in enumerate(argv):
+    option = _option(arg)
+    if option and option[0] == "model":
+      return option[1] if option[1] is not None else (argv[i + 1] if i + 1 < len(argv) else "")
+  return "vae"
+
+
+def family_help(model: str) -> str:
+  """The config fields of a family, each `--FIELD=DEFAULT  meaning` (configs.field_help)."""
+  config, meanings = configs.get_config(model), configs.field_help(model)
+  def shown(value):
+    return ",".join(map(str, value)) if isinstance(value, tuple) else value
+  lines = [f"Config fields of --model={model} (set as --FIELD=VALUE or --config.FIELD=VALUE; "
+           f"presets: {', '.join(configs.presets(model)) or 'none'}):"]
+  for name in sorted(config):
+    if name == "model":
+      continue
+    meaning = f"  {meanings[name]}" if meanings[name] else ""
+    lines.append(f"  --{name}={shown(config[name])}{meaning}")
+  return "\n".join(lines)
+
+
 def parse_flags(argv: list[str]) -> list[str]:
-  """absl flags_parser: short forms expanded, then parsed; a bad flag is one line, exit 1."""
+  """absl flags_parser of a binary with the config flag: short forms expanded, then parsed; a
+  bad flag is one line, exit 2. --help (--helpshort, -h) prints the binary's own flags and the
+  config fields of its --model, with defaults and meanings."""
+  if any(arg in HELP_ARGS for arg in argv[1:]):
+    model = _model_of(argv)
+    if model not in configs.names():
+      fail(f"unknown model {model!r}; choose one of: {', '.join(configs.names())}")
+    main_module = sys.modules["__main__"].__dict__.get("__spec__")
+    binary = flags.FLAGS.find_module_defining_flag("workdir") or (main_module and main_module.name)
+    print(flags.FLAGS.module_help(binary) if binary else "")
+    print(family_help(model))
+    sys.exit(0)
+  if _DEFERRED_ERRORS:
+    fail(_DEFERRED_ERRORS[0])
+  expanded = expand_config_args(argv)
+  return parse_plain_flags(expanded, _config_fields(expanded))
+
+
+def _config_fields(argv: list[str]) -> list[str]:
+  """The field names of the config a (expanded) command line reads, for suggestions."""
+  for arg in argv:
+    if arg.startswith("--config=") and arg.split("=", 1)[1].split(":")[0].startswith(
+        configs.DIRECTORY):
+      model = os.path.splitext(os.path.basename(arg.split("=", 1)[1].split(":")[0]))[0]
+      return list(configs.get_config(model))
+  return []
+
+
+def did_you_mean(name: str, known) -> str:
+  """' (did you mean --X?)' for the closest known name, else ''."""
+  close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+  return f"; did you mean --{close[0]}?" if close else ""
+
+
+def parse_plain_flags(argv: list[str], fields=()) -> list[str]:
+  """absl flags_parser: a bad flag (or config field) is one line, exit 2, with the closest
+  known flag or field where one is close."""
   try:
-    if _DEFERRED_ERRORS:
-      raise ValueError(_DEFERRED_ERRORS[0])
-    return flags.FLAGS(expand_config_args(argv))
+    return flags.FLAGS(argv)
+  except flags.UnrecognizedFlagError as e:
+    known = [n for n in flags.FLAGS if not n.startswith("config.")] + list(fields)
+    fail(f"unknown flag --{e.flagname}{did_you_mean(e.flagname, known)} (see --help)")
   except (flags.Error, ValueError, AttributeError, KeyError, TypeError) as e:
     message = " ".join(str(e).replace("\\n", " ").replace("\\'", "'").split())
     if message[:1] in "'\"" and message[-1:] == message[:1]:
@@ -112,10 +214,11 @@ def parse_flags(argv: list[str]) -> list[str]:
     if "Traceback (most recent call last)" in message:  # config_flags wraps the config file's error
       message = message.rsplit("Error: ", 1)[-1]
     if isinstance(e, AttributeError):
-      message = f"unknown config field {message}"
+      field = message.split("'")[1] if message.count("'") >= 2 else message
+      message = f"unknown config field {field!r}{did_you_mean(field, fields)}"
     if isinstance(e, (flags.Error, AttributeError)):
       message += " (see --helpshort)"
-    sys.exit(f"error: {message}")
+    fail(message)
 
 
 # How a trained run samples: resumable config fields that generate, evaluate and export may change
@@ -168,7 +271,7 @@ def check_output(flag: str, path: str, extensions=None, overwrite: bool = True) 
     raise ValueError(f"--{flag}={path} has no extension this writes: end it with {shown}")
   if not os.path.isdir(folder):
     raise ValueError(f"--{flag}={path}: folder {folder} does not exist: create it "
-                     f"(mkdir -p {folder}) or pass another --{flag}")
+                             f"(mkdir -p {folder}) or pass another --{flag}")
   if os.path.exists(path) and not overwrite:
     raise ValueError(f"--{flag}={path} exists; pass --overwrite to replace it")
   if not os.access(folder, os.W_OK) or (os.path.exists(path) and not os.access(path, os.W_OK)):

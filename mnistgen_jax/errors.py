@@ -1,0 +1,47 @@
+"""The failures a user can act on, and how a binary says them: one line naming the cause and the
+fix (cli.run_binary prints it and exits with status 2). Imports nothing of the package."""
+from __future__ import annotations
+
+import errno
+
+
+class UserError(RuntimeError):
+  """An expected failure: bad input, or a state of files the user can fix (a missing run, a
+  corrupted checkpoint, a diverging loss); its message names the cause and the fix."""
+
+
+class Interrupted(RuntimeError):
+  """SIGTERM or SIGINT stopped training after a chunk, whose step was saved as a checkpoint."""
+
+  def __init__(self, message: str, signum: int):
+    super().__init__(message)
+    self.signum = signum
+
+
+def os_error_in(error: BaseException) -> OSError | None:
+  """The OSError behind `error` (itself, or its cause / context: orbax wraps them), or None."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    if isinstance(error, OSError):
+      return error
+    seen.add(id(error))
+    error = error.__cause__ or error.__context__
+  return None
+
+
+def os_error_line(error: OSError, then: str) -> str:
+  """One line for a failed write or read: what, where, and for a full disk what to do `then`."""
+  where = f": {error.filename}" if error.filename else ""
+  line = f"{error.strerror or error}{where}"
+  if error.errno == errno.ENOSPC:
+    line += f"; free some space, then {then}"
+  return line
+
+
+def expected_error_line(error: BaseException, then: str = "run the same command again") -> str | None:
+  """The one line for an expected failure (bad input, a UserError, an OS error however wrapped),
+  None for anything else (a bug: its traceback is worth seeing)."""
+  if isinstance(error, (ValueError, UserError)):
+    return str(error)
+  os_error = os_error_in(error)
+  return None if os_error is None else os_error_line(os_error, then)
