@@ -9,38 +9,55 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import os
 import re
 
 import ml_collections
 
-from mnistgen_jax.configs import base
+from mnistgen_jax.configs import base, migrations
 
 RESUMABLE_FIELDS = base.RESUMABLE_FIELDS
 DIRECTORY = os.path.dirname(os.path.abspath(__file__))
-# Fields of the first version's one flat config that a family no longer has: old config.json
-# files name them, and they are dropped on load. vqvae_workdir is now stage1_workdir.
-LEGACY_FIELDS = frozenset({
-    "arch", "latent_dim", "hidden", "channels", "num_codes", "code_dim", "codebook_mode",
-    "ema_decay", "commitment_cost", "restart_after", "vqvae_workdir", "prior_width",
-    "prior_layers", "prior_heads", "temperature", "gan_ema_decay"})
+
+
+
+# Families whose config file lives outside this folder (a user's own family): name -> module.
+_EXTERNAL: dict[str, str] = {}
+
+
+def register(model: str, module_name: str) -> None:
+  """Registers the config file of a family defined outside the package: the module
+  `module_name` (importable) with get_config(preset) and, optionally, PRESETS and validate, as
+  the files of this folder have. The family's model module registers its Family with
+  models.register; nothing else is edited."""
+  if model in names() and _EXTERNAL.get(model) != module_name:
+    raise ValueError(f"a config file of {model!r} is registered already")
+  _EXTERNAL[model] = module_name
 
 
 def names() -> list[str]:
   """Every family with a config file."""
-  return sorted(f[:-3] for f in os.listdir(DIRECTORY)
-                if f.endswith(".py") and f not in ("__init__.py", "base.py"))
+  return sorted({f[:-3] for f in os.listdir(DIRECTORY)
+                 if f.endswith(".py") and f not in ("__init__.py", "base.py", "migrations.py")}
+                | set(_EXTERNAL))
+
+
+def _module_name(model: str) -> str:
+  return _EXTERNAL.get(model, f"mnistgen_jax.configs.{model}")
 
 
 def path(model: str) -> str:
   """The config file of a family, for --config."""
+  if model in _EXTERNAL:
+    return importlib.util.find_spec(_EXTERNAL[model]).origin
   return os.path.join(DIRECTORY, f"{model}.py")
 
 
 def _module(model: str):
   if model not in names():
     raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(names())}")
-  return importlib.import_module(f"mnistgen_jax.configs.{model}")
+  return importlib.import_module(_module_name(model))
 
 
 def presets(model: str) -> dict:
@@ -95,20 +112,14 @@ def get_config(model: str = "vae", **overrides) -> ml_collections.ConfigDict:
 
 
 def from_saved(saved: dict) -> ml_collections.ConfigDict:
-  """The config of a saved config.json (older runs' flat fields translated or dropped)."""
+  """The config of a saved config.json of any layout the project has written (migrations.py)."""
   saved = dict(saved)
   model = saved.pop("model", None)
   if not isinstance(model, str):
     raise ValueError("the saved config names no model")
-  if "vqvae_workdir" in saved:
-    saved.setdefault("stage1_workdir", saved.pop("vqvae_workdir"))
   module = _module(model)
-  fields = module.get_config("")
-  saved = {k: v for k, v in saved.items() if k in fields or k not in LEGACY_FIELDS}
-  # A field added later, whose default would change what an older run's checkpoint holds.
-  for name, value in getattr(module, "ABSENT_IN_OLDER_RUNS", {}).items():
-    if name not in saved:
-      saved[name] = value(saved) if callable(value) else value
+  saved = migrations.migrate(saved, module.get_config(""),
+                             getattr(module, "ABSENT_IN_OLDER_RUNS", {}))
   return get_config(model, **saved)  # Its preset first, then the saved fields.
 
 

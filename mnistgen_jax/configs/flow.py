@@ -4,6 +4,8 @@ from mnistgen_jax.configs import base
 
 # accelerator: the larger network for a GPU/TPU (README: 30 epochs on one H100 in 96-102 s),
 # sampled with 32 Heun steps (where `flow` meets fid_lenet <= 12: README).
+# Runs saved before --patch existed ran the U-Net on pixels.
+ABSENT_IN_OLDER_RUNS = {"patch": 1}
 PRESETS = {"1m": dict(channels=(32, 64, 52), patch=1, attention=True),  # 1.018 M (cond: 1.019 M)
            "accelerator": dict(channels=(64, 128, 128), patch=1, attention=True, num_epochs=30,
                                batch_size=256, sample_steps=32)}

@@ -5,6 +5,8 @@ GPU/TPU one (6 gated layers of 64)."""
 from mnistgen_jax import configs
 from mnistgen_jax.configs import base, vae
 
+# Runs saved before the KL warm-up existed weighed the KL fully from the first step.
+ABSENT_IN_OLDER_RUNS = {"kl_warmup_steps": 0}
 PRESETS = {"accelerator": dict(channels=(64, 128), hidden=(512,), latent_dim=32,
                                pixel_channels=64, pixel_layers=6, batch_size=128, num_epochs=60,
                                kl_warmup_steps=5000, train_loop="scan")}
