@@ -8,9 +8,7 @@ import sys
 import pytest
 
 from conftest import ROOT, keep_every_compilation, tiny_config
-from mnistgen_jax import cli, configs, trainer
-from mnistgen_jax import evaluation
-
+from mnistgen_jax import cli, configs, evaluation, trainer
 
 
 def test_short_forms_expand_to_the_config_flag():

@@ -7,7 +7,6 @@ from nbclient import NotebookClient
 from conftest import ROOT
 
 
-
 @pytest.mark.slow
 def test_quickstart_notebook_executes(tmp_path, monkeypatch):
   monkeypatch.setenv("MNISTGEN_NOTEBOOK_QUICK", "1")

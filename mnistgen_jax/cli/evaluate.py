@@ -39,8 +39,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   import jax
   cli.use_compilation_cache(FLAGS.compilation_cache)
-  from mnistgen_jax import report
-  from mnistgen_jax import evaluation
+  from mnistgen_jax import evaluation, report
   if FLAGS.num_samples <= 0:
     raise ValueError(f"--num_samples must be a positive integer, got {FLAGS.num_samples}")
   if FLAGS.iwae_images < 0:

@@ -35,8 +35,7 @@ def main(argv):
   import jax
   import numpy as np
   cli.use_compilation_cache(FLAGS.compilation_cache)
-  from mnistgen_jax import cpu_compiler, report, runs, viz
-  from mnistgen_jax import evaluation
+  from mnistgen_jax import cpu_compiler, evaluation, report, runs, viz
   from mnistgen_jax.models import supports
 
   if FLAGS.num <= 0:

@@ -45,8 +45,7 @@ def measure(config, ref, num_samples, batch_size, progress):
   """One setting: (samples/s of the jitted sampler after warm-up, sample metrics)."""
   import jax
   import jax.numpy as jnp
-  from mnistgen_jax import cpu_compiler, report, runs
-  from mnistgen_jax import evaluation
+  from mnistgen_jax import cpu_compiler, evaluation, report, runs
 
   _, _, model, state = runs.restore_run(FLAGS.workdir, config=config)
   variables = state.variables()
