@@ -8,6 +8,7 @@ from PIL import Image
 
 from conftest import ROOT, keep_every_compilation, tiny_config
 from mnistgen_jax import trainer
+from mnistgen_jax import runs as runs_lib  # (`runs` is this file's fixture of trained runs)
 
 # End-to-end: every test here trains or restores whole runs (pytest -m 'not slow' skips them).
 pytestmark = pytest.mark.slow
@@ -141,7 +142,7 @@ def test_exported_sampler_gives_the_same_samples_in_a_fresh_process_without_the_
   import jax
   import jax.numpy as jnp
   from mnistgen_jax import report
-  config, family, model, state = runs.restore_run(str(runs / name))
+  config, family, model, state = runs_lib.restore_run(str(runs / name))
   variables = state.variables()  # The checkpoint holds the fitted sampling prior.
   expected = report.make_sampler(model)(variables, jnp.arange(12, dtype=jnp.int32) % 10,
                                         jax.random.PRNGKey(5))
@@ -157,7 +158,7 @@ def test_exported_sampler_gives_the_same_samples_in_a_fresh_process_without_the_
 def test_exported_sampler_refuses_wrong_shapes(runs, tmp_path):
   import jax
   from mnistgen_jax import export
-  config, family, model, state = runs.restore_run(str(runs / "cond_vae"))
+  config, family, model, state = runs_lib.restore_run(str(runs / "cond_vae"))
   exported = jax.export.deserialize(
       export.export_sampler(model, state.variables(), ["cpu"]).serialize())
   key = jax.random.PRNGKey(0)

@@ -13,6 +13,7 @@ import pytest
 
 from conftest import ROOT, tiny_config
 from mnistgen_jax import configs, flow, train_setup, trainer
+from mnistgen_jax import runs as runs_lib  # (`runs` is this file's fixture of trained runs)
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models import latent_flow
 
@@ -42,8 +43,8 @@ def _leaves_equal(a, b):
 
 @pytest.mark.slow
 def test_stage1_stays_frozen_and_codes_are_standardised_by_the_first_batch(runs):
-  _, _, _, stage1 = runs.restore_run(str(runs / "ae"))
-  config, _, model, state = runs.restore_run(str(runs / "ae_flow"))
+  _, _, _, stage1 = runs_lib.restore_run(str(runs / "ae"))
+  config, _, model, state = runs_lib.restore_run(str(runs / "ae_flow"))
   assert state.step == 8 and not model.conditional
   # Every stage-1 collection is inside the checkpoint, bit for bit as trained in stage 1.
   assert _leaves_equal(state.params["stage1"], stage1.params)
@@ -78,7 +79,7 @@ def test_full_whitening_is_the_cholesky_factor_of_the_code_covariance():
 
 @pytest.mark.slow
 def test_sampling_uses_the_moving_average_of_the_velocity_weights(runs):
-  _, _, model, state = runs.restore_run(str(runs / "ae_flow"))
+  _, _, model, state = runs_lib.restore_run(str(runs / "ae_flow"))
   variables = state.variables()
   ema, live = variables["ema"]["velocity"], variables["params"]["velocity"]
   assert not _leaves_equal(ema, live)
@@ -96,7 +97,7 @@ def test_sampling_uses_the_moving_average_of_the_velocity_weights(runs):
 
 @pytest.mark.slow
 def test_a_conditional_stage1_gets_a_guided_conditional_prior(runs):
-  config, _, model, state = runs.restore_run(str(runs / "cond_vae_flow"))
+  config, _, model, state = runs_lib.restore_run(str(runs / "cond_vae_flow"))
   assert model.conditional and model.guidance == 1.0
   key = jax.random.PRNGKey(0)
   codes = lambda m, y: np.asarray(m.apply(state.variables(), y, method="sample_codes",
@@ -118,18 +119,18 @@ def test_the_guide_trains_beside_the_prior_and_leaves_it_as_it_would_be_alone(ru
   config = tiny_config("latent_flow", stage1_workdir=str(runs / "ae"), num_epochs=2,
                        sample_steps=4, guide_width=0, autoguidance=1.0)
   trainer.train_and_evaluate(config, str(tmp_path / "alone"), print_fn=_quiet)
-  _, _, _, alone = runs.restore_run(str(tmp_path / "alone"))
-  _, _, model, guided = runs.restore_run(str(runs / "ae_flow"))
+  _, _, _, alone = runs_lib.restore_run(str(tmp_path / "alone"))
+  _, _, model, guided = runs_lib.restore_run(str(runs / "ae_flow"))
   assert "guide" not in alone.params and model.guide_width == 16
   for name in ("params", "ema"):
     prior = lambda state: state.variables()[name]["velocity"]
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                  prior(alone), prior(guided))
-  saved = runs.load_config(str(runs / "ae_flow"))
-  family, module, stage1 = runs.build(saved)
+  saved = runs_lib.load_config(str(runs / "ae_flow"))
+  family, module, stage1 = runs_lib.build(saved)
   _, first = train_setup.initial_state(family, module, saved, 0, stage1)
   assert not _leaves_equal(first.params["guide"], guided.params["guide"])  # It trained.
-  test = runs.read_eval_json(str(runs / "ae_flow"))["test"]
+  test = runs_lib.read_eval_json(str(runs / "ae_flow"))["test"]
   np.testing.assert_allclose(test["velocity_mse"], test["prior_mse"] + test["guide_mse"], rtol=1e-5)
   assert test["guide_mse"] > test["prior_mse"] > 0  # The smaller network fits worse.
 
@@ -138,7 +139,7 @@ def test_the_guide_trains_beside_the_prior_and_leaves_it_as_it_would_be_alone(ru
 def test_autoguided_sampling_integrates_the_extrapolated_field(runs):
   """sample_codes against the ODE integrated by hand over v_guide + w (v_prior - v_guide), with
   the EMA weights of both networks and the module's own noise."""
-  _, _, model, state = runs.restore_run(str(runs / "ae_flow"))
+  _, _, model, state = runs_lib.restore_run(str(runs / "ae_flow"))
   variables = state.variables()
   assert model.autoguidance == 2.0  # The default.
   labels, key = jnp.zeros(6, jnp.int32), jax.random.PRNGKey(0)
@@ -221,14 +222,14 @@ def test_bad_stage1_workdirs_are_refused_before_anything_is_written(runs, tmp_pa
 
 @pytest.mark.slow  # Its fixture trains four runs end to end.
 def test_evaluation_results_name_the_velocity_loss(runs):
-  results = runs.read_eval_json(str(runs / "cond_vae_flow"))
+  results = runs_lib.read_eval_json(str(runs / "cond_vae_flow"))
   assert results["loss_name"] == "velocity_mse" and results["epochs"] == 2
   assert 0 < results["test"]["velocity_mse"] < 10
 
 
 @pytest.mark.slow
 def test_the_step_reads_codes_encoded_once_and_matches_the_loss_on_images(runs):
-  config, family, model, state = runs.restore_run(str(runs / "cond_vae_flow"))
+  config, family, model, state = runs_lib.restore_run(str(runs / "cond_vae_flow"))
   variables = state.variables()
   (train_x, train_y), _ = train_setup.load_data(config)
   inputs = family.training.train_inputs(model, config, variables, train_x, train_y)
@@ -253,7 +254,7 @@ def test_the_step_reads_codes_encoded_once_and_matches_the_loss_on_images(runs):
 
 @pytest.mark.slow
 def test_standardising_inverts_the_code_scale_for_either_whitening(runs):
-  _, _, model, state = runs.restore_run(str(runs / "ae_flow"))
+  _, _, model, state = runs_lib.restore_run(str(runs / "ae_flow"))
   codes = jax.random.normal(jax.random.PRNGKey(1), (64, model.code_dim)) * 2.0 + 1.0
   mean = jnp.ones(model.code_dim)
   for whitening in ("full", "diagonal"):
@@ -276,7 +277,7 @@ def test_prior_floor_decodes_training_codes_and_refuses_runs_without_codes(runs)
   # sigma 0 is the FID of the training images' own reconstructions (decoded exact codes).
   from mnistgen_jax import data, viz
   from mnistgen_jax import evaluation
-  config, _, model, state = runs.restore_run(str(runs / "ae"))
+  config, _, model, state = runs_lib.restore_run(str(runs / "ae"))
   images, labels = data.load("mnist", "train", limit=300)
   recon = train_lib.make_applier(model, "reconstruct", 100)(state.variables(), images, labels)
   fid = evaluation.Reference.load("mnist", progress=False).fid(viz.to_uint8(recon), "recon")
@@ -305,9 +306,9 @@ def test_sampling_curve_scores_each_setting_as_evaluate_does(runs):
   assert (workdir / "curve_test.png").stat().st_size > 0
   # A row holds what experiments.evaluate reports for the same settings: same keys, same samples.
   from mnistgen_jax import evaluation
-  config = runs.load_config(str(workdir))
+  config = runs_lib.load_config(str(workdir))
   config.solver, config.sample_steps = "heun", 3
-  config, _, model, state = runs.restore_run(str(workdir), config=config)
+  config, _, model, state = runs_lib.restore_run(str(workdir), config=config)
   expected = evaluation.evaluate_variables(config, model, state.variables(), 200, 0, False,
                                          evaluation.Reference.load("mnist", progress=False))
   assert rows[3]["fid_lenet"] == pytest.approx(expected["samples"]["fid_lenet"], rel=1e-6)

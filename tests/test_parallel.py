@@ -16,7 +16,7 @@ import json, os, sys
 sys.path[:0] = [os.getcwd(), os.path.join(os.getcwd(), "tests")]
 import jax, numpy as np
 from conftest import tiny_config
-from mnistgen_jax import parallel, trainer
+from mnistgen_jax import parallel, runs, trainer
 from mnistgen_jax import train as train_lib
 
 root, out = sys.argv[1], {"devices": jax.device_count()}
