@@ -1,13 +1,10 @@
 """The benchmark's measurements are sane on a small slice (speed targets live in its runs)."""
-import json
-
 import jax
 import pytest
 
 from conftest import tiny_config
 from mnistgen_jax.cli import benchmark
-from mnistgen_jax import data, models, trainer
-from mnistgen_jax import train as train_lib
+from mnistgen_jax import data, trainer
 
 
 def test_family_benchmark_counts_the_flops_of_a_train_step():
@@ -49,22 +46,3 @@ def test_benchmark_feeds_a_prior_on_a_frozen_stage1_its_codes(tmp_path):
                              max_steps=2)
   assert r["train_img_per_s"] > 0 and r["sample_img_per_s"] > 0 and r["flops_per_step"] > 0
 
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", models.names())
-def test_benchmark_times_the_step_training_runs(name, tiny_run, tmp_path):
-  """The benchmark's step (its set-up, runner, keys, batches) gives the trainer's losses, bitwise."""
-  overrides = {}
-  if models.get(name).stage1_families:
-    overrides["stage1_workdir"] = tiny_run(models.get(name).stage1_families[0])
-  config = tiny_config(name, num_epochs=1, lr_schedule="constant", **overrides)
-  trainer.train_and_evaluate(config, str(tmp_path), print_fn=lambda s: None)
-  with open(tmp_path / "metrics.jsonl") as f:
-    trained = [r for r in map(json.loads, f) if r["split"] == "train"]
-  length = train_lib.chunk_length(len(trained), config.log_every)  # The trainer's first chunk.
-  train = data.load("mnist", "train", limit=config.train_size)
-  setup = trainer.setup(config, len(train[0]))
-  state, images, labels, batches = setup.placed_inputs(*train)
-  _, metrics = setup.new_runner()(state, images, labels, batches, 0, length)
-  for term, values in jax.device_get(metrics).items():
-    assert [float(v) for v in values] == [r[term] for r in trained[:length]], term
