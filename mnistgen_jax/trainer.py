@@ -101,24 +101,24 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
     return _train(training, workdir, datasets, primary=True, print_fn=print_fn)
 
 
-def _train(setup, workdir: str, datasets, *, primary: bool, print_fn) -> dict:
-  config = setup.config
+def _train(training, workdir: str, datasets, *, primary: bool, print_fn) -> dict:
+  config = training.config
   runs.check_workdir(workdir, config)  # Under the lock: no other run can write it meanwhile.
   ckpt = runs.open_checkpoints(workdir, config.keep_checkpoints)
   loop = None
   try:  # Closed on every exit: an open manager's threads print tracebacks at exit.
-    state = setup.state
+    state = training.state
     if ckpt.latest_step() is not None:
       state = ckpt.restore(state)
-      runs.check_not_past_the_end(workdir, int(state.step), setup.total_steps,
-                                  setup.steps_per_epoch, config.num_epochs)
+      runs.check_not_past_the_end(workdir, int(state.step), training.total_steps,
+                                  training.steps_per_epoch, config.num_epochs)
       print_fn(f"resumed from {ckpt.directory} at step {int(state.step)}")
       # config.json belongs to checkpoints: written on resume (after a successful restore, so a
       # refused workdir keeps its own) or just before the first save, so a run that fails before
       # any checkpoint (a diverging learning rate, say) never locks the workdir to its settings.
       if primary:
         runs.write_config(workdir, config)
-    loop = Loop.start(setup, workdir, ckpt, datasets, state, primary, print_fn)
+    loop = Loop.start(training, workdir, ckpt, datasets, state, primary, print_fn)
     loop.run()
   finally:
     ckpt.close()

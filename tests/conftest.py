@@ -55,7 +55,7 @@ def quiet(*args) -> None:
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
   """tiny_run(name, **overrides) -> the workdir of a finished tiny_config(name, num_epochs=1,
-  **overrides) run, trained on first use and shared by every test of the session (stage-1 runs
+  **overrides) run, trained on first use and shared by every test of the run (stage-1 runs
   of the priors, runs to evaluate or sample from)."""
   from mnistgen_jax import trainer
   trained = {}

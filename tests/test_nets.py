@@ -91,6 +91,17 @@ def test_convs_read_the_conv_choice_of_their_family_module():
   Holder(conv_choice=choice).apply({}, x)
   assert seen == [choice]
 
+  class Prior(nn.Module):  # A frozen stage 1 with its own choice inside a scanned prior's step.
+    conv_choice: nets.ConvChoice = nets.ConvChoice()
+
+    @nn.compact
+    def __call__(self, x):
+      return Holder(conv_choice=nets.ConvChoice(taps_ratio=3.0))(x)
+
+  seen.clear()
+  Prior(conv_choice=nets.ConvChoice(scanned_step=True)).apply({}, x)
+  assert seen == [nets.ConvChoice(taps_ratio=3.0, scanned_step=True)]
+
 
 def test_depth_to_space_places_channels_as_2x2_blocks():
   x = jnp.arange(2 * 3 * 3 * 8).reshape(2, 3, 3, 8)

@@ -32,9 +32,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mnistgen_jax import data, flow
+from mnistgen_jax import cpu_compiler, data, flow
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models.interface import Family, Training
+from mnistgen_jax.models.nets import ConvChoice
 from mnistgen_jax.models.registry import register
 
 STAGE1 = "stage1"  # the submodule (and variable subtree) holding the frozen stage-1 model
@@ -79,6 +80,7 @@ class LatentFlow(nn.Module):
   guide_width: int = 0         # 0: no guide network
   guide_layers: int = 1
   autoguidance: float = 1.0
+  conv_choice: ConvChoice = ConvChoice()  # speed only (nets.ConvChoice; set by build)
 
   @property
   def latent_interpolation(self) -> str:  # --interpolate walks stage 1's codes
@@ -228,7 +230,7 @@ def build(config, stage1):
                     stage1.model.conditional, config.prior_width, config.prior_layers,
                     config.time_sampling, config.code_whitening, config.label_dropout, config.solver,
                     config.sample_steps, config.guidance, config.guide_width,
-                    config.guide_layers, config.autoguidance)
+                    config.guide_layers, config.autoguidance, cpu_compiler.conv_choice(config))
 
 
 register(Family("latent_flow", build, FlowPriorTraining(), loss_name="velocity_mse",

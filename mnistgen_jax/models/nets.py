@@ -1,4 +1,5 @@
 """Encoder and decoder networks shared by the auto-encoder families (MLP and convolutional)."""
+import dataclasses
 import math
 from typing import Callable, Sequence
 
@@ -55,13 +56,20 @@ def shifted_taps_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.n
 
 def nearest_conv_choice(module: nn.Module) -> ConvChoice:
   """The ConvChoice of the nearest enclosing module (module itself included) with a
-  `conv_choice` field; the default where none has one (a layer used on its own)."""
+  `conv_choice` field (the default where none has one: a layer used on its own), traced as part
+  of a scanned step if any enclosing choice says so: a frozen stage 1 inside a prior keeps its
+  own taps ratio, and computes as the prior's scanned step does."""
+  choice, scanned = None, False
   while isinstance(module, nn.Module):
-    choice = getattr(module, "conv_choice", None)
-    if choice is not None:
-      return choice
+    found = getattr(module, "conv_choice", None)
+    if found is not None:
+      choice = choice or found
+      scanned = scanned or found.scanned_step
     module = module.parent
-  return ConvChoice()
+  choice = choice or ConvChoice()
+  if choice.scanned_step != scanned:
+    choice = dataclasses.replace(choice, scanned_step=scanned)
+  return choice
 
 
 def auto_conv_impl(kernel: int, in_channels: int, features: int,

@@ -12,9 +12,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mnistgen_jax import data
+from mnistgen_jax import cpu_compiler, data
 from mnistgen_jax.models import vqvae as vqvae_lib
 from mnistgen_jax.models.interface import Family, Training
+from mnistgen_jax.models.nets import ConvChoice
 from mnistgen_jax.models.registry import register
 
 
@@ -63,6 +64,7 @@ class VQPrior(nn.Module):
   layers: int = 2
   heads: int = 4
   temperature: float = 1.0
+  conv_choice: ConvChoice = ConvChoice()  # speed only (nets.ConvChoice; set by build)
   latent_interpolation = "lerp"  # the VQ-VAE's continuous codes
 
   @property
@@ -136,7 +138,7 @@ def _builder(conditional: bool):
   def build(config, stage1):
     return VQPrior(stage1.model, data.info(config.dataset).num_classes, conditional,
                    config.prior_width, config.prior_layers, config.prior_heads,
-                   config.temperature)
+                   config.temperature, cpu_compiler.conv_choice(config))
   return build
 
 
