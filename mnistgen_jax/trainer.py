@@ -77,13 +77,10 @@ def _format_seconds(s: float) -> str:
   return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def setup(config, num_examples: int | None = None) -> train_setup.Setup:
-  """The set-up training runs (train_setup.prepare of the built family, its stage 1 loaded),
-  also what the benchmark and the A/B tool time; num_examples: the training set's size (None:
-  the config's, as training loads it)."""
+def setup(config, num_examples: int) -> train_setup.Setup:
+  """The set-up training runs (train_setup.prepare of the built family, its stage 1 loaded) on
+  num_examples training examples, also what the benchmark and the A/B tool time."""
   family, model, stage1 = runs.build(config)
-  if num_examples is None:
-    num_examples = len(train_setup.load_data(config)[0][0])
   return train_setup.prepare(config, family, model, num_examples, stage1)
 
 

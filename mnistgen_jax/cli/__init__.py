@@ -172,8 +172,8 @@ def parse_flags(argv: list[str]) -> list[str]:
     model = _model_of(argv)
     if model not in configs.names():
       fail(f"unknown model {model!r}; choose one of: {', '.join(configs.names())}")
-    main_module = sys.modules["__main__"].__dict__.get("__spec__")
-    binary = flags.FLAGS.find_module_defining_flag("workdir") or (main_module and main_module.name)
+    # The binary's own flags: those of the module that defines --workdir (the train binary's).
+    binary = flags.FLAGS.find_module_defining_flag("workdir")
     print(flags.FLAGS.module_help(binary) if binary else "")
     print(family_help(model))
     sys.exit(0)
