@@ -50,12 +50,12 @@ def main(_):
     x, y = setup.first_batch(images, labels, batches)
     programs.append(str(jax.make_jaxpr(setup.step)(state, x, y)))
   print(f"mean loss over {FLAGS.steps} steps:", dict(zip(FLAGS.values, losses)))
-  loops = {setup.config.train_loop for setup in setups}
+  loops = {setup.config.run.train_loop for setup in setups}
   if len(set(programs)) < len(programs) and len(loops) == 1:
     sys.exit(f"{FLAGS.family}: the same step program for two values of --{FLAGS.field} (the "
              "field does not reach this family's step): nothing to compare")
   rates = [[] for _ in values]
-  batch_size = setups[0].config.batch_size
+  batch_size = setups[0].config.train.batch_size
   for rep in range(FLAGS.repeats):
     order = range(len(values)) if rep % 2 == 0 else reversed(range(len(values)))
     for i in order:

@@ -27,14 +27,16 @@ def program_text(config, train) -> str:
   setup = trainer.setup(config, len(train[0]))
   inputs = np.asarray(setup.family.training.train_inputs(
       setup.model, config, setup.state.variables(), *train))
-  if config.train_loop == "scan":
-    batches = train_lib.epoch_batches(jax.random.PRNGKey(0), 0, len(inputs), config.batch_size)
+  if config.run.train_loop == "scan":
+    batches = train_lib.epoch_batches(jax.random.PRNGKey(0), 0, len(inputs),
+                                      config.train.batch_size)
     lowered = setup.new_runner().lower(setup.state, jnp.asarray(inputs), jnp.asarray(train[1]),
                                        batches, 0, 2)
   else:
-    x = jnp.asarray(inputs[:config.batch_size])
+    x = jnp.asarray(inputs[:config.train.batch_size])
     x = train_lib.to_float(x) if x.dtype == jnp.uint8 else x
-    lowered = jax.jit(setup.step).lower(setup.state, x, jnp.asarray(train[1][:config.batch_size]))
+    lowered = jax.jit(setup.step).lower(setup.state, x,
+                                        jnp.asarray(train[1][:config.train.batch_size]))
   return re.sub(r"#loc[0-9]* = .*\n", "", re.sub(r"loc\([^)]*\)", "", lowered.as_text()))
 
 
@@ -50,7 +52,7 @@ def main(_):
       continue
     config = configs.get_config(name, **({"stage1_workdir": stage1[firsts[0]]} if firsts else {}))
     text = program_text(config, train)
-    out[name] = {"train_loop": config.train_loop, "chars": len(text),
+    out[name] = {"train_loop": config.run.train_loop, "chars": len(text),
                  "sha256": hashlib.sha256(text.encode()).hexdigest()[:16]}
   print(json.dumps(out, indent=1, sort_keys=True))
 

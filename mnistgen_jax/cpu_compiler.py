@@ -52,13 +52,13 @@ def compiler_options(ynn_fusions: bool = True, backend: str | None = None,
 
 
 def of_config(config) -> dict | None:
-  """compiler_options of a run's config (its `ynn_fusions` field; XLA's defaults if it has none)."""
-  return compiler_options(bool(config.get("ynn_fusions", True)))
+  """compiler_options of a run's config (its config.run.ynn_fusions)."""
+  return compiler_options(bool(config.run.ynn_fusions))
 
 
 def conv_choice(config) -> ConvChoice:
-  """The ConvChoice a family's build puts in its top module (config.conv_taps_ratio)."""
-  return ConvChoice(taps_ratio=float(config.get("conv_taps_ratio", ConvChoice.taps_ratio)))
+  """The ConvChoice a family's build puts in its top module (config.run.conv_taps_ratio)."""
+  return ConvChoice(taps_ratio=float(config.run.conv_taps_ratio))
 
 
 def for_scanned_step(model, loop: str):

@@ -210,8 +210,8 @@ def score_samples(ref: Reference, config, model, variables, num_samples: int,
   """(sample_quality of num_samples samples, seconds the sampling took). Labels cycle through
   the classes (ignored if unconditional); the keys are evaluate_variables', so mnistgen-evaluate
   and mnistgen-sampling-curve give the same numbers for the same settings."""
-  key = jax.random.fold_in(train_lib.root_keys(config.seed)["eval"], 1)
-  num_classes = data.info(config.dataset).num_classes
+  key = jax.random.fold_in(train_lib.root_keys(config.train.seed)["eval"], 1)
+  num_classes = data.info(config.data.dataset).num_classes
   labels = np.arange(num_samples, dtype=np.int32) % num_classes
   start = time.perf_counter()
   images = generate(model, variables, labels, jax.random.fold_in(key, 2), batch_size, progress,
@@ -232,7 +232,7 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
   iwae_images test images only (recorded as iwae_images). iwae_decodes_per_pass: see
   likelihood.iwae_nll_per_image (speed only). reconstruction_images > 0: the reconstruction FID
   of the first that many test images only (recorded; for decoders that draw pixel by pixel)."""
-  data_kw = dict(source=config.data_source, data_dir=config.data_dir or None)
+  data_kw = dict(source=config.run.data_source, data_dir=config.run.data_dir or None)
   seconds, clock = {}, time.perf_counter()
 
   def took(part):
@@ -242,14 +242,14 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
     clock = now
 
   if ref is None:
-    ref = Reference.load(config.dataset, progress=progress, **data_kw)
+    ref = Reference.load(config.data.dataset, progress=progress, **data_kw)
     took("reference")
-  key = jax.random.fold_in(train_lib.root_keys(config.seed)["eval"], 1)
+  key = jax.random.fold_in(train_lib.root_keys(config.train.seed)["eval"], 1)
   out = {"num_samples": num_samples}
   if supports(model, "reconstruct"):
     count = reconstruction_images or len(ref.test_images)
     recon = reconstruct(model, variables, ref.test_images[:count], ref.test_labels[:count],
-                        min(config.eval_batch_size, count), progress,
+                        min(config.train.eval_batch_size, count), progress,
                         cpu_compiler.of_config(config))
     out["reconstructions"] = {"fid_lenet": ref.fid(recon, "reconstruction features")}
     if count < len(ref.test_images):
@@ -260,7 +260,7 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
     took("samples")
   if supports(model, "log_importance_weights") and iwae_samples > 0:
     # A model of binarized digits is scored on the fixed binarization of the test set.
-    images = (data.binarized(ref.test_images) if config.get("binarize", "none") == "dynamic"
+    images = (data.binarized(ref.test_images) if config.data.binarize == "dynamic"
               else ref.test_images)
     count = iwae_images or len(images)
     per_image = likelihood.iwae_nll_per_image(

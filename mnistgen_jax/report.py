@@ -48,32 +48,33 @@ def write_outputs(family, model, variables, config, workdir, test_data, records,
   """curves.png, reconstructions.png, samples.png and latent.png, as far as the model has the
   methods; the family's own report metrics go into result['test']."""
   viz.save_curves(os.path.join(workdir, "curves.png"), _series(records, "train"),
-                  _series(records, "test"), f"{config.model} on {config.dataset}")
+                  _series(records, "test"), f"{config.family} on {config.data.dataset}")
   result["test"].update(family.training.report(model, variables, *test_data, workdir))
   if not supports(model, "sample"):
     return  # Not generative (the evaluation classifier): no pictures of digits to draw.
   test_x, test_y = test_data
-  keys = train_lib.root_keys(config.seed)
+  keys = train_lib.root_keys(config.train.seed)
   if supports(model, "reconstruct"):  # GANs have no encoder.
     n = 16
     recon = train_lib.make_applier(model, "reconstruct", n)(variables, test_x[:n], test_y[:n])
     viz.save_grid(os.path.join(workdir, "reconstructions.png"),
                   np.concatenate([viz.to_uint8(test_x[:n]), viz.to_uint8(recon)]), ncol=n)
 
-  num_classes = data.info(config.dataset).num_classes
-  labels = sample_labels(model, config.num_samples, num_classes)
+  num_classes = data.info(config.data.dataset).num_classes
+  labels = sample_labels(model, config.run.num_samples, num_classes)
   samples = make_sampler(model, cpu_compiler.of_config(config))(variables, labels, keys["sample"])
   viz.save_grid(os.path.join(workdir, "samples.png"), samples,
                 ncol=grid_columns(model, len(labels), num_classes))
 
   if supports(model, "encode"):
-    codes = train_lib.make_applier(model, "encode", config.eval_batch_size)(variables, test_x, test_y)
+    codes = train_lib.make_applier(model, "encode", config.train.eval_batch_size)(variables, test_x,
+                                                                                  test_y)
     viz.save_latent_scatter(os.path.join(workdir, "latent.png"),
                             [(codes, np.asarray(test_y), latent_title(config, codes))])
 
 
 def latent_title(config, codes) -> str:
-  return f"{config.model}: test-set codes ({np.shape(codes)[-1]}-D)"
+  return f"{config.family}: test-set codes ({np.shape(codes)[-1]}-D)"
 
 
 def markdown_table(header, rows) -> str:
@@ -93,15 +94,15 @@ class EpochSnapshot:
 
   def __init__(self, model, config, workdir: str, num_classified: int = 1000):
     self.model, self.config, self.workdir = model, config, workdir
-    self.num_classes = data.info(config.dataset).num_classes
-    self.key = jax.random.fold_in(train_lib.root_keys(config.seed)["sample"], 7)
-    self.labels = sample_labels(model, config.num_samples, self.num_classes)
+    self.num_classes = data.info(config.data.dataset).num_classes
+    self.key = jax.random.fold_in(train_lib.root_keys(config.train.seed)["sample"], 7)
+    self.labels = sample_labels(model, config.run.num_samples, self.num_classes)
     self.classified_labels = jnp.arange(num_classified, dtype=jnp.int32) % self.num_classes
     self.sample = make_sampler(model, cpu_compiler.of_config(config))
     self.classifier = None
     try:
       from mnistgen_jax.metrics import features  # Evaluation weights, when the dataset has them.
-      net, variables = features.load_classifier(config.dataset)
+      net, variables = features.load_classifier(config.data.dataset)
       self.classifier = jax.jit(lambda x: net.apply(variables, x).argmax(-1))
     except features.FeatureNetworkError:
       pass

@@ -73,19 +73,21 @@ def read_config(workdir: str) -> dict | None:
       saved = json.load(f)
   except (OSError, ValueError) as e:
     raise CheckpointError(f"{path} is unreadable ({e}); pass another --workdir") from e
-  if not isinstance(saved, dict) or not isinstance(saved.get("model"), str):
+  if configs.saved_family(saved) is None:
     raise CheckpointError(f"{path} names no model; pass another --workdir")
   return saved
 
 
-def check_same_run(workdir: str, saved: dict, current: dict, resumable) -> None:
-  """Raises CheckpointError if the saved config (a dict) differs from current beyond resumable."""
-  if saved.get("model") != current["model"]:
-    raise CheckpointError(f"{workdir} holds a {saved.get('model')!r} run, not "
-                          f"{current['model']!r}; pass another --workdir or --model="
-                          + str(saved.get("model")))
-  diffs = [f"{k}={saved.get(k)!r} (now {current.get(k)!r})" for k in sorted(current)
-           if k not in resumable and saved.get(k) != current.get(k)]
+def check_same_run(workdir: str, saved, current) -> None:
+  """Raises CheckpointError if the saved config differs from current beyond the fields of the
+  resumable sections (configs.RESUMABLE_SECTIONS)."""
+  if saved.family != current.family:
+    raise CheckpointError(f"{workdir} holds a {saved.family!r} run, not {current.family!r}; pass "
+                          f"another --workdir or --model={saved.family}")
+  saved_fields, current_fields = (configs.fields(json.loads(c.to_json())) for c in (saved, current))
+  resumable = configs.resumable_fields(current)
+  diffs = [f"{k}={saved_fields.get(k)!r} (now {v!r})" for k, v in sorted(current_fields.items())
+           if k not in resumable and saved_fields.get(k) != v]
   if diffs:
     raise CheckpointError(f"{workdir} was trained with {', '.join(diffs)}; pass the same values "
                           "or another --workdir")
@@ -223,29 +225,30 @@ class MetricsLog:
 
 
 def load_stage1(config, family) -> models.Stage1 | None:
-  """The trained run a multi-stage family builds on (config.stage1_workdir), checked: it exists,
+  """The trained run a multi-stage family builds on (config.model.stage1_workdir), checked: it
+  exists,
   is of a family this one accepts, of the same dataset, and finished (its last checkpoint is the
   end of its epochs)."""
   if not family.stage1_families:
     return None
   accepted = " or ".join(f"--model={n}" for n in family.stage1_families)
-  workdir = config.stage1_workdir
+  workdir = config.model.stage1_workdir
   if not workdir:
-    raise ValueError(f"--model={config.model} needs --stage1_workdir=<a finished run of "
+    raise ValueError(f"--model={config.family} needs --stage1_workdir=<a finished run of "
                      f"{accepted}>")
   try:
-    saved = read_config(workdir)
+    saved = _saved_config(workdir)
   except CheckpointError as e:
     raise ValueError(f"--stage1_workdir: {e}") from e
   if saved is None:
     raise ValueError(f"--stage1_workdir={workdir} holds no run (no config.json); train one with "
                      f"{accepted} there first")
-  if saved["model"] not in family.stage1_families:
-    raise ValueError(f"--stage1_workdir={workdir} holds a {saved['model']!r} run, which "
-                     f"{config.model} cannot build on; train one with {accepted}")
-  if saved.get("dataset") != config.dataset:
-    raise ValueError(f"--stage1_workdir={workdir} was trained on {saved.get('dataset')!r}, this "
-                     f"run is on {config.dataset!r}; pass --dataset={saved.get('dataset')} or "
+  if saved.family not in family.stage1_families:
+    raise ValueError(f"--stage1_workdir={workdir} holds a {saved.family!r} run, which "
+                     f"{config.family} cannot build on; train one with {accepted}")
+  if saved.data.dataset != config.data.dataset:
+    raise ValueError(f"--stage1_workdir={workdir} was trained on {saved.data.dataset!r}, this "
+                     f"run is on {config.data.dataset!r}; pass --dataset={saved.data.dataset} or "
                      "another stage-1 run")
   try:
     stage1_config, stage1_family, stage1_model, state = restore_run(workdir)
@@ -256,16 +259,17 @@ def load_stage1(config, family) -> models.Stage1 | None:
   # after all of the run's configured epochs.
   results = read_eval_json(workdir)
   if (results.get("step") != int(state.step)
-      or results.get("epochs") != stage1_config.num_epochs):
-    raise ValueError(f"--stage1_workdir={workdir} holds an unfinished run (its latest checkpoint, "
-                     f"step {int(state.step)}, is not the end of its {stage1_config.num_epochs} "
-                     f"epochs); finish it first: mnistgen-train --workdir={workdir} resumes it")
+      or results.get("epochs") != stage1_config.run.num_epochs):
+    raise ValueError(
+        f"--stage1_workdir={workdir} holds an unfinished run (its latest checkpoint, "
+        f"step {int(state.step)}, is not the end of its {stage1_config.run.num_epochs} "
+        f"epochs); finish it first: mnistgen-train --workdir={workdir} resumes it")
   return models.Stage1(workdir, stage1_config, stage1_model, state.variables())
 
 
 def build(config):
   """(family, module, stage1) of a config; a multi-stage family gets its stage-1 run loaded."""
-  family = models.get(config.model)
+  family = models.get(config.family)
   stage1 = load_stage1(config, family)
   return family, family.build(config, stage1), stage1
 
@@ -287,15 +291,14 @@ def check_workdir(workdir: str, config) -> None:
   saved = _saved_config(workdir)
   if saved is None:
     return
-  check_same_run(workdir, json.loads(saved.to_json()), json.loads(config.to_json()),
-                      configs.RESUMABLE_FIELDS)
+  check_same_run(workdir, saved, config)
   # A schedule that depends on the total would differ from a straight run of the new length.
-  if config.lr_schedule == "cosine" and config.num_epochs != saved.num_epochs:
+  if config.train.lr_schedule == "cosine" and config.run.num_epochs != saved.run.num_epochs:
     raise CheckpointError(
-        f"{workdir} was trained with --lr_schedule={config.lr_schedule} over "
-        f"--num_epochs={saved.num_epochs}, which sets the rate of every step; resuming with "
-        f"--num_epochs={config.num_epochs} would match no straight run: pass "
-        f"--num_epochs={saved.num_epochs}, or train the longer run in another --workdir")
+        f"{workdir} was trained with --lr_schedule={config.train.lr_schedule} over "
+        f"--num_epochs={saved.run.num_epochs}, which sets the rate of every step; resuming with "
+        f"--num_epochs={config.run.num_epochs} would match no straight run: pass "
+        f"--num_epochs={saved.run.num_epochs}, or train the longer run in another --workdir")
 
 
 def check_not_past_the_end(workdir: str, step: int, total_steps: int, steps_per_epoch: int,
@@ -329,7 +332,7 @@ def restore_run(workdir: str, step: int | None = None, config=None):
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # Where an eager init put it.
   target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
                         abstract)
-  ckpt = open_checkpoints(workdir, config.keep_checkpoints)
+  ckpt = open_checkpoints(workdir, config.run.keep_checkpoints)
   try:  # Closed on failure too: an open manager's threads print tracebacks at exit.
     if ckpt.latest_step() is None:
       raise CheckpointError(f"{workdir} holds no checkpoint yet; train it first")

@@ -1,5 +1,5 @@
 """One training loop for every family: a pure jitted step over device-resident batches, run as a
-lax.scan of steps or as a Python loop of jitted steps (config.train_loop: the faster, measured).
+lax.scan of steps or as a Python loop of jitted steps (config.run.train_loop: the faster, measured).
 
 The whole run is a function of the config: parameters from fold_in(seed, 0), per-step randomness
 from fold_in(state.rng, step), and each epoch's shuffle from fold_in(data key, epoch). So the
@@ -51,12 +51,12 @@ def iwae_schedule(learning_rate: float, steps_per_epoch: int, stages: int = 8):
 
 def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
   """Adam; lr_schedule 'cosine' decays the rate to 0 over total_steps, 'iwae' is iwae_schedule."""
-  if config.lr_schedule == "cosine":
-    return optax.adam(optax.cosine_decay_schedule(config.learning_rate, max(total_steps, 1)))
-  if config.lr_schedule == "iwae":
-    return optax.adam(iwae_schedule(config.learning_rate,
-                                    max(total_steps // config.num_epochs, 1)))
-  return optax.adam(config.learning_rate)
+  if config.train.lr_schedule == "cosine":
+    return optax.adam(optax.cosine_decay_schedule(config.train.learning_rate, max(total_steps, 1)))
+  if config.train.lr_schedule == "iwae":
+    return optax.adam(iwae_schedule(config.train.learning_rate,
+                                    max(total_steps // config.run.num_epochs, 1)))
+  return optax.adam(config.train.learning_rate)
 
 
 def to_float(images: jnp.ndarray) -> jnp.ndarray:

@@ -22,13 +22,13 @@ from mnistgen_jax import train as train_lib
 def load_data(config):
   """((train images, labels), (test images, labels)) of the config's dataset, as uint8 arrays;
   binarize='dynamic' binarizes the test set once (training draws its bits at every step)."""
-  kw = dict(source=config.data_source, data_dir=config.data_dir or None)
-  train = data.load(config.dataset, "train", limit=config.train_size or None, **kw)
-  test = data.load(config.dataset, "test", limit=config.test_size or None, **kw)
-  if len(train[0]) < config.batch_size:
-    raise ValueError(f"--batch_size={config.batch_size} is larger than the {len(train[0]):,} "
-                     f"training images of {config.dataset}: pass a smaller --batch_size")
-  if config.binarize == "dynamic":
+  kw = dict(source=config.run.data_source, data_dir=config.run.data_dir or None)
+  train = data.load(config.data.dataset, "train", limit=config.data.train_size or None, **kw)
+  test = data.load(config.data.dataset, "test", limit=config.data.test_size or None, **kw)
+  if len(train[0]) < config.train.batch_size:
+    raise ValueError(f"--batch_size={config.train.batch_size} is larger than the {len(train[0]):,} "
+                     f"training images of {config.data.dataset}: pass a smaller --batch_size")
+  if config.data.binarize == "dynamic":
     test = (data.binarized(test[0]), test[1])
   return train, test
 
@@ -39,8 +39,8 @@ def initial_state(family, model, config, total_steps: int, stage1=None):
   training = family.training
   tx = training.optimizer(config, total_steps)
   init_variables = functools.partial(training.init_variables, config, stage1=stage1)
-  image_shape = data.info(config.dataset).image_shape
-  return tx, train_lib.init_state(model, tx, config.seed, image_shape, init_variables)
+  image_shape = data.info(config.data.dataset).image_shape
+  return tx, train_lib.init_state(model, tx, config.train.seed, image_shape, init_variables)
 
 
 @dataclasses.dataclass
@@ -53,7 +53,7 @@ class Setup:
   mesh: Any
   tx: Any
   state: Any                 # The fresh state (unplaced); the trainer may restore over it.
-  keys: dict                 # train.root_keys(config.seed)
+  keys: dict                 # train.root_keys(config.train.seed)
   step: Callable             # (state, x, y) -> (state, metrics), the family's pure step
   num_examples: int          # training examples
   steps_per_epoch: int
@@ -66,8 +66,8 @@ class Setup:
     config = self.config
     return train_lib.make_chunk_runner(
         self.step_model, self.tx, self.step, self.mesh,
-        binarize_key=self.keys["binarize"] if config.binarize == "dynamic" else None,
-        loop=config.train_loop, compiler_options=cpu_compiler.of_config(config))
+        binarize_key=self.keys["binarize"] if config.data.binarize == "dynamic" else None,
+        loop=config.run.train_loop, compiler_options=cpu_compiler.of_config(config))
 
   def place(self, tree):
     """tree replicated on every device of the mesh (data, state: each batch is split later)."""
@@ -95,20 +95,20 @@ class Setup:
   def epoch_batches(self, epoch: int):
     """(steps_per_epoch, batch_size) example indices of an epoch, sharded as the runner reads."""
     indices = train_lib.epoch_batches(self.keys["data"], epoch, self.num_examples,
-                                      self.config.batch_size)
+                                      self.config.train.batch_size)
     return parallel.put(np.asarray(indices), parallel.batch_sharding(self.mesh, ndim=2, axis=1))
 
 
 def prepare(config, family, model, num_examples: int, stage1=None, mesh=None) -> Setup:
   """The Setup of `model` (family.build(config, stage1)) on num_examples training examples;
-  mesh: parallel.make_mesh(config.num_devices) unless given."""
-  mesh = mesh if mesh is not None else parallel.make_mesh(config.num_devices)
-  parallel.check_batch(config.batch_size, mesh)
-  steps_per_epoch = num_examples // config.batch_size
-  total_steps = steps_per_epoch * config.num_epochs
+  mesh: parallel.make_mesh(config.run.num_devices) unless given."""
+  mesh = mesh if mesh is not None else parallel.make_mesh(config.run.num_devices)
+  parallel.check_batch(config.train.batch_size, mesh)
+  steps_per_epoch = num_examples // config.train.batch_size
+  total_steps = steps_per_epoch * config.run.num_epochs
   tx, state = initial_state(family, model, config, total_steps, stage1)
   # The step's own view of the module: how its convolutions compute in a scanned loop (speed).
-  step_model = cpu_compiler.for_scanned_step(model, config.train_loop)
+  step_model = cpu_compiler.for_scanned_step(model, config.run.train_loop)
   return Setup(config, family, model, step_model, mesh, tx, state,
-               train_lib.root_keys(config.seed), family.training.step(step_model, tx, config),
+               train_lib.root_keys(config.train.seed), family.training.step(step_model, tx, config),
                num_examples, steps_per_epoch, total_steps)

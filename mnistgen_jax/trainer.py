@@ -101,14 +101,14 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
 def _train(training, workdir: str, datasets, *, primary: bool, print_fn) -> dict:
   config = training.config
   runs.check_workdir(workdir, config)  # Under the lock: no other run can write it meanwhile.
-  ckpt = runs.open_checkpoints(workdir, config.keep_checkpoints)
+  ckpt = runs.open_checkpoints(workdir, config.run.keep_checkpoints)
   loop = None
   try:  # Closed on every exit: an open manager's threads print tracebacks at exit.
     state = training.state
     if ckpt.latest_step() is not None:
       state = ckpt.restore(state)
       runs.check_not_past_the_end(workdir, int(state.step), training.total_steps,
-                                  training.steps_per_epoch, config.num_epochs)
+                                  training.steps_per_epoch, config.run.num_epochs)
       print_fn(f"resumed from {ckpt.directory} at step {int(state.step)}")
       # config.json belongs to checkpoints: written on resume (after a successful restore, so a
       # refused workdir keeps its own) or just before the first save, so a run that fails before
@@ -165,19 +165,19 @@ class Loop:
       train_inputs = setup.train_inputs(state, train_x, train_y)
     input_seconds = time.perf_counter() - start
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
-    print_fn(f"{config.model}: {num_params:,} parameters, {len(train_x):,} training images, "
+    print_fn(f"{config.family}: {num_params:,} parameters, {len(train_x):,} training images, "
              f"{setup.steps_per_epoch} steps/epoch, {setup.total_steps} steps, {setup.mesh.size} "
              f"{setup.mesh.devices.flat[0].platform.upper()} device(s)")
     return cls(setup, workdir, ckpt, log, primary, print_fn, state, (train_x, train_y),
                (test_x, test_y), train_inputs, setup.new_runner(),
                training.fit_prior(model, config), snapshot,
-               train_lib.make_evaluator(model, config.eval_batch_size),
+               train_lib.make_evaluator(model, config.train.eval_batch_size),
                log.train_seconds() + input_seconds, int(num_params),
                config_written=ckpt.latest_step() is not None)
 
   def run(self) -> None:
     setup, config = self.setup, self.setup.config
-    chunk = train_lib.chunk_length(setup.steps_per_epoch, config.log_every)
+    chunk = train_lib.chunk_length(setup.steps_per_epoch, config.run.log_every)
     rate, batches, batches_epoch = None, None, -1
     self.stop = StopSignals()
     step = int(self.state.step)
@@ -186,13 +186,14 @@ class Loop:
       if epoch != batches_epoch:
         batches, batches_epoch = setup.epoch_batches(epoch), epoch
       length = min(chunk, setup.steps_per_epoch - position)
-      if config.checkpoint_every_steps:
-        length = min(length, config.checkpoint_every_steps - step % config.checkpoint_every_steps)
+      if config.run.checkpoint_every_steps:
+        length = min(length,
+                     config.run.checkpoint_every_steps - step % config.run.checkpoint_every_steps)
       rate = self._chunk(batches, epoch, position, length, rate)
       step += length
       end_of_epoch = step % setup.steps_per_epoch == 0
       self.eval_metrics = self._test(epoch, step) if end_of_epoch else None
-      every = config.checkpoint_every_steps
+      every = config.run.checkpoint_every_steps
       if end_of_epoch or (every and step % every == 0) or self.stop.signum is not None:
         self._save(step)
       if self.stop.signum is not None:
@@ -214,11 +215,11 @@ class Loop:
     self.log.write([{"step": step - length + i + 1, "epoch": epoch + 1, "split": "train",
                      "train_seconds": round(self.train_seconds, 3),
                      **{k: float(v[i]) for k, v in metrics.items()}} for i in range(length)])
-    chunk_rate = length * config.batch_size / seconds
+    chunk_rate = length * config.train.batch_size / seconds
     rate = chunk_rate if rate is None else 0.7 * rate + 0.3 * chunk_rate
-    eta = (setup.total_steps - step) * config.batch_size / rate
+    eta = (setup.total_steps - step) * config.train.batch_size / rate
     terms = " ".join(f"{k} {float(np.mean(v)):.3f}" for k, v in metrics.items())
-    self.print_fn(f"step {step}/{setup.total_steps} epoch {epoch + 1}/{config.num_epochs} | "
+    self.print_fn(f"step {step}/{setup.total_steps} epoch {epoch + 1}/{config.run.num_epochs} | "
                   f"{terms} | {chunk_rate:,.0f} img/s | ETA {_format_seconds(eta)}")
     bad = first_non_finite(metrics, step - length + 1)
     if bad:
@@ -271,7 +272,7 @@ class Loop:
     if final is None:
       final = self._test_losses()
     result = {
-        "model": config.model, "dataset": config.dataset, "step": step,
+        "model": config.family, "dataset": config.data.dataset, "step": step,
         "epochs": step / setup.steps_per_epoch, "num_params": self.num_params,
         "train_seconds": round(self.train_seconds, 2), "loss_name": family.loss_name,
         "test": {(family.loss_name if k == "loss" else k): v for k, v in final.items()},

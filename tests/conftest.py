@@ -39,7 +39,7 @@ TINY_WIDTHS = dict(hidden=(64,), channels=(8, 16), latent_dim=4, prior_width=32,
 
 def tiny_config(model: str, **overrides):
   """A config that trains in seconds: 256 real images, 4 steps per epoch, small networks."""
-  fields = configs.get_config(model)
+  fields = configs.fields(configs.get_config(model))
   settings = dict(train_size=256, test_size=200, batch_size=64, num_epochs=2, log_every=3,
                   eval_batch_size=100, num_samples=16)
   settings.update({k: v for k, v in TINY_WIDTHS.items() if k in fields})

@@ -117,8 +117,8 @@ def test_iwae_schedule_and_the_papers_network():
   for epoch, stage in ((0, 0), (0.9, 0), (1, 1), (3.9, 1), (4, 2), (13, 3), (1093, 7), (5000, 7)):
     np.testing.assert_allclose(float(lr(int(epoch * 10))), 1e-3 * 10 ** (-stage / 7), rtol=1e-5)
   config = configs.get_config("vae", preset="iwae_1layer")
-  assert (config.binarize, config.batch_size, config.num_epochs, config.activation) == (
-      "dynamic", 20, 3280, "tanh")
+  assert (config.data.binarize, config.train.batch_size, config.run.num_epochs,
+          config.model.activation) == ("dynamic", 20, 3280, "tanh")
   model = models.get("vae").build(config)
   shapes = jax.eval_shape(lambda: model.init(
       {"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)},

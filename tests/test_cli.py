@@ -14,22 +14,28 @@ from mnistgen_jax import cli, configs, evaluation, trainer
 def test_short_forms_expand_to_the_config_flag():
   expand = lambda *args: cli.expand_config_args(["prog", *args], flag_values={"workdir": None})
   assert expand("--model=conv_vae", "--latent_dim=2", "--workdir=w") == [
-      "prog", f"--config={configs.path('conv_vae')}", "--config.latent_dim=2", "--workdir=w"]
+      "prog", f"--config={configs.path('conv_vae')}", "--config.model.latent_dim=2", "--workdir=w"]
   assert expand("--model", "vae", "--preset=1m", "--hidden=512,256") == [
-      "prog", f"--config={configs.path('vae')}:1m", "--config.hidden=512,256"]
+      "prog", f"--config={configs.path('vae')}:1m", "--config.model.hidden=512,256"]
   assert expand("--model=vqvae_prior", "--vqvae_workdir=runs/vq") == [  # the old flag name
-      "prog", f"--config={configs.path('vqvae_prior')}", "--config.stage1_workdir=runs/vq"]
+      "prog", f"--config={configs.path('vqvae_prior')}", "--config.model.stage1_workdir=runs/vq"]
   assert expand("--num_epochs=3")[1] == f"--config={configs.path('vae')}"  # default family
-  assert expand("--config=my.py", "--config.latent_dim=2", "--latent_dim=3") == [
-      "prog", "--config=my.py", "--config.latent_dim=2", "--latent_dim=3"]  # no short forms
+  assert expand("--config=my.py", "--config.model.latent_dim=2", "--latent_dim=3") == [
+      "prog", "--config=my.py", "--config.model.latent_dim=2", "--latent_dim=3"]  # no short forms
+  assert expand(f"--config={configs.path('vae')}", "--config.latent_dim=2", "--latent_dim=3") == [
+      "prog", f"--config={configs.path('vae')}", "--config.model.latent_dim=2", "--latent_dim=3"]
+  assert expand("--model=vae", "--config.batch_size=8")[2:] == [  # the section filled in
+      "--config.train.batch_size=8"]
   assert expand("--num_codes=3") == ["prog", f"--config={configs.path('vae')}", "--num_codes=3"]
   assert expand("--model=dcgan", "--nogan_ema_batch_stats")[2:] == [  # absl's boolean forms
-      "--config.gan_ema_batch_stats=False"]
-  assert expand("--model=dcgan", "--gan_ema_batch_stats")[2:] == ["--config.gan_ema_batch_stats=True"]
+      "--config.model.gan_ema_batch_stats=False"]
+  assert expand("--model=dcgan",
+                "--gan_ema_batch_stats")[2:] == ["--config.model.gan_ema_batch_stats=True"]
   assert expand("--model=dcgan", "--nolatent_dim", "--noworkdir")[2:] == [  # booleans only
       "--nolatent_dim", "--noworkdir"]
   assert expand("--model=dcgan", "--channels=8,16", "--latent_dim=3", "--channels=4,8")[2:] == [
-      "--config.latent_dim=3", "--config.channels=4,8"]  # the last wins, not (8, 16, 4, 8)
+      "--config.model.latent_dim=3", "--config.model.channels=4,8"
+  ]  # the last wins, not (8, 16, 4, 8)
   with pytest.raises(ValueError, match="not both"):
     expand("--model=vae", "--config=my.py")
   with pytest.raises(ValueError, match="unknown model 'gan'"):
@@ -55,7 +61,7 @@ def test_config_file_with_overrides_equals_the_short_form(tmp_path):
   assert short.returncode == 0, short.stderr[-2000:]
   saved = [json.loads((tmp_path / d / "config.json").read_text()) for d in ("file", "short")]
   assert saved[0] == saved[1]
-  assert saved[0]["latent_dim"] == 2 and saved[0]["hidden"] == [32]
+  assert saved[0]["model"]["latent_dim"] == 2 and saved[0]["model"]["hidden"] == [32]
 
 
 @pytest.mark.parametrize("args,message", [
@@ -64,7 +70,7 @@ def test_config_file_with_overrides_equals_the_short_form(tmp_path):
     (["--latnt_dim=2"], "error: unknown flag --latnt_dim; did you mean --latent_dim?"),
     (["--worrkdir=x"], "error: unknown flag --worrkdir; did you mean --workdir?"),
     (["--model=conv_vae", "stray"], "error: unexpected arguments: stray"),
-    (["--latent_dim=abc"], "error: flag --config.latent_dim=abc"),
+    (["--latent_dim=abc"], "error: flag --config.model.latent_dim=abc"),
     (["--preset=2m"], "error: --preset=2m is not a preset of 'vae' (its presets: 1m, iwae_1layer)"),
     (["--hidden=400,abc"], "error: --hidden must be 1 to 8 positive integer widths"),
     (["--learning_rate=inf"], "error: --learning_rate must be in (0, 1], got inf"),
@@ -169,7 +175,8 @@ def test_help_lists_the_family_config_fields_with_defaults_and_meanings():
   assert "  --arch=conv  mlp | conv" in lines  # a field of vae.py, with conv_vae's default
   fields = [line.split("=")[0].strip() for line in lines if line.startswith("  --") and "=" in line
             and not line.startswith("  --[no]")]
-  assert {f"--{k}" for k in configs.get_config("conv_vae") if k != "model"} <= set(fields)
+  assert {f"--{k}" for k in configs.fields(configs.get_config("conv_vae"))} <= set(fields)
+  assert {" model:", " train:", " run (may change on resume):"} <= set(lines)  # by section
   assert configs.field_help("dcgan")["gan_hidden"]  # every family's own fields are described
   bad = subprocess.run([sys.executable, "-m", "experiments.train", "--model=gan", "--help"],
                        cwd=ROOT, capture_output=True, text=True)

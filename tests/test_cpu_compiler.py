@@ -35,15 +35,15 @@ def test_options_only_for_ynn_off_on_cpu_with_the_measured_jaxlib():
     assert cpu_compiler.compiler_options(False, "cpu", jaxlib) is None
 
 
-def test_families_choose_by_config_and_old_configs_keep_xla_defaults():
-  assert configs.get_config("conv_vae").ynn_fusions is False
-  assert configs.get_config("cond_vae").ynn_fusions is False  # Inherited from conv_vae.
-  assert configs.get_config("pixel_vae").ynn_fusions is False
-  assert configs.get_config("dcgan").ynn_fusions is True
+def test_families_choose_fusions_by_config_and_a_resumed_run_may_change_them():
+  assert configs.get_config("conv_vae").run.ynn_fusions is False
+  assert configs.get_config("cond_vae").run.ynn_fusions is False  # Inherited from conv_vae.
+  assert configs.get_config("pixel_vae").run.ynn_fusions is False
+  assert configs.get_config("dcgan").run.ynn_fusions is True
   expected = OFF if jax.default_backend() == "cpu" and MEASURED else None
   assert cpu_compiler.of_config(configs.get_config("conv_vae")) == expected
-  assert cpu_compiler.of_config({"model": "conv_vae"}) is None  # A config without the field.
-  assert "ynn_fusions" in configs.RESUMABLE_FIELDS  # Speed only: a resumed run may change it.
+  # Speed only: a resumed run may change it.
+  assert "ynn_fusions" in configs.resumable_fields(configs.get_config("conv_vae"))
 
 
 @where_the_option_is_passed

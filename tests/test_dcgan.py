@@ -105,9 +105,9 @@ def test_generator_step_leaves_the_discriminator_as_its_own_update_left_it(mnist
   y = jnp.asarray(mnist_slice[1][:32])
   new, _ = step(state, x, y)
   d_grads = jax.grad(lambda dp: _d_loss_like_step(
-      model, state, dp, x, y, config.gan_label_smoothing, config.gan_r1_gamma))(
+      model, state, dp, x, y, config.model.gan_label_smoothing, config.model.gan_r1_gamma))(
           state.params["discriminator"])
-  d_adam = optax.adam(options.get("gan_d_learning_rate", config.learning_rate), b1=0.5)
+  d_adam = optax.adam(options.get("gan_d_learning_rate", config.train.learning_rate), b1=0.5)
   updates, _ = d_adam.update(d_grads, d_adam.init(state.params["discriminator"]),
                              state.params["discriminator"])
   expected_d = jax.tree.map(lambda p, u: p + u, state.params["discriminator"], updates)
@@ -116,7 +116,7 @@ def test_generator_step_leaves_the_discriminator_as_its_own_update_left_it(mnist
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(new.params["generator"]),
                                                       jax.tree.leaves(state.params["generator"])))
   # The EMA generator moved toward the new weights by 1 - its warmed-up decay at step 1.
-  rate = min(config.gan_ema_decay, 2 / 11)
+  rate = min(config.model.gan_ema_decay, 2 / 11)
   for ema, old, cur in zip(jax.tree.leaves(new.model_state["ema"]["generator"]),
                            jax.tree.leaves(state.params["generator"]),
                            jax.tree.leaves(new.params["generator"])):

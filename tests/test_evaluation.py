@@ -145,7 +145,7 @@ def test_evaluate_run_for_a_conditional_model(tmp_path, ref):
   config, _, model, state = runs.restore_run(str(tmp_path))
   first = evaluation.evaluate_variables(config, model, state.variables(), 100, 4, False, ref,
                                       iwae_images=40)
-  key = jax.random.fold_in(jax.random.fold_in(train_lib.root_keys(config.seed)["eval"], 1), 4)
+  key = jax.random.fold_in(jax.random.fold_in(train_lib.root_keys(config.train.seed)["eval"], 1), 4)
   direct = likelihood.iwae_nll(model, state.variables(), ref.test_images[:40],
                                ref.test_labels[:40], key, 4,
                                compiler_options=cpu_compiler.of_config(config))

@@ -106,7 +106,7 @@ def test_family_trains_resumes_exactly_and_samples(name, tiny_run, straight_run,
   # restoring into a freshly initialised state.
   config, family, model, _ = runs.restore_run(straight)
   _, fresh = train_setup.initial_state(family, model, config, 0, runs.load_stage1(config, family))
-  ckpt = checkpoint.Checkpointer(straight, config.keep_checkpoints)
+  ckpt = checkpoint.Checkpointer(straight, config.run.keep_checkpoints)
   into_fresh = ckpt.restore(fresh)
   ckpt.close()
   _assert_trees_equal(a, into_fresh)
@@ -119,7 +119,7 @@ def test_family_trains_resumes_exactly_and_samples(name, tiny_run, straight_run,
     assert not os.path.exists(os.path.join(straight, "samples.png"))
     return
   assert os.path.exists(os.path.join(straight, "samples.png"))
-  info = data.info(config.dataset)
+  info = data.info(config.data.dataset)
   sampler = report.make_sampler(model)
   labels = jnp.arange(6, dtype=jnp.int32) % info.num_classes
   one = np.asarray(sampler(state.variables(), labels, jax.random.PRNGKey(0)))
@@ -183,8 +183,8 @@ def test_the_benchmark_times_the_step_training_runs(name, straight_run):
   """The benchmark's step (trainer.setup: runner, keys, batches) gives the trainer's losses."""
   config, workdir, _ = straight_run(name)
   trained = [r for r in _records(workdir) if r["split"] == "train"]
-  length = train_lib.chunk_length(len(trained) // config.num_epochs, config.log_every)
-  train = data.load("mnist", "train", limit=config.train_size)
+  length = train_lib.chunk_length(len(trained) // config.run.num_epochs, config.run.log_every)
+  train = data.load("mnist", "train", limit=config.data.train_size)
   setup = trainer.setup(config, len(train[0]))
   state, images, labels, batches = setup.placed_inputs(*train)
   _, metrics = setup.new_runner()(state, images, labels, batches, 0, length)

@@ -51,15 +51,17 @@ def test_stage1_stays_frozen_and_codes_are_standardised_by_the_first_batch(runs)
   assert _leaves_equal(state.model_state["prior"]["stage1"], stage1.model_state["prior"])
   # The standardisation: moments of the first training batch's codes, then fixed.
   (train_x, train_y), _ = train_setup.load_data(config)
-  keys = train_lib.root_keys(config.seed)
-  first = np.asarray(train_lib.epoch_batches(keys["data"], 0, len(train_x), config.batch_size))[0]
+  keys = train_lib.root_keys(config.train.seed)
+  first = np.asarray(train_lib.epoch_batches(keys["data"], 0, len(train_x),
+                                             config.train.batch_size))[0]
   codes = model.apply(state.variables(), train_lib.to_float(train_x[first]), train_y[first],
                       method="encode")
   stats = state.model_state["code_stats"]
   np.testing.assert_allclose(stats["mean"], codes.mean(0), rtol=1e-5, atol=1e-6)
   scale = np.asarray(stats["scale_tril"])
   np.testing.assert_allclose(np.diag(scale), codes.std(0), rtol=1e-4)
-  np.testing.assert_array_equal(scale, np.diag(np.diag(scale)))  # config.code_whitening=diagonal
+  np.testing.assert_array_equal(scale,
+                                np.diag(np.diag(scale)))  # config.model.code_whitening=diagonal
   assert np.abs(np.diag(scale) - 1).max() > 0.05  # Not the identity it starts from.
 
 
@@ -167,12 +169,13 @@ def test_autoguided_sampling_integrates_the_extrapolated_field(runs):
 
 
 def test_runs_saved_before_autoguidance_have_no_guide_and_refuse_the_flag():
-  saved = json.loads(configs.get_config("latent_flow").to_json())
+  saved = {"model": "latent_flow",  # the flat layout of those runs
+           **configs.fields(json.loads(configs.get_config("latent_flow").to_json()))}
   for name in ("guide_width", "guide_layers", "autoguidance"):
     saved.pop(name)
   config = configs.from_saved(saved)
-  assert config.guide_width == 0 and config.autoguidance == 1.0
-  config.autoguidance = 2.0
+  assert config.model.guide_width == 0 and config.sampling.autoguidance == 1.0
+  config.sampling.autoguidance = 2.0
   with pytest.raises(ValueError, match=r"--autoguidance=2.0 needs a guide network, which this "
                      r"run has not \(--guide_width=0\); pass --autoguidance=1"):
     configs.validate(config)
@@ -307,7 +310,7 @@ def test_sampling_curve_scores_each_setting_as_evaluate_does(runs):
   # A row holds what experiments.evaluate reports for the same settings: same keys, same samples.
   from mnistgen_jax import evaluation
   config = runs_lib.load_config(str(workdir))
-  config.solver, config.sample_steps = "heun", 3
+  config.sampling.solver, config.sampling.sample_steps = "heun", 3
   config, _, model, state = runs_lib.restore_run(str(workdir), config=config)
   expected = evaluation.evaluate_variables(config, model, state.variables(), 200, 0, False,
                                          evaluation.Reference.load("mnist", progress=False))

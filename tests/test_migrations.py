@@ -26,31 +26,54 @@ def test_every_family_has_its_older_layouts():
 def test_older_layouts_load_with_their_saved_values(name):
   for saved in LAYOUTS[name]:
     config = configs.from_saved(saved)
-    assert config.model == name
-    loaded = json.loads(config.to_json())
-    kept = migrations.migrate({k: v for k, v in saved.items() if k != "model"},
-                              configs.get_config(name), {})
+    assert config.family == name
+    loaded = configs.fields(json.loads(config.to_json()))
+    today = configs.fields(configs.get_config(name))
+    kept = migrations.migrate({k: v for k, v in saved.items() if k != "model"}, today, {})
+    assert set(kept) & set(today) and set(kept) & set(today) <= set(loaded)
     for field, value in kept.items():
-      if field in loaded:
+      if field in today:
         assert loaded[field] == value, (name, field)
     renamed = {new for old, new in migrations.RENAMED.items() if old in saved}
-    assert renamed & set(configs.get_config(name)) <= set(loaded)
+    assert renamed & set(today) <= set(loaded)
+
+
+@pytest.mark.parametrize("name", configs.names())
+def test_todays_layout_is_sections_and_its_flat_form_loads_the_same(name):
+  config = configs.get_config(name, preset=next(iter(configs.presets(name)), ""))
+  saved = json.loads(config.to_json())
+  assert set(saved) == {"family", "preset", *configs.SECTIONS}
+  assert configs.from_saved(saved).to_json() == config.to_json()
+  # The same fields written flat, as every older version wrote them, load to the same config.
+  flat = {"model": name, "preset": saved["preset"], **configs.fields(saved)}
+  assert configs.from_saved(flat).to_json() == config.to_json()
+  with pytest.raises(ValueError, match="outside the sections: latent"):
+    configs.from_saved({**saved, "latent": 2})
+
+
+def test_field_names_are_unique_over_the_sections():
+  for name in configs.names():
+    config = configs.get_config(name)
+    names = [field for section in configs.SECTIONS for field in config[section]]
+    assert len(names) == len(set(names)), name
 
 
 def test_fields_absent_in_older_runs_take_the_values_those_runs_had():
   oldest = next(s for s in LAYOUTS["dcgan"] if "generator_channels" not in s)
   config = configs.from_saved(oldest)
   # G mirrored D's widths at half, and there was no R1 or EMA statistics of its own.
-  assert list(config.generator_channels) == [c // 2 for c in reversed(oldest["channels"])]
-  assert config.gan_r1_gamma == 0.0 and config.gan_ema_batch_stats is False
+  assert list(config.model.generator_channels) == [c // 2 for c in reversed(oldest["channels"])]
+  assert config.model.gan_r1_gamma == 0.0 and config.model.gan_ema_batch_stats is False
   before_guide = next(s for s in LAYOUTS["latent_flow"] if "guide_width" not in s)
-  assert configs.from_saved(before_guide).guide_width == 0
+  assert configs.from_saved(before_guide).model.guide_width == 0
   before_patch = next(s for s in LAYOUTS["flow"] if "patch" not in s)
-  assert configs.from_saved(before_patch).patch == 1  # Pixels, not today's 2x2 folding.
+  assert configs.from_saved(before_patch).model.patch == 1  # Pixels, not today's 2x2 folding.
   before_warmup = next(s for s in LAYOUTS["pixel_vae"] if "kl_warmup_steps" not in s)
-  assert configs.from_saved(before_warmup).kl_warmup_steps == 0
+  assert configs.from_saved(before_warmup).model.kl_warmup_steps == 0
   # The flat config's stage-1 field of a family without a stage 1 is dropped, not renamed.
   flat_vae = next(s for s in LAYOUTS["vae"] if "vqvae_workdir" in s)
-  assert "stage1_workdir" not in configs.from_saved(flat_vae)
+  assert "stage1_workdir" not in configs.fields(configs.from_saved(flat_vae))
   flat_prior = next(s for s in LAYOUTS["vqvae_prior"] if "vqvae_workdir" in s)
-  assert configs.from_saved({**flat_prior, "vqvae_workdir": "runs/vq"}).stage1_workdir == "runs/vq"
+  assert configs.from_saved({
+      **flat_prior, "vqvae_workdir": "runs/vq"
+  }).model.stage1_workdir == "runs/vq"

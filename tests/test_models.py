@@ -39,7 +39,7 @@ def test_shapes_and_finite_values(name, arch, mnist_slice):
     assert out.shape == (8, 28, 28, 1)
     assert float(out.min()) >= 0 and float(out.max()) <= 1
   codes = model.apply(state.variables(), x, y, method="encode")
-  assert codes.shape == (8, config.latent_dim)
+  assert codes.shape == (8, config.model.latent_dim)
 
 
 @pytest.mark.parametrize("name", FAMILIES)

@@ -32,11 +32,12 @@ class Throwaway(nn.Module):
 
 def get_config(preset=""):
   config = base.get_config("throwaway")
-  config.hidden = 16  # width of the one hidden layer
+  config.model.hidden = 16  # width of the one hidden layer
   return configs.with_preset(config, preset)
 
 
-models.register(models.Family("throwaway", lambda config, stage1=None: Throwaway(config.hidden),
+models.register(models.Family("throwaway",
+                              lambda config, stage1=None: Throwaway(config.model.hidden),
                               description="a throwaway test family"))
 configs.register("throwaway", __name__)
 '''
@@ -62,5 +63,5 @@ def test_a_family_from_a_temporary_module_trains_without_editing_any_file(tmp_pa
   assert np.isfinite(result["test"]["loss"]) and (workdir / "curves.png").exists()
   # Its run reads back like any other: config.json, the checkpoint, the same parameters' shapes.
   saved, _, model, state = runs.restore_run(str(workdir))
-  assert saved.model == "throwaway" and saved.hidden == 8 and int(state.step) == 8
+  assert saved.family == "throwaway" and saved.model.hidden == 8 and int(state.step) == 8
   assert state.params["Dense_0"]["kernel"].shape == (784, 8)

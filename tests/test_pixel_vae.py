@@ -151,7 +151,8 @@ def test_config_checks_and_the_accelerator_preset():
   with pytest.raises(ValueError, match="--pixel_layers must be a positive integer"):
     configs.get_config("pixel_vae", pixel_layers=0)
   config = configs.get_config("pixel_vae", preset="accelerator")
-  assert (config.binarize, config.pixel_channels, config.pixel_layers) == ("dynamic", 64, 6)
+  assert (config.data.binarize, config.model.pixel_channels,
+          config.model.pixel_layers) == ("dynamic", 64, 6)
 
 
 @pytest.mark.slow

@@ -119,7 +119,7 @@ def test_lower_layers_never_import_higher_ones():
 def test_every_family_has_one_config_file_and_vice_versa():
   assert models.names() == configs.names()
   for name in models.names():
-    assert configs.get_config(name).model == name
+    assert configs.get_config(name).family == name
 
 
 def test_no_capability_probes_or_family_names_outside_the_family_files():
@@ -148,7 +148,7 @@ def test_family_records_are_complete(name):
   assert family.description
   for first in family.stage1_families:
     assert first in models.names()
-    assert "stage1_workdir" in configs.get_config(name)
+    assert "stage1_workdir" in configs.get_config(name).model
 
 
 def test_the_layers_and_the_metrics_import_nothing_of_training_or_runs():

@@ -205,7 +205,7 @@ def _conv_vae_setup(mnist_slice, **overrides):
   family, model, stage1 = runs.build(config)
   tx, state = train_setup.initial_state(family, model, config, 8, stage1)
   images, labels = map(jax.numpy.asarray, mnist_slice)
-  batches = train_lib.epoch_batches(jax.random.PRNGKey(0), 0, len(images), config.batch_size)
+  batches = train_lib.epoch_batches(jax.random.PRNGKey(0), 0, len(images), config.train.batch_size)
   return model, tx, state, images, labels, batches
 
 

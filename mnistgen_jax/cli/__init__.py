@@ -2,11 +2,12 @@
 plumbing: run_binary (every expected error as one line on stderr, exit status 2; Ctrl-C as a
 clean stop), the config flag, the sampling flags, output paths, the compilation cache.
 
-`--config=mnistgen_jax/configs/vae.py[:preset] --config.latent_dim=2` is the ml_collections way
-(google/flax examples). Short forms, rewritten to it before absl parses the command line:
+`--config=mnistgen_jax/configs/vae.py[:preset] --config.model.latent_dim=2` is the ml_collections
+way (google/flax examples). Short forms, rewritten to it before absl parses the command line:
   --model=NAME [--preset=P]   ->  --config=<configs/NAME.py>[:P]   (default model: vae)
-  --FIELD=VALUE               ->  --config.FIELD=VALUE, for a field of that family's config
-  --vqvae_workdir=DIR         ->  --config.stage1_workdir=DIR      (the field's old name)
+  --FIELD=VALUE               ->  --config.SECTION.FIELD=VALUE, for a field of that family's
+  --config.FIELD=VALUE            config (configs/base.py names the sections)
+  --vqvae_workdir=DIR         ->  --config.model.stage1_workdir=DIR  (the field's old name)
 so every field is declared once, in its config file, and never typed again as a flag.
 """
 from __future__ import annotations
@@ -62,24 +63,34 @@ def expand_config_args(argv: list[str], flag_values=flags.FLAGS) -> list[str]:
     if model not in configs.names():
       raise ValueError(f"unknown model {model!r}; choose one of: {', '.join(configs.names())}")
     config_path = configs.path(model)
-    fields = configs.get_config(model)
-  else:
-    fields = {}  # A config file given by path: its fields are set as --config.FIELD.
+    fields = configs.fields(configs.get_config(model))
+  else:  # A config file given by path: its fields are set as --config.FIELD, no short forms.
+    fields = {}
+    by_path = {os.path.abspath(configs.path(name)): name for name in configs.names()}
+    model = by_path.get(os.path.abspath(config_path.split(":")[0]))
+  config = configs.get_config(model) if model else None
+  section = {name: configs.section_of(config, name) for name in configs.fields(config)} \
+      if config else {}
   if preset:
     config_path = f"{config_path.split(':')[0]}:{preset}"
   out = [args[0], f"--config={config_path}"]
   for arg in args[1:]:
     option = _option(arg)
-    if option and option[1] is not None:
+    if option and option[0].startswith("config.") and option[1] is not None:
+      name = option[0][len("config."):]
+      name = ALIASES.get(name, name)
+      if name in section:  # --config.FIELD: the long form without the section.
+        arg = f"--config.{section[name]}.{name}={option[1]}"
+    elif option and option[1] is not None:
       name = ALIASES.get(option[0], option[0])
       if name in fields and name not in flag_values:
-        arg = f"--config.{name}={option[1]}"
+        arg = f"--config.{section[name]}.{name}={option[1]}"
     elif option:  # --FIELD / --noFIELD of a boolean field, as absl spells its own booleans.
       name, value = option[0], "True"
       if name not in fields and name.startswith("no"):
         name, value = name[2:], "False"
       if isinstance(fields.get(name), bool) and name not in flag_values:
-        arg = f"--config.{name}={value}"
+        arg = f"--config.{section[name]}.{name}={value}"
     out.append(arg)
   # The last --config.FIELD=... wins, as for any flag (config_flags would join repeated tuples).
   last = {}
@@ -154,13 +165,17 @@ def family_help(model: str) -> str:
   config, meanings = configs.get_config(model), configs.field_help(model)
   def shown(value):
     return ",".join(map(str, value)) if isinstance(value, tuple) else value
-  lines = [f"Config fields of --model={model} (set as --FIELD=VALUE or --config.FIELD=VALUE; "
-           f"presets: {', '.join(configs.presets(model)) or 'none'}):"]
-  for name in sorted(config):
-    if name == "model":
+  lines = [f"Config fields of --model={model} by section (set as --FIELD=VALUE or "
+           f"--config.SECTION.FIELD=VALUE; presets: "
+           f"{', '.join(configs.presets(model)) or 'none'}):"]
+  for section in configs.SECTIONS:
+    if not config[section]:
       continue
-    meaning = f"  {meanings[name]}" if meanings[name] else ""
-    lines.append(f"  --{name}={shown(config[name])}{meaning}")
+    resumes = " (may change on resume)" if section in configs.RESUMABLE_SECTIONS else ""
+    lines.append(f" {section}{resumes}:")
+    for name in sorted(config[section]):
+      meaning = f"  {meanings[name]}" if meanings[name] else ""
+      lines.append(f"  --{name}={shown(config[section][name])}{meaning}")
   return "\n".join(lines)
 
 
@@ -189,7 +204,7 @@ def _config_fields(argv: list[str]) -> list[str]:
     if arg.startswith("--config=") and arg.split("=", 1)[1].split(":")[0].startswith(
         configs.DIRECTORY):
       model = os.path.splitext(os.path.basename(arg.split("=", 1)[1].split(":")[0]))[0]
-      return list(configs.get_config(model))
+      return list(configs.fields(configs.get_config(model)))
   return []
 
 
@@ -221,34 +236,38 @@ def parse_plain_flags(argv: list[str], fields=()) -> list[str]:
     fail(message)
 
 
-# How a trained run samples: resumable config fields that generate, evaluate and export may change
-# without retraining (configs.RESUMABLE_FIELDS). name -> (type, who has it).
-SAMPLING_FIELDS = {
-    "temperature": (float, "autoregressive priors: sampling temperature"),
-    "solver": (str, "flow models: ODE solver, euler | heun"),
-    "sample_steps": (int, "flow models: ODE steps"),
-    "guidance": (float, "conditional flow models: classifier-free guidance scale (1: none)"),
-    "autoguidance": (float, "latent flow priors: autoguidance scale, the prior extrapolated "
-                            "away from its small guide network (1: none)"),
-}
 _DEFINE = {float: flags.DEFINE_float, int: flags.DEFINE_integer, str: flags.DEFINE_string}
 
 
+def sampling_fields() -> dict:
+  """How a trained run samples, over every family: {field: (type, families, meaning)} of the
+  fields of the families' `sampling` sections, which generate, evaluate and export may change
+  without retraining."""
+  found = {}
+  for model in configs.names():
+    section = configs.get_config(model).sampling
+    for name, value in section.items():
+      kind, families, meaning = found.get(name, (type(value), [], ""))
+      found[name] = (kind, families + [model], meaning or configs.field_help(model)[name])
+  return found
+
+
 def define_sampling_flags() -> None:
-  """--temperature, --solver, --sample_steps, --guidance, --autoguidance; unset: the run's own values."""
-  for name, (kind, help_string) in SAMPLING_FIELDS.items():
-    _DEFINE[kind](name, None, help_string)
+  """A flag per sampling field (sampling_fields: --temperature, --solver, ...); unset: the run's
+  own values."""
+  for name, (kind, families, meaning) in sampling_fields().items():
+    _DEFINE[kind](name, None, f"{meaning} ({', '.join(families)})")
 
 
 def with_sampling_flags(config, flag_values=flags.FLAGS):
   """config with the sampling flags that were set; ValueError for one its family lacks."""
-  for name, (_, help_string) in SAMPLING_FIELDS.items():
+  for name, (_, families, _) in sampling_fields().items():
     value = flag_values[name].value
     if value is None:
       continue
-    if name not in config:
-      raise ValueError(f"--{name} is for {help_string.split(':')[0]}, not {config.model!r}")
-    config[name] = value
+    if name not in config.sampling:
+      raise ValueError(f"--{name} is for {', '.join(families)} runs, not {config.family!r}")
+    config.sampling[name] = value
   return configs.validate(config)
 
 

@@ -96,7 +96,7 @@ def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str,
     state, metrics = run(state, images, labels, batches, start, length)
     jax.block_until_ready(metrics)
     if length == chunk:
-      rates.append(length * config.batch_size / (time.perf_counter() - start_chunk))
+      rates.append(length * config.train.batch_size / (time.perf_counter() - start_chunk))
   epoch_seconds = (time.perf_counter() - start_epoch) if timed_steps == steps_per_epoch else None
   img_per_s = statistics.median(rates)
 
@@ -110,10 +110,10 @@ def bench_family(name: str, train, stage1_dirs: dict, repeats: int, preset: str,
   sample_s = median_seconds(
       lambda: sampler(variables, sample_labels, jax.random.PRNGKey(1)).block_until_ready(), repeats)
   return {"num_params": int(sum(p.size for p in jax.tree.leaves(state.params))),
-          "train_loop": config.train_loop, "ynn_fusions": config.ynn_fusions,
-          "batch_size": config.batch_size, "devices": mesh.size,
+          "train_loop": config.run.train_loop, "ynn_fusions": config.run.ynn_fusions,
+          "batch_size": config.train.batch_size, "devices": mesh.size,
           "train_img_per_s": img_per_s, "flops_per_step": flops,
-          "gflops_per_s": flops * img_per_s / config.batch_size / 1e9,
+          "gflops_per_s": flops * img_per_s / config.train.batch_size / 1e9,
           "sample_img_per_s": sample_images / sample_s, "sample_images": sample_images,
           "epoch_seconds": epoch_seconds}
 

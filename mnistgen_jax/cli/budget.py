@@ -55,7 +55,7 @@ def main(argv):
     config_of(name)
     for stage1 in models.get(name).stage1_families[:1]:
       config_of(stage1)
-  ref = evaluation.Reference.load(configs.get_config(FLAGS.families[0]).dataset)
+  ref = evaluation.Reference.load(configs.get_config(FLAGS.families[0]).data.dataset)
   for name in FLAGS.families:
     workdir = os.path.join(FLAGS.root, name)
     stages, overrides = [], {}

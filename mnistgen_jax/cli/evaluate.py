@@ -53,9 +53,9 @@ def main(argv):
   config = cli.with_sampling_flags(runs.load_config(FLAGS.workdir))
   # Before minutes of work that could not be saved (a read-only or full workdir).
   cli.check_output("workdir", os.path.join(FLAGS.workdir, "eval.json"))
-  data_kw = dict(source=config.data_source, data_dir=config.data_dir or None)
+  data_kw = dict(source=config.run.data_source, data_dir=config.run.data_dir or None)
   start = time.perf_counter()
-  ref = evaluation.Reference.load(config.dataset, progress=FLAGS.progress, **data_kw)
+  ref = evaluation.Reference.load(config.data.dataset, progress=FLAGS.progress, **data_kw)
   reference_seconds = time.perf_counter() - start
   result = evaluation.evaluate_run(FLAGS.workdir, FLAGS.num_samples, FLAGS.iwae_samples,
                                  progress=FLAGS.progress, ref=ref, config=config,
@@ -64,7 +64,7 @@ def main(argv):
                                  reconstruction_images=FLAGS.reconstruction_images)
   result["seconds"] = {"reference": round(reference_seconds, 2), **result["seconds"]}
   # How the samples were drawn (the run's own settings, or the flags that changed them).
-  result["sampling"] = {k: config[k] for k in cli.SAMPLING_FIELDS if k in config}
+  result["sampling"] = config.sampling.to_dict()
   if FLAGS.calibration:
     calibration_start = time.perf_counter()
     result["calibration"], result["calibration_source"] = evaluation.cached_calibration(
@@ -74,7 +74,7 @@ def main(argv):
 
   path = evaluation.save_evaluation(FLAGS.workdir, result)  # An OS error: one line (run_binary).
 
-  rows, name = [], config.model
+  rows, name = [], config.family
   if "reconstructions" in result:
     count = result["reconstructions"].get("images")
     rows.append([f"{name}: reconstructions of {f'{count} ' if count else ''}test",
@@ -85,7 +85,7 @@ def main(argv):
                 + [result["samples"][c] for c in SAMPLE_COLUMNS])
   for label, metrics in result.get("calibration", {}).items():
     rows.append([f"calibration: {label}"] + [metrics[c] for c in SAMPLE_COLUMNS])
-  print(report.markdown_table([f"vs {config.dataset} test"] + SAMPLE_COLUMNS, rows))
+  print(report.markdown_table([f"vs {config.data.dataset} test"] + SAMPLE_COLUMNS, rows))
   source = result.get("calibration_source", "")
   if source.startswith("cache "):
     print(f"calibration rows: read from {source.removeprefix('cache ')} (--recalibrate: anew)")

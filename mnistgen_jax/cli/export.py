@@ -42,7 +42,7 @@ def main(argv):
   config = cli.with_sampling_flags(runs.load_config(FLAGS.workdir))
   config, _, model, state = runs.restore_run(FLAGS.workdir, config=config)
   if not supports(model, "sample"):
-    raise ValueError(f"{FLAGS.workdir} holds a {config.model!r} run, which cannot sample")
+    raise ValueError(f"{FLAGS.workdir} holds a {config.family!r} run, which cannot sample")
   variables = state.variables()  # A fitted sampling prior, if any, is in the checkpoint.
   blob = export_sampler(model, variables, FLAGS.platforms).serialize()
 
@@ -51,7 +51,7 @@ def main(argv):
       f.write(blob)
   cli.write_output(FLAGS.out, write)  # Never a half-written file under the final name.
   kind = "one digit per sample" if model.conditional else "only their count is used"
-  print(f"wrote {FLAGS.out} ({len(blob) / 1e6:.1f} MB): {config.model} sampler for "
+  print(f"wrote {FLAGS.out} ({len(blob) / 1e6:.1f} MB): {config.family} sampler for "
         f"{', '.join(FLAGS.platforms)}; call with a uint32[2] key and int32[n] labels ({kind})")
 
 

@@ -36,23 +36,27 @@ def main(argv):
       raise ValueError(f"--{name} must be a positive integer, got {FLAGS[name].value}")
   config, _, model, state = runs.restore_run(FLAGS.workdir)
   if not supports(model, "log_density"):
-    raise ValueError(f"{FLAGS.workdir} holds a {config.model!r} run, which has no ODE density; "
+    raise ValueError(f"{FLAGS.workdir} holds a {config.family!r} run, which has no ODE density; "
                              "this is for flow and cond_flow runs")
-  images, labels = data.load(config.dataset, "test", limit=FLAGS.num, source=config.data_source,
-                             data_dir=config.data_dir or None)
+  images, labels = data.load(config.data.dataset,
+                             "test",
+                             limit=FLAGS.num,
+                             source=config.run.data_source,
+                             data_dir=config.run.data_dir or None)
   start = time.perf_counter()
   mean, stderr = likelihood.dequantized_bits_per_dim(
       model, state.variables(), images, labels, jax.random.PRNGKey(FLAGS.seed), FLAGS.steps,
       FLAGS.probes, FLAGS.batch_size)
   seconds = time.perf_counter() - start
   result = {"bits_per_dim": mean, "standard_error": stderr, "num_images": len(images),
-            "steps": FLAGS.steps, "solver": config.solver, "probes": FLAGS.probes,
+            "steps": FLAGS.steps, "solver": config.sampling.solver, "probes": FLAGS.probes,
             "seconds": round(seconds, 1)}
   runs.update_eval_json(FLAGS.workdir, {"ode_likelihood": result})
   given = " | digit" if model.conditional else ""
-  print(f"{config.model}: -log2 p(x{given}) = {mean:.4f} +- {stderr:.4f} bits/dim on {len(images)} "
-        f"dequantized test images ({config.solver}, {FLAGS.steps} steps, {FLAGS.probes} probe(s), "
-        f"{seconds:.0f} s)")
+  print(
+      f"{config.family}: -log2 p(x{given}) = {mean:.4f} +- {stderr:.4f} bits/dim on {len(images)} "
+      f"dequantized test images ({config.sampling.solver}, {FLAGS.steps} steps, "
+      f"{FLAGS.probes} probe(s), {seconds:.0f} s)")
 
 
 def run():

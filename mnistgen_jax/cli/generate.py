@@ -46,13 +46,13 @@ def main(argv):
   config = cli.with_sampling_flags(runs.load_config(FLAGS.workdir))
   config, family, model, state = runs.restore_run(FLAGS.workdir, config=config)
   if not supports(model, "sample"):
-    raise ValueError(f"{FLAGS.workdir} holds a {config.model!r} run, which cannot sample")
-  num_classes = data.info(config.dataset).num_classes
+    raise ValueError(f"{FLAGS.workdir} holds a {config.family!r} run, which cannot sample")
+  num_classes = data.info(config.data.dataset).num_classes
   if FLAGS.digit is not None:
     if not model.conditional:
-      raise ValueError(f"--digit needs a conditional model; {config.model!r} is unconditional "
-                               "(try cond_vae, vqvae_cond_prior, cond_dcgan, or latent_flow over a cond_vae "
-                               "run)")
+      raise ValueError(f"--digit needs a conditional model; {config.family!r} is unconditional "
+                       "(try cond_vae, vqvae_cond_prior, cond_dcgan, or latent_flow over a "
+                       "cond_vae run)")
     if not 0 <= FLAGS.digit < num_classes:
       raise ValueError(f"--digit must be in 0..{num_classes - 1}, got {FLAGS.digit}")
   if FLAGS.interpolate is not None:
@@ -74,7 +74,7 @@ def main(argv):
   cli.write_output(FLAGS.out, lambda path: viz.save_grid(path, images, ncol=ncol))
   if FLAGS.npy:
     cli.write_output(FLAGS.npy, lambda path: np.save(path, images))
-  print(f"wrote {FLAGS.num} samples of {config.model} to {FLAGS.out}"
+  print(f"wrote {FLAGS.num} samples of {config.family} to {FLAGS.out}"
         + (f" and {FLAGS.npy}" if FLAGS.npy else ""))
 
 
@@ -95,19 +95,20 @@ def interpolate(config, model, variables):
   from mnistgen_jax.models import supports
   from mnistgen_jax.train import to_float
   if not supports(model, "decode"):
-    raise ValueError(f"{config.model!r} has no encoder, so it cannot interpolate between test "
+    raise ValueError(f"{config.family!r} has no encoder, so it cannot interpolate between test "
                              "images; use a model with one (ae, vae, conv_vae, cond_vae, vqvae)")
   if FLAGS.steps < 2:
     raise ValueError(f"--steps must be >= 2, got {FLAGS.steps}")
-  images, labels = data.load(config.dataset, "test", source=config.data_source,
-                             data_dir=config.data_dir or None)
+  images, labels = data.load(config.data.dataset, "test", source=config.run.data_source,
+                             data_dir=config.run.data_dir or None)
   i, j = parse_pair(FLAGS.interpolate, len(images))
   strip = latent.interpolate(model, variables, to_float(jnp.asarray(images[[i, j]])),
                              jnp.asarray(labels[[i, j]]), FLAGS.steps, model.latent_interpolation,
                              model.conditional)
   cli.write_output(FLAGS.out, lambda path: viz.save_grid(path, strip, ncol=FLAGS.steps + 2))
-  print(f"wrote a {model.latent_interpolation} strip of {config.model} between test images {i} and {j} "
-        f"(digits {labels[i]} and {labels[j]}) to {FLAGS.out}")
+  print(
+      f"wrote a {model.latent_interpolation} strip of {config.family} between test images {i} "
+      f"and {j} (digits {labels[i]} and {labels[j]}) to {FLAGS.out}")
 
 
 def run():

@@ -30,9 +30,9 @@ def main(argv):
   for workdir in FLAGS.workdirs:
     config, _, model, state = runs.restore_run(workdir)
     if not supports(model, "encode"):
-      raise ValueError(f"{workdir} holds a {config.model!r} run, which has no encoder to plot")
-    images, labels = data.load(config.dataset, "test", limit=FLAGS.num,
-                               source=config.data_source, data_dir=config.data_dir or None)
+      raise ValueError(f"{workdir} holds a {config.family!r} run, which has no encoder to plot")
+    images, labels = data.load(config.data.dataset, "test", limit=FLAGS.num,
+                               source=config.run.data_source, data_dir=config.run.data_dir or None)
     codes = train_lib.make_applier(model, "encode", min(FLAGS.num, 1000))(
         state.variables(), images, labels)
     panels.append((np.asarray(codes), labels, report.latent_title(config, codes)))

@@ -35,11 +35,11 @@ def main(argv):
     raise ValueError("--num must be positive and --sigmas >= 0")
   config, _, model, state = runs.restore_run(FLAGS.workdir)
   if not (supports(model, "encode") and supports(model, "decode")):
-    raise ValueError(f"{FLAGS.workdir} holds a {config.model!r} run, which has no codes to "
+    raise ValueError(f"{FLAGS.workdir} holds a {config.family!r} run, which has no codes to "
                              "decode; pass an encoder family's run")
-  data_kw = dict(source=config.data_source, data_dir=config.data_dir or None)
-  images, labels = data.load(config.dataset, "train", limit=FLAGS.num, **data_kw)
-  ref = evaluation.Reference.load(config.dataset, **data_kw)
+  data_kw = dict(source=config.run.data_source, data_dir=config.run.data_dir or None)
+  images, labels = data.load(config.data.dataset, "train", limit=FLAGS.num, **data_kw)
+  ref = evaluation.Reference.load(config.data.dataset, **data_kw)
   variables = state.variables()
   codes = train_lib.make_applier(model, "encode", 1000)(variables, images, labels)
   scale = codes.std(0)

@@ -94,17 +94,17 @@ def main(argv):
   if FLAGS.num_samples <= 0 or FLAGS.batch_size <= 0:
     raise ValueError("--num_samples and --batch_size must be positive")
   config = runs.load_config(FLAGS.workdir)
-  if "sample_steps" not in config:
-    raise ValueError(f"{FLAGS.workdir} is a {config.model!r} run; sampling_curve is for flow "
+  if "sample_steps" not in config.sampling:
+    raise ValueError(f"{FLAGS.workdir} is a {config.family!r} run; sampling_curve is for flow "
                              "families (flow, cond_flow, latent_flow)")
   config = cli.with_sampling_flags(config)
-  solvers = FLAGS.solvers or [config.solver]
-  data_kw = dict(source=config.data_source, data_dir=config.data_dir or None)
-  ref = evaluation.Reference.load(config.dataset, progress=FLAGS.progress, **data_kw)
+  solvers = FLAGS.solvers or [config.sampling.solver]
+  data_kw = dict(source=config.run.data_source, data_dir=config.run.data_dir or None)
+  ref = evaluation.Reference.load(config.data.dataset, progress=FLAGS.progress, **data_kw)
   rows = []
   for solver in solvers:
     for n in steps:
-      config.solver, config.sample_steps = solver, n
+      config.sampling.solver, config.sampling.sample_steps = solver, n
       configs.validate(config)
       rate, metrics = measure(config, ref, FLAGS.num_samples, FLAGS.batch_size, FLAGS.progress)
       row = {"solver": solver, "steps": n,
@@ -117,7 +117,8 @@ def main(argv):
 
   device = jax.devices()[0]
   meta = {"workdir": FLAGS.workdir, "num_samples": FLAGS.num_samples,
-          "guidance": config.get("guidance"), "autoguidance": config.get("autoguidance"),
+          "guidance": config.sampling.get("guidance"),
+          "autoguidance": config.sampling.get("autoguidance"),
           "device": f"{device.platform}: {device.device_kind}",
           "rows": rows}
   base = os.path.join(FLAGS.workdir, FLAGS.name)

@@ -1,11 +1,12 @@
 r"""Trains any registered model family; re-running with the same --workdir resumes.
 
   mnistgen-train --model=vae --workdir=runs/vae --num_epochs=10
-  mnistgen-train --config=mnistgen_jax/configs/vae.py --config.latent_dim=2 --workdir=runs/vae_2d
+  mnistgen-train --config=mnistgen_jax/configs/vae.py --config.model.latent_dim=2 \
+      --workdir=runs/vae_2d
 
 The config is the family's file in mnistgen_jax/configs/ (--config, or --model=NAME for its own);
-`--FIELD=VALUE` is short for `--config.FIELD=VALUE` (mnistgen_jax/cli.py). After training, the
-state in memory is evaluated (fid_lenet etc., as mnistgen-evaluate) unless --noevaluate.
+`--FIELD=VALUE` is short for `--config.SECTION.FIELD=VALUE` (mnistgen_jax/cli). After training,
+the final checkpoint is evaluated (fid_lenet etc., as mnistgen-evaluate) unless --noevaluate.
 """
 
 from absl import flags, logging

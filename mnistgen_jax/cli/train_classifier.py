@@ -44,9 +44,9 @@ def main(argv):
   accuracy = 1.0 - result["test"]["error"]
   manifest[FLAGS.dataset] = {
       "file": name, "sha256": hashlib.sha256(raw).hexdigest(), "test_accuracy": round(accuracy, 5),
-      "num_params": result["num_params"], "epochs": config.num_epochs, "seed": FLAGS.seed,
+      "num_params": result["num_params"], "epochs": config.run.num_epochs, "seed": FLAGS.seed,
       "command": f"mnistgen-train-classifier --dataset={FLAGS.dataset} "
-                 f"--seed={FLAGS.seed} --num_epochs={config.num_epochs}"}
+                 f"--seed={FLAGS.seed} --num_epochs={config.run.num_epochs}"}
   with open(features.MANIFEST, "w") as f:
     json.dump(manifest, f, indent=2, sort_keys=True)
   print(f"test accuracy {accuracy:.4%}; weights {name} sha256 {manifest[FLAGS.dataset]['sha256']}")

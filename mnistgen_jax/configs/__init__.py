@@ -1,9 +1,13 @@
 """Configs as data, the google/flax examples way: one `configs/<family>.py` per family with a
 `get_config(preset="")`, read by `ml_collections.config_flags` (`--config=.../vae.py:1m
---config.latent_dim=2`) or here by name (`get_config("vae", latent_dim=2)`).
+--config.model.latent_dim=2`) or here by name (`get_config("vae", latent_dim=2)`).
 
-Each family's file owns its fields (on top of base.py's shared ones), its PRESETS and its
-`validate`. This package imports no model: a config is data.
+A config has five sections (base.py): `model` (the family's own fields), `train`, `data`, `run`
+and `sampling`; `run` and `sampling` may change on resume and in generate/evaluate, the others
+are fixed by a run's first step. Each family's file adds its fields to `config.model` (and how it
+samples to `config.sampling`), its PRESETS and its `validate`. A field's name is unique over the
+sections: overrides, presets and command lines name fields without their section. This package
+imports no model: a config is data.
 """
 from __future__ import annotations
 
@@ -17,7 +21,9 @@ import ml_collections
 
 from mnistgen_jax.configs import base, migrations
 
-RESUMABLE_FIELDS = base.RESUMABLE_FIELDS
+SECTIONS, RESUMABLE_SECTIONS = base.SECTIONS, base.RESUMABLE_SECTIONS
+section_of, fields, field, resumable_fields = (base.section_of, base.fields, base.field,
+                                               base.resumable_fields)
 DIRECTORY = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -67,58 +73,78 @@ def presets(model: str) -> dict:
 def validate(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """The shared checks, then the family's own; returns config."""
   base.validate(config)
-  family_check = getattr(_module(config.model), "validate", None)
+  family_check = getattr(_module(config.family), "validate", None)
   if family_check is not None:
     family_check(config)
   return config
 
 
 def with_preset(config: ml_collections.ConfigDict, preset: str) -> ml_collections.ConfigDict:
-  """The family's settings for a named preset (its config file's PRESETS[preset]): widths for a
-  parameter budget (1m), or a whole recipe (accelerator, iwae_1layer)."""
+  """The family's settings for a named preset (its config file's PRESETS[preset], fields by
+  name): widths for a parameter budget (1m), or a whole recipe (accelerator, iwae_1layer)."""
   if preset:
-    table = presets(config.model)
+    table = presets(config.family)
     if preset not in table:
       known = ", ".join(table) or "none"
-      raise ValueError(f"--preset={preset} is not a preset of {config.model!r} (its presets: "
+      raise ValueError(f"--preset={preset} is not a preset of {config.family!r} (its presets: "
                        f"{known})")
-    config.update(table[preset])
+    for key, value in table[preset].items():
+      set_field(config, key, value)
     config.preset = preset
   return config
 
 
-def _set(config, key, value) -> None:
-  if key not in config:
-    raise ValueError(f"unknown config field {key!r} for {config.model!r}; known: "
-                     f"{', '.join(sorted(config))}")
-  if isinstance(config[key], tuple):
+def set_field(config, key: str, value) -> None:
+  """config's field `key` (in whichever section holds it) set to value, checked for type; a
+  comma-separated string for a tuple of widths."""
+  section = section_of(config, key)
+  if section is None:
+    raise ValueError(f"unknown config field {key!r} for {config.family!r}; known: "
+                     f"{', '.join(sorted(fields(config)))}")
+  values = config[section]
+  if isinstance(values[key], tuple):
     try:
       value = tuple(int(v) for v in (value.split(",") if isinstance(value, str) else value))
     except ValueError:
       raise ValueError(f"--{key}={value!r}: expected comma-separated integers like 400 or "
                        "512,256") from None
   try:
-    config[key] = value
+    values[key] = value
   except TypeError as e:
     raise ValueError(f"--{key}={value!r} has the wrong type: {e}") from e
 
 
 def get_config(model: str = "vae", **overrides) -> ml_collections.ConfigDict:
-  """The family's config file, its preset (overrides['preset']), then `overrides`; validated."""
+  """The family's config file, its preset (overrides['preset']), then `overrides` (fields by
+  name, whatever their section); validated."""
   config = _module(model).get_config(overrides.pop("preset", "") or "")
   for key, value in overrides.items():
-    _set(config, key, value)
+    set_field(config, key, value)
   return validate(config)
+
+
+def saved_family(saved) -> str | None:
+  """The family a saved config.json (a dict of any layout) names; None where it names none."""
+  if not isinstance(saved, dict):
+    return None
+  family = saved.get("model") if isinstance(saved.get("model"), str) else saved.get("family")
+  return family if isinstance(family, str) else None
 
 
 def from_saved(saved: dict) -> ml_collections.ConfigDict:
   """The config of a saved config.json of any layout the project has written (migrations.py)."""
+  model = saved_family(saved)
+  if model is None:
+    raise ValueError("the saved config names no family")
   saved = dict(saved)
-  model = saved.pop("model", None)
-  if not isinstance(model, str):
-    raise ValueError("the saved config names no model")
+  if isinstance(saved.get("model"), str):  # The flat layouts: {"model": family, field: value}.
+    del saved["model"]
+  else:
+    del saved["family"]
+    saved = migrations.flatten(saved, base.SECTIONS)
   module = _module(model)
-  saved = migrations.migrate(saved, module.get_config(""),
+  defaults = module.get_config("")
+  saved = migrations.migrate(saved, {"preset", *fields(defaults)},
                              getattr(module, "ABSENT_IN_OLDER_RUNS", {}))
   return get_config(model, **saved)  # Its preset first, then the saved fields.
 
@@ -140,14 +166,14 @@ def _parents(model: str) -> list[str]:
   return ["base"] + [n for n in order if n != "base"]
 
 
-_FIELD_LINE = re.compile(r"^\s*(?:config\.)?([a-z_][a-z0-9_]*)\s*=[^=].*?#\s*(.*)$")
+_FIELD_LINE = re.compile(r"^\s*(?:config\.(?:[a-z]+\.)?)?([a-z_][a-z0-9_]*)\s*=[^=].*?#\s*(.*)$")
 _MORE_LINE = re.compile(r"^\s+#\s*(.*)$")
 
 
 def field_help(model: str) -> dict:
   """{field: its one-line meaning}, from the comments beside the fields: a shared field's in
   base.py, a family's own in the nearest file that sets it with a comment; '' for none."""
-  config = get_config(model)
+  config = fields(get_config(model))
   meanings = {}
   for name in _parents(model):
     with open(path(name)) as f:
@@ -156,10 +182,10 @@ def field_help(model: str) -> dict:
       match = _FIELD_LINE.match(line)
       if not match or match.group(1) not in config or match.group(1) in meanings:
         continue
-      text = [match.group(2)]
-      for more in lines[i + 1:]:  # A comment continued on the lines below, aligned.
+      text, column = [match.group(2)], line.index("#", match.end(1))
+      for more in lines[i + 1:]:  # A comment continued on the lines below, aligned with it.
         cont = _MORE_LINE.match(more)
-        if not cont or _FIELD_LINE.match(more):
+        if not cont or _FIELD_LINE.match(more) or more.index("#") != column:
           break
         text.append(cont.group(1))
       meanings[match.group(1)] = " ".join(text)

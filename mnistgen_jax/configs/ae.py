@@ -8,7 +8,7 @@ validate = vae.validate
 
 def get_config(preset: str = ""):
   config = vae.get_config()
-  config.model = "ae"
-  config.ynn_fusions = False  # XLA:CPU's own kernels: 1.4x the train step (README "Speed")
-  del config["objective"], config["importance_samples"]  # no variational posterior
+  config.family = "ae"
+  config.run.ynn_fusions = False  # XLA:CPU's own kernels: 1.4x the train step (README "Speed")
+  del config.model["objective"], config.model["importance_samples"]  # no variational posterior
   return configs.with_preset(config, preset)

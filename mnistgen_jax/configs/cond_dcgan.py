@@ -10,5 +10,5 @@ ABSENT_IN_OLDER_RUNS = dcgan.ABSENT_IN_OLDER_RUNS
 
 def get_config(preset: str = ""):
   config = dcgan.get_config()
-  config.model = "cond_dcgan"
+  config.family = "cond_dcgan"
   return configs.with_preset(config, preset)

@@ -11,5 +11,5 @@ ABSENT_IN_OLDER_RUNS = flow.ABSENT_IN_OLDER_RUNS
 
 def get_config(preset: str = ""):
   config = flow.get_config()
-  config.model = "cond_flow"
+  config.family = "cond_flow"
   return configs.with_preset(config, preset)

@@ -8,5 +8,5 @@ validate = conv_vae.validate
 
 def get_config(preset: str = ""):
   config = conv_vae.get_config()
-  config.model = "cond_vae"
+  config.family = "cond_vae"
   return configs.with_preset(config, preset)

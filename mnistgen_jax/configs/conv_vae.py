@@ -8,11 +8,11 @@ validate = vae.validate
 
 def get_config(preset: str = ""):
   config = vae.get_config()
-  config.model, config.arch, config.hidden = "conv_vae", "conv", (256,)
+  config.family, config.model.arch, config.model.hidden = "conv_vae", "conv", (256,)
   # Native convolutions in a Python loop of jitted steps: 1.7x the scanned patches on CPU
   # (README "Speed"); cond_vae inherits it.
-  config.train_loop = "steps"
+  config.run.train_loop = "steps"
   # XLA:CPU's own kernels, not YNNPACK fusions: 1.1-1.3x the train step, 1.5x the sampler and the
   # IWAE bound on 2 cores (README "Speed"); cond_vae inherits it.
-  config.ynn_fusions = False
+  config.run.ynn_fusions = False
   return configs.with_preset(config, preset)

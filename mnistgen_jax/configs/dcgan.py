@@ -19,17 +19,17 @@ ABSENT_IN_OLDER_RUNS = {
 
 def get_config(preset: str = ""):
   config = base.get_config("dcgan")
-  config.batch_size = 64                 # InfoGAN's and Lucic et al.'s; 2x the updates of 128
-  config.learning_rate = 2e-4            # the generator's (and D's when gan_d_learning_rate is 0)
-  config.gan_d_learning_rate = 0.0       # TTUR: D's own learning rate (0: learning_rate)
-  config.latent_dim = 64
-  config.channels = (64, 128)            # the discriminator's widths (14x14, 7x7)
-  config.generator_channels = (128, 64)  # the generator's widths (7x7, 14x14)
-  config.gan_hidden = 1024               # a dense hidden layer in G and D (InfoGAN's; 0: none)
-  config.gan_ema_decay = 0.999           # EMA of the generator's weights for sampling (0: off)
-  config.gan_ema_batch_stats = True      # the EMA weights get BatchNorm statistics of their own
-  config.gan_label_smoothing = 0.0       # one-sided: D's target for real images is 1 - this
-  config.gan_r1_gamma = 1.0              # R1 penalty weight on D's gradient at real images
+  config.train.batch_size = 64                 # InfoGAN's and Lucic et al.'s; 2x the updates of 128
+  config.train.learning_rate = 2e-4  # the generator's (and D's when gan_d_learning_rate is 0)
+  config.model.gan_d_learning_rate = 0.0       # TTUR: D's own learning rate (0: learning_rate)
+  config.model.latent_dim = 64                 # the generator's noise dimension
+  config.model.channels = (64, 128)            # the discriminator's widths (14x14, 7x7)
+  config.model.generator_channels = (128, 64)  # the generator's widths (7x7, 14x14)
+  config.model.gan_hidden = 1024  # a dense hidden layer in G and D (InfoGAN's; 0: none)
+  config.model.gan_ema_decay = 0.999  # EMA of the generator's weights for sampling (0: off)
+  config.model.gan_ema_batch_stats = True  # the EMA weights get BatchNorm statistics of their own
+  config.model.gan_label_smoothing = 0.0       # one-sided: D's target for real images is 1 - this
+  config.model.gan_r1_gamma = 1.0              # R1 penalty weight on D's gradient at real images
   return configs.with_preset(config, preset)
 
 
@@ -37,12 +37,14 @@ def validate(config):
   base.check_positive(config, "latent_dim")
   base.check_widths(config, "channels", 2, 2)
   base.check_widths(config, "generator_channels", 2, 2)
-  base.check(0 <= config.gan_ema_decay < 1,
-             f"--gan_ema_decay must be in [0, 1), got {config.gan_ema_decay}")
-  base.check(0 <= config.gan_d_learning_rate <= 1,
+  base.check(0 <= config.model.gan_ema_decay < 1,
+             f"--gan_ema_decay must be in [0, 1), got {config.model.gan_ema_decay}")
+  base.check(0 <= config.model.gan_d_learning_rate <= 1,
              f"--gan_d_learning_rate must be in [0, 1] (0: --learning_rate), got "
-             f"{config.gan_d_learning_rate}")
-  base.check(0 <= config.gan_label_smoothing < 0.5,
-             f"--gan_label_smoothing must be in [0, 0.5), got {config.gan_label_smoothing}")
-  base.check(config.gan_hidden >= 0, f"--gan_hidden must be >= 0 (0: none), got {config.gan_hidden}")
-  base.check(config.gan_r1_gamma >= 0, f"--gan_r1_gamma must be >= 0, got {config.gan_r1_gamma}")
+             f"{config.model.gan_d_learning_rate}")
+  base.check(0 <= config.model.gan_label_smoothing < 0.5,
+             f"--gan_label_smoothing must be in [0, 0.5), got {config.model.gan_label_smoothing}")
+  base.check(config.model.gan_hidden >= 0,
+             f"--gan_hidden must be >= 0 (0: none), got {config.model.gan_hidden}")
+  base.check(config.model.gan_r1_gamma >= 0,
+             f"--gan_r1_gamma must be >= 0, got {config.model.gan_r1_gamma}")

@@ -15,21 +15,21 @@ def get_config(preset: str = ""):
   config = base.get_config("flow")
   # The CPU config: about an hour on 2 cores (README). The U-Net sees 2x2 pixel blocks (14x14x4)
   # and skips attention: 4x cheaper per step than the unpatched 32,64,64 with attention.
-  config.num_epochs = 12
-  config.batch_size = 128
-  config.learning_rate = 1e-3
-  config.lr_schedule = "cosine"
-  config.channels = (32, 64)      # U-Net widths, one per resolution (here 14x14, 7x7)
-  config.attention = False        # self-attention at the lowest resolution
-  config.patch = 2                # 1: the U-Net works on pixels (28x28, 14x14, 7x7 for 3 widths)
-  config.ynn_fusions = False      # XLA:CPU's own kernels: sampling 2x, training the same (README
-                                  # "Speed"); cond_flow inherits it
-  config.time_sampling = "logit_normal"  # uniform | logit_normal (more weight mid-path)
-  config.label_dropout = 0.1      # cond_flow: share of labels dropped (for guidance)
-  config.ema_decay = 0.999        # EMA of the weights used for sampling (0: none)
-  config.solver = "heun"          # euler | heun (may change on resume / in generate, evaluate)
-  config.sample_steps = 16        # ODE steps (likewise)
-  config.guidance = 1.0           # classifier-free guidance scale, cond_flow (likewise)
+  config.run.num_epochs = 12
+  config.train.batch_size = 128
+  config.train.learning_rate = 1e-3
+  config.train.lr_schedule = "cosine"
+  config.model.channels = (32, 64)             # U-Net widths, one per resolution (here 14x14, 7x7)
+  config.model.attention = False               # self-attention at the lowest resolution
+  config.model.patch = 2                       # 1: the U-Net works on pixels (28x28, 14x14, 7x7)
+  config.run.ynn_fusions = False  # XLA:CPU's own kernels: sampling 2x, training the same
+                                  # (cond_flow inherits it)
+  config.model.time_sampling = "logit_normal"  # uniform | logit_normal (more weight mid-path)
+  config.model.label_dropout = 0.1             # cond_flow: share of labels dropped (for guidance)
+  config.model.ema_decay = 0.999               # EMA of the weights used for sampling (0: none)
+  config.sampling.solver = "heun"              # euler | heun: the ODE solver
+  config.sampling.sample_steps = 16            # ODE steps
+  config.sampling.guidance = 1.0               # classifier-free guidance scale, cond_flow
   return configs.with_preset(config, preset)
 
 
@@ -38,19 +38,22 @@ def check_flow_fields(config):
   base.check_positive(config, "sample_steps")
   base.check_choice(config, "time_sampling", flow.TIME_SAMPLINGS)
   base.check_choice(config, "solver", flow.SOLVERS)
-  base.check(0 <= config.label_dropout < 1,
-             f"--label_dropout must be in [0, 1), got {config.label_dropout}")
-  base.check(0 <= config.ema_decay < 1, f"--ema_decay must be in [0, 1), got {config.ema_decay}")
-  base.check(config.guidance >= 0, f"--guidance must be >= 0, got {config.guidance}")
+  base.check(0 <= config.model.label_dropout < 1,
+             f"--label_dropout must be in [0, 1), got {config.model.label_dropout}")
+  base.check(0 <= config.model.ema_decay < 1,
+             f"--ema_decay must be in [0, 1), got {config.model.ema_decay}")
+  base.check(config.sampling.guidance >= 0,
+             f"--guidance must be >= 0, got {config.sampling.guidance}")
 
 
 def validate(config):
   base.check_widths(config, "channels", 1, 4)
   base.check_choice(config, "patch", (1, 2))
-  size = data.info(config.dataset).image_shape[0]
-  halvings = len(config.channels) - 1
-  base.check(size % (config.patch * 2 ** halvings) == 0,
-             f"--channels={','.join(map(str, config.channels))} with --patch={config.patch}: "
-             f"{size}x{size} images folded by {config.patch} cannot be halved {halvings} times; "
-             "give fewer --channels (one per resolution) or --patch=1")
+  size = data.info(config.data.dataset).image_shape[0]
+  halvings = len(config.model.channels) - 1
+  base.check(
+      size % (config.model.patch * 2**halvings) == 0,
+      f"--channels={','.join(map(str, config.model.channels))} with --patch={config.model.patch}: "
+      f"{size}x{size} images folded by {config.model.patch} cannot be halved {halvings} times; "
+      "give fewer --channels (one per resolution) or --patch=1")
   check_flow_fields(config)

@@ -8,18 +8,18 @@ from mnistgen_jax.configs import base, vae
 
 def get_config(preset: str = ""):
   config = base.get_config("hvae")
-  config.binarize = "dynamic"
-  config.batch_size = 20
-  config.ynn_fusions = False  # XLA:CPU's own kernels: 1.1-1.6x the train step (README "Speed")
-  config.learning_rate = 1e-3
-  config.lr_schedule = "iwae"
-  config.num_epochs = 3280
-  config.hidden = (200, 200)       # x <-> z1
-  config.hidden2 = (100, 100)      # z1 <-> z2
-  config.latent_dims = (100, 50)   # z1, z2
-  config.activation = "tanh"       # relu | tanh
-  config.objective = "elbo"        # elbo | iwae
-  config.importance_samples = 1    # k draws per image in the training loss
+  config.data.binarize = "dynamic"
+  config.train.batch_size = 20
+  config.run.ynn_fusions = False  # XLA:CPU's own kernels: 1.1-1.6x the train step (README "Speed")
+  config.train.learning_rate = 1e-3
+  config.train.lr_schedule = "iwae"
+  config.run.num_epochs = 3280
+  config.model.hidden = (200, 200)       # x <-> z1
+  config.model.hidden2 = (100, 100)      # z1 <-> z2
+  config.model.latent_dims = (100, 50)   # z1, z2
+  config.model.activation = "tanh"       # relu | tanh
+  config.model.objective = "elbo"        # elbo | iwae
+  config.model.importance_samples = 1    # k draws per image in the training loss
   return configs.with_preset(config, preset)
 
 

@@ -11,37 +11,40 @@ ABSENT_IN_OLDER_RUNS = {"guide_width": 0, "guide_layers": 1, "autoguidance": 1.0
 
 def get_config(preset: str = ""):
   config = base.get_config("latent_flow")
-  config.stage1_workdir = ""      # a finished run of ae, vae, conv_vae or cond_vae (or their 1m)
+  config.model.stage1_workdir = ""  # a finished run of ae, vae, conv_vae or cond_vae (or their 1m)
   # Quality grows with the prior's compute whatever the shape (README). 30 epochs of width 192
   # with the guide train in 1.5-1.8 minutes on 2 AVX2 cores (40 took 2.1 on the same machine;
   # machines vary); autoguidance more than makes up for the last 10 epochs.
-  config.num_epochs = 30
-  config.batch_size = 512         # large batches: the regression targets are noisy
-  config.learning_rate = 2e-3
-  config.lr_schedule = "cosine"
-  config.prior_width = 192        # velocity MLP width
-  config.prior_layers = 3         # its residual blocks
-  config.code_whitening = "diagonal"  # diagonal | full: codes standardised, or whitened
-  config.time_sampling = "logit_normal"  # uniform | logit_normal (more weight mid-path)
-  config.label_dropout = 0.1      # conditional stage 1: share of labels dropped (for guidance)
-  config.ema_decay = 0.999        # EMA of the velocity weights used for sampling (0: none)
-  config.solver = "heun"          # euler | heun (may change on resume / in generate, evaluate)
-  config.sample_steps = 25        # ODE steps (likewise)
-  config.guidance = 1.0           # classifier-free guidance scale, conditional stage 1 (likewise)
+  config.run.num_epochs = 30
+  config.train.batch_size = 512                # large batches: the regression targets are noisy
+  config.train.learning_rate = 2e-3
+  config.train.lr_schedule = "cosine"
+  config.model.prior_width = 192               # velocity MLP width
+  config.model.prior_layers = 3                # its residual blocks
+  config.model.code_whitening = "diagonal"     # diagonal | full: codes standardised, or whitened
+  config.model.time_sampling = "logit_normal"  # uniform | logit_normal (more weight mid-path)
+  config.model.label_dropout = 0.1  # conditional stage 1: share of labels dropped (guidance)
+  config.model.ema_decay = 0.999  # EMA of the velocity weights used for sampling (0: none)
   # Autoguidance (README): a small guide velocity network trained beside the prior; samples
   # follow v_guide + autoguidance (v_prior - v_guide). 0 / 1: no guide network / unguided.
-  config.guide_width = 32          # (README: 32 x 1 costs ~8 % of the step, 64 x 1 ~ 20 %)
-  config.guide_layers = 1
-  config.autoguidance = 2.0       # (may change on resume / in generate, evaluate)
+  config.model.guide_width = 32          # guide width (32 x 1 costs ~8 % of the step, 64 x 1 ~20 %)
+  config.model.guide_layers = 1          # guide residual blocks
+  config.sampling.solver = "heun"        # euler | heun: the ODE solver
+  config.sampling.sample_steps = 25      # ODE steps
+  config.sampling.guidance = 1.0         # classifier-free guidance scale, conditional stage 1
+  config.sampling.autoguidance = 2.0     # samples extrapolated away from the guide (1: the prior)
   return configs.with_preset(config, preset)
 
 
 def validate(config):
   base.check_positive(config, "prior_width", "prior_layers", "guide_layers")
-  base.check(config.guide_width >= 0, f"--guide_width must be >= 0, got {config.guide_width}")
-  base.check(config.autoguidance >= 0, f"--autoguidance must be >= 0, got {config.autoguidance}")
-  base.check(config.guide_width > 0 or config.autoguidance == 1.0,
-             f"--autoguidance={config.autoguidance} needs a guide network, which this run has not "
-             "(--guide_width=0); pass --autoguidance=1, or train with --guide_width > 0")
+  base.check(config.model.guide_width >= 0,
+             f"--guide_width must be >= 0, got {config.model.guide_width}")
+  base.check(config.sampling.autoguidance >= 0,
+             f"--autoguidance must be >= 0, got {config.sampling.autoguidance}")
+  base.check(
+      config.model.guide_width > 0 or config.sampling.autoguidance == 1.0,
+      f"--autoguidance={config.sampling.autoguidance} needs a guide network, which this run has "
+      "not (--guide_width=0); pass --autoguidance=1, or train with --guide_width > 0")
   base.check_choice(config, "code_whitening", ("diagonal", "full"))
   flow_fields.check_flow_fields(config)

@@ -5,5 +5,5 @@ from mnistgen_jax.configs import base
 
 def get_config(preset: str = ""):
   config = base.get_config("lenet")
-  config.num_epochs, config.learning_rate, config.lr_schedule = 12, 2e-3, "cosine"
+  config.run.num_epochs, config.train.learning_rate, config.train.lr_schedule = 12, 2e-3, "cosine"
   return configs.with_preset(config, preset)

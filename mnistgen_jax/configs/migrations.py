@@ -1,6 +1,8 @@
 """Every older layout of config.json, brought to today's fields in this one file.
 
-The layouts the project has written (fixtures of each: tests/old_configs/):
+The layouts the project has written (a config.json of each: tests/data/old_config_layouts.json):
+0. Today's: {"family", "preset", and a mapping per section}; older ones are flat, {"model":
+   family, field: value}. from_saved flattens today's, then every layout goes through migrate.
 1. The first version's one flat config shared by all families (mnistgen_jax/configs.py): every
    family's file held every field; those a family no longer has are dropped (LEGACY_FIELDS).
 2. `vqvae_workdir`, now `stage1_workdir` (RENAMED).
@@ -35,3 +37,17 @@ def migrate(saved: dict, defaults, absent_in_older_runs: dict) -> dict:
     if name not in saved:
       saved[name] = value(saved) if callable(value) else value
   return saved
+
+
+def flatten(saved: dict, sections) -> dict:
+  """{field: value} of a config.json in today's layout (its 'family' taken out)."""
+  saved = dict(saved)
+  flat = {"preset": saved.pop("preset", "")}
+  for section in sections:
+    values = saved.pop(section, {})
+    if not isinstance(values, dict):
+      raise ValueError(f"its {section!r} section is not a mapping of fields")
+    flat.update(values)
+  if saved:
+    raise ValueError(f"it has fields outside the sections: {', '.join(sorted(saved))}")
+  return flat

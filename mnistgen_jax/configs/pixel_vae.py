@@ -14,33 +14,33 @@ PRESETS = {"accelerator": dict(channels=(64, 128), hidden=(512,), latent_dim=32,
 
 def get_config(preset: str = ""):
   config = vae.get_config()
-  config.model = "pixel_vae"
-  config.arch = "conv"           # encoder, and the network from z to the PixelCNN's features
-  config.hidden = (256,)
-  config.latent_dim = 16
-  config.binarize = "dynamic"    # a model of binary pixels: train on fresh Bernoulli draws
-  config.num_epochs = 20
-  config.lr_schedule = "cosine"
-  config.pixel_channels = 32     # PixelCNN width (and of the feature map decoded from z)
-  config.pixel_layers = 3        # gated residual 3x3 masked layers after the first 7x7 one
-  config.pixel_kernel = 7        # the first (type-A) masked layer's kernel, odd
-  config.kl_warmup_steps = 2000  # > 0: the KL's weight rises linearly to 1 over these steps
+  config.family = "pixel_vae"
+  config.model.arch = "conv"  # encoder, and the network from z to the PixelCNN's features
+  config.model.hidden = (256,)
+  config.model.latent_dim = 16
+  config.data.binarize = "dynamic"       # a model of binary pixels: train on fresh Bernoulli draws
+  config.run.num_epochs = 20
+  config.train.lr_schedule = "cosine"
+  config.model.pixel_channels = 32       # PixelCNN width (and of the feature map decoded from z)
+  config.model.pixel_layers = 3          # gated residual 3x3 masked layers after the first 7x7 one
+  config.model.pixel_kernel = 7          # the first (type-A) masked layer's kernel, odd
+  config.model.kl_warmup_steps = 2000    # > 0: the KL's weight rises linearly to 1 over these steps
                                  # (ELBO, one sample): against posterior collapse
-  config.train_loop = "steps"    # convolutions: a Python loop of jitted steps (README "Speed")
+  config.run.train_loop = "steps"  # convolutions: a Python loop of jitted steps (README "Speed")
   # XLA's own CPU kernels, not YNNPACK fusions: 1.2-1.4x the train step, 1.7x the pixel-by-pixel
   # sampler on 2 cores (README "Speed"); no effect on GPU/TPU.
-  config.ynn_fusions = False
+  config.run.ynn_fusions = False
   return configs.with_preset(config, preset)
 
 
 def validate(config):
   vae.validate(config)
   base.check_positive(config, "pixel_channels", "pixel_layers")
-  base.check(int(config.kl_warmup_steps) >= 0,
-             f"--kl_warmup_steps must be >= 0, got {config.kl_warmup_steps}")
-  base.check(not config.kl_warmup_steps or (config.objective == "elbo"
-                                            and config.importance_samples == 1),
+  base.check(int(config.model.kl_warmup_steps) >= 0,
+             f"--kl_warmup_steps must be >= 0, got {config.model.kl_warmup_steps}")
+  base.check(not config.model.kl_warmup_steps or (config.model.objective == "elbo"
+                                            and config.model.importance_samples == 1),
              "--kl_warmup_steps weighs the one-sample ELBO's KL term: use it with "
              "--objective=elbo --importance_samples=1, or set --kl_warmup_steps=0")
-  base.check(config.pixel_kernel >= 3 and config.pixel_kernel % 2 == 1,
-             f"--pixel_kernel must be an odd integer >= 3, got {config.pixel_kernel}")
+  base.check(config.model.pixel_kernel >= 3 and config.model.pixel_kernel % 2 == 1,
+             f"--pixel_kernel must be an odd integer >= 3, got {config.model.pixel_kernel}")

@@ -14,13 +14,13 @@ PRESETS = {"1m": dict(hidden=(615,)),  # 1.003 M
 
 def get_config(preset: str = ""):
   config = base.get_config("vae")
-  config.arch = "mlp"            # mlp | conv
-  config.latent_dim = 20         # latent dimension (2 draws latent.png directly)
-  config.hidden = (400,)         # dense widths after the (optional) conv stack
-  config.channels = (32, 64)     # conv widths, each a stride-2 layer (arch=conv)
-  config.activation = "relu"     # relu | tanh, of every hidden layer
-  config.objective = "elbo"      # elbo | iwae (Burda et al. 2016), over importance_samples
-  config.importance_samples = 1  # k draws of z per image in the training loss
+  config.model.arch = "mlp"              # mlp | conv
+  config.model.latent_dim = 20           # latent dimension (2 draws latent.png directly)
+  config.model.hidden = (400,)           # dense widths after the (optional) conv stack
+  config.model.channels = (32, 64)       # conv widths, each a stride-2 layer (arch=conv)
+  config.model.activation = "relu"       # relu | tanh, of every hidden layer
+  config.model.objective = "elbo"        # elbo | iwae (Burda et al. 2016), over importance_samples
+  config.model.importance_samples = 1    # k draws of z per image in the training loss
   return configs.with_preset(config, preset)
 
 
@@ -34,7 +34,7 @@ def validate(config):
   base.check_choice(config, "arch", ("mlp", "conv"))
   base.check_positive(config, "latent_dim")
   base.check_choice(config, "activation", ("relu", "tanh"))
-  if "objective" in config:  # not the auto-encoder's (configs/ae.py)
+  if "objective" in config.model:  # not the auto-encoder's (configs/ae.py)
     check_likelihood_fields(config)
   base.check_widths(config, "hidden")
   base.check_widths(config, "channels", 1, 2)

@@ -8,5 +8,5 @@ validate = vqvae_prior.validate
 
 def get_config(preset: str = ""):
   config = vqvae_prior.get_config()
-  config.model = "vqvae_cond_prior"
+  config.family = "vqvae_cond_prior"
   return configs.with_preset(config, preset)

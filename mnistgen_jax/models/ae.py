@@ -1,4 +1,4 @@
-"""Deterministic auto-encoder (`ae`), MLP or convolutional (config.arch).
+"""Deterministic auto-encoder (`ae`), MLP or convolutional (config.model.arch).
 
 It has no prior of its own: before each checkpoint, a full-covariance Gaussian is fitted to the
 codes of the training set (FittedGaussianPrior) and `sample` decodes draws from it.
@@ -71,17 +71,21 @@ class FittedGaussianPrior(Training):
   """Shared training; before each checkpoint, the Gaussian prior is refitted to the codes."""
 
   def fit_prior(self, model, config):
-    encode = train_lib.make_applier(model, "encode", config.eval_batch_size)
+    encode = train_lib.make_applier(model, "encode", config.train.eval_batch_size)
     return lambda variables, images, labels: fit_gaussian_prior(
         variables, np.asarray(encode(variables, images, labels)))
 
 
 def build(config, stage1=None):
   del stage1
-  info = data.info(config.dataset)
-  return AutoEncoder(arch=config.arch, latent_dim=config.latent_dim, hidden=tuple(config.hidden),
-                     channels=tuple(config.channels), image_shape=info.image_shape,
-                     num_classes=info.num_classes, activation=config.activation,
+  info = data.info(config.data.dataset)
+  return AutoEncoder(arch=config.model.arch,
+                     latent_dim=config.model.latent_dim,
+                     hidden=tuple(config.model.hidden),
+                     channels=tuple(config.model.channels),
+                     image_shape=info.image_shape,
+                     num_classes=info.num_classes,
+                     activation=config.model.activation,
                      conv_choice=cpu_compiler.conv_choice(config))
 
 

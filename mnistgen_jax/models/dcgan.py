@@ -137,9 +137,9 @@ def r1_penalty(discriminate, x, y):
 
 
 def make_train_step(model, tx: PerNetworkAdam, config):
-  ema_decay = config.gan_ema_decay
-  real_target = 1.0 - config.gan_label_smoothing  # One-sided: fakes keep target 0.
-  r1_gamma = config.gan_r1_gamma
+  ema_decay = config.model.gan_ema_decay
+  real_target = 1.0 - config.model.gan_label_smoothing  # One-sided: fakes keep target 0.
+  r1_gamma = config.model.gan_r1_gamma
 
   def apply(params, state, method, *args, mutable=False):
     return model.apply({"params": params, **state.model_state}, *args, method=method,
@@ -199,23 +199,24 @@ def make_train_step(model, tx: PerNetworkAdam, config):
 
 class AlternatingTraining(Training):
   """Per-network Adam(beta1=0.5): G at learning_rate, D at gan_d_learning_rate (0: the same); each
-  step updates D, then G against the updated D; an EMA of G's weights (config.gan_ema_decay > 0),
-  with BatchNorm statistics of its own (gan_ema_batch_stats), for sampling; per-epoch snapshots."""
+  step updates D, then G against the updated D; an EMA of G's weights
+  (config.model.gan_ema_decay > 0), with BatchNorm statistics of its own (gan_ema_batch_stats),
+  for sampling; per-epoch snapshots."""
   epoch_snapshots = True
 
   def optimizer(self, config, total_steps: int):
     del total_steps
-    d_rate = config.gan_d_learning_rate or config.learning_rate
-    return PerNetworkAdam(generator=optax.adam(config.learning_rate, b1=0.5),
+    d_rate = config.model.gan_d_learning_rate or config.train.learning_rate
+    return PerNetworkAdam(generator=optax.adam(config.train.learning_rate, b1=0.5),
                           discriminator=optax.adam(d_rate, b1=0.5))
 
   def init_variables(self, config, variables, stage1):
     """The EMA of the generator starts at its initial weights (and their statistics)."""
     del stage1
-    if not config.gan_ema_decay:
+    if not config.model.gan_ema_decay:
       return variables
     ema = {"generator": jax.tree.map(jnp.copy, variables["params"]["generator"])}
-    if config.gan_ema_batch_stats:
+    if config.model.gan_ema_batch_stats:
       ema["batch_stats"] = jax.tree.map(jnp.copy, variables["batch_stats"]["generator"])
     return {**variables, "ema": ema}
 
@@ -226,9 +227,11 @@ class AlternatingTraining(Training):
 def _builder(conditional: bool):
   def build(config, stage1=None):
     del stage1
-    info = data.info(config.dataset)
-    return DCGAN(config.latent_dim, conditional, tuple(config.channels), info.image_shape,
-                 info.num_classes, tuple(config.generator_channels), config.gan_hidden,
+    info = data.info(config.data.dataset)
+    fields = config.model
+    return DCGAN(fields.latent_dim, conditional, channels=tuple(fields.channels),
+                 image_shape=info.image_shape, num_classes=info.num_classes,
+                 generator_channels=tuple(fields.generator_channels), hidden=fields.gan_hidden,
                  conv_choice=cpu_compiler.conv_choice(config))
   return build
 

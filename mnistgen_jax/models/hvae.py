@@ -3,7 +3,7 @@
 Inference q(z1|x) q(z2|z1), generation p(z2) p(z1|z2) p(x|z1), every conditional a diagonal
 Gaussian (Bernoulli for the pixels) from an MLP: x -> hidden -> z1, z1 -> hidden2 -> z2 and back,
 the paper's 784-200-200-100 and 100-100-50 with tanh by default. The training loss is the k-sample
-ELBO or IWAE bound (config.objective, config.importance_samples), both from
+ELBO or IWAE bound (config.model.objective, config.model.importance_samples), both from
 `log_importance_weights`, the same terms that the IWAE evaluation uses.
 """
 from typing import Sequence
@@ -91,9 +91,12 @@ class TwoLayerVAE(nn.Module):
 
 def build(config, stage1=None):
   del stage1
-  return TwoLayerVAE(tuple(config.hidden), tuple(config.hidden2), tuple(config.latent_dims),
-                     data.info(config.dataset).image_shape, config.activation, config.objective,
-                     config.importance_samples)
+  fields = config.model
+  return TwoLayerVAE(hidden=tuple(fields.hidden), hidden2=tuple(fields.hidden2),
+                     latent_dims=tuple(fields.latent_dims),
+                     image_shape=data.info(config.data.dataset).image_shape,
+                     activation=fields.activation, objective=fields.objective,
+                     importance_samples=fields.importance_samples)
 
 
 register(Family("hvae", build, loss_name="neg_bound",

@@ -126,6 +126,7 @@ class Family:
   build: Callable[..., nn.Module]  # (config, stage1: Stage1 | None) -> module
   training: Training = Training()
   loss_name: str = "loss"          # what the optimised 'loss' term is, as reported in eval.json
-  # Multi-stage families: the families whose trained run (config.stage1_workdir) they build on.
+  # Multi-stage families: the families whose trained run (config.model.stage1_workdir) they
+  # build on.
   stage1_families: tuple[str, ...] = ()
   description: str = ""

@@ -3,24 +3,24 @@
 The two-stage idea of Dai & Wipf (ICLR 2019): an auto-encoder's codes are not distributed like the
 N(0, I) (or fitted Gaussian) it samples from, so a second model learns their distribution. Here
 that model is an MLP velocity field trained by flow matching (mnistgen_jax/flow.py); sampling is
-noise -> ODE (Euler or Heun, config.sample_steps) -> code -> the stage-1 decoder.
+noise -> ODE (Euler or Heun, config.sampling.sample_steps) -> code -> the stage-1 decoder.
 
 - Codes are the stage-1 `encode` outputs, i.e. posterior means for the VAEs: decoding a mean is the
   model's own (sharpest) reconstruction, which is what the reconstruction FID scores, while
   decoding a draw of q(z|x) adds the posterior's noise, which the decoder turns into blur.
-- Codes are standardised per dimension (or whitened: config.code_whitening=full) with statistics of
-  the first training batch (data-dependent initialisation, like Glow's ActNorm), then fixed: they
-  live in the `code_stats` collection.
+- Codes are standardised per dimension (or whitened: config.model.code_whitening=full) with
+  statistics of the first training batch (data-dependent initialisation, like Glow's ActNorm),
+  then fixed: they live in the `code_stats` collection.
 - Stage 1 (every collection) sits in the `stage1` submodule, frozen: the codes are
   stop-gradient'ed and its parameters get no updates (the optimizer sets them to zero).
 - A conditional stage 1 (cond_vae) gets a class-conditional velocity with label dropout, so
-  sampling can use classifier-free guidance (config.guidance).
-- Sampling uses an exponential moving average of the velocity weights (config.ema_decay > 0).
+  sampling can use classifier-free guidance (config.sampling.guidance).
+- Sampling uses an exponential moving average of the velocity weights (config.model.ema_decay > 0).
 - Autoguidance (Karras et al., "Guiding a Diffusion Model with a Bad Version of Itself", NeurIPS
-  2024): a much smaller velocity network, the guide (config.guide_width), learns the same field
-  beside the prior, and sampling extrapolates away from it, v = v_guide + w (v_prior - v_guide)
-  (config.autoguidance = w; 1 is the prior alone). The paper's reasoning: the guide errs where
-  the prior errs, only more, so the extrapolation pulls samples back toward the data (here, we
+  2024): a much smaller velocity network, the guide (config.model.guide_width), learns the same
+  field beside the prior, and sampling extrapolates away from it, v = v_guide + w (v_prior -
+  v_guide) (config.sampling.autoguidance = w; 1 is the prior alone). The paper's reasoning: the
+  guide errs where the prior errs, only more, so the extrapolation pulls samples back toward the data (here, we
   expect, away from the gaps between digit clusters, where the decoder draws blends). Unlike
   classifier-free guidance it needs no labels.
 """
@@ -168,7 +168,7 @@ class FlowPriorTraining(Training):
 
   def init_variables(self, config, variables, stage1):
     variables = stage1.insert_into(variables, STAGE1)
-    if config.ema_decay:  # The averages start at the initial weights.
+    if config.model.ema_decay:  # The averages start at the initial weights.
       for name in velocity_networks(config):
         variables = train_lib.with_average(variables, name)
     return variables
@@ -176,32 +176,32 @@ class FlowPriorTraining(Training):
   def train_inputs(self, model, config, variables, images, labels):
     """The stage-1 codes of the training set, encoded once: stage 1 is frozen, so they are the
     same at every step (and again on resume)."""
-    return train_lib.make_applier(model, "encode", config.eval_batch_size)(
+    return train_lib.make_applier(model, "encode", config.train.eval_batch_size)(
         variables, images, labels)
 
   def step(self, model, tx, config):
     update = train_lib.make_train_step(model, tx, method="code_losses")
 
     def code_stats(state, codes):
-      return {"mean": codes.mean(0), "scale_tril": code_scale(codes, config.code_whitening)}
+      return {"mean": codes.mean(0), "scale_tril": code_scale(codes, config.model.code_whitening)}
 
     def step(state, codes, y):
       stats = jax.lax.cond(state.step == 0, code_stats,
                            lambda s, _: s.model_state["code_stats"], state, codes)
       state = state.replace(model_state={**state.model_state, "code_stats": stats})
       state, metrics = update(state, codes, y)
-      if config.ema_decay:
+      if config.model.ema_decay:
         for name in velocity_networks(config):
-          state = train_lib.update_average(state, name, config.ema_decay)
+          state = train_lib.update_average(state, name, config.model.ema_decay)
       return state, metrics
 
     return step
 
 
 def velocity_networks(config) -> tuple[str, ...]:
-  """The submodules the step trains and, with config.ema_decay, averages for sampling: the
+  """The submodules the step trains and, with config.model.ema_decay, averages for sampling: the
   prior's velocity field, and its autoguidance guide when there is one."""
-  return ("velocity", "guide") if config.guide_width else ("velocity",)
+  return ("velocity", "guide") if config.model.guide_width else ("velocity",)
 
 
 def code_scale(codes, whitening: str):
@@ -218,7 +218,7 @@ def code_scale(codes, whitening: str):
 
 def code_dim(stage1) -> int:
   """The width of stage 1's codes, from the shape of `encode` (no computation)."""
-  shape = data.info(stage1.config.dataset).image_shape
+  shape = data.info(stage1.config.data.dataset).image_shape
   codes = jax.eval_shape(
       lambda v: stage1.model.apply(v, jnp.zeros((1, *shape)), jnp.zeros((1,), jnp.int32),
                                    method="encode"), stage1.variables)
@@ -226,11 +226,15 @@ def code_dim(stage1) -> int:
 
 
 def build(config, stage1):
-  return LatentFlow(stage1.model, code_dim(stage1), data.info(config.dataset).num_classes,
-                    stage1.model.conditional, config.prior_width, config.prior_layers,
-                    config.time_sampling, config.code_whitening, config.label_dropout, config.solver,
-                    config.sample_steps, config.guidance, config.guide_width,
-                    config.guide_layers, config.autoguidance, cpu_compiler.conv_choice(config))
+  fields, sampling = config.model, config.sampling
+  return LatentFlow(
+      stage1.model, code_dim(stage1), data.info(config.data.dataset).num_classes,
+      conditional=stage1.model.conditional, width=fields.prior_width, layers=fields.prior_layers,
+      time_sampling=fields.time_sampling, code_whitening=fields.code_whitening,
+      label_dropout=fields.label_dropout, guide_width=fields.guide_width,
+      guide_layers=fields.guide_layers, solver=sampling.solver, sample_steps=sampling.sample_steps,
+      guidance=sampling.guidance, autoguidance=sampling.autoguidance,
+      conv_choice=cpu_compiler.conv_choice(config))
 
 
 register(Family("latent_flow", build, FlowPriorTraining(), loss_name="velocity_mse",

@@ -53,6 +53,8 @@ class LeNet(nn.Module):
             "error": (logits.argmax(-1) != y).astype(jnp.float32)}
 
 
-register(Family("lenet", lambda config, stage1=None: LeNet(data.info(config.dataset).num_classes,
-                                                         cpu_compiler.conv_choice(config)),
-                description="evaluation classifier (features for fid_lenet)"))
+register(
+    Family("lenet",
+           lambda config, stage1=None: LeNet(
+               data.info(config.data.dataset).num_classes, cpu_compiler.conv_choice(config)),
+           description="evaluation classifier (features for fid_lenet)"))

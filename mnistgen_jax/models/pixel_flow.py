@@ -5,12 +5,12 @@ core's (mnistgen_jax/flow.py); this file is only the network and the family:
 - Data are the images scaled to [-1, 1] (x1); noise x0 ~ N(0, I) of the same shape. Samples are
   the ODE's end point scaled back and clipped to [0, 1].
 - U-Net: a residual block (GroupNorm, SiLU, 3x3 conv, the time/label embedding added) per level
-  (config.channels: one width per resolution, 28 -> 14 -> 7), stride-2 convolutions down,
+  (config.model.channels: one width per resolution, 28 -> 14 -> 7), stride-2 convolutions down,
   sub-pixel convolutions up, skip connections, optional self-attention at the lowest resolution,
   and a zero-initialised output convolution (training starts from v = 0).
 - `cond_flow` adds a label embedding with one extra "no label" row, trained with label dropout so
-  that sampling can use classifier-free guidance (config.guidance).
-- Sampling uses an exponential moving average of the weights (config.ema_decay > 0).
+  that sampling can use classifier-free guidance (config.sampling.guidance).
+- Sampling uses an exponential moving average of the weights (config.model.ema_decay > 0).
 """
 from __future__ import annotations
 
@@ -174,7 +174,7 @@ class PixelFlowTraining(Training):
 
   def init_variables(self, config, variables, stage1):
     del stage1
-    if config.ema_decay:
+    if config.model.ema_decay:
       variables = train_lib.with_average(variables, NETWORK)
     return variables
 
@@ -183,8 +183,8 @@ class PixelFlowTraining(Training):
 
     def step(state, x, y):
       state, metrics = update(state, x, y)
-      if config.ema_decay:
-        state = train_lib.update_average(state, NETWORK, config.ema_decay)
+      if config.model.ema_decay:
+        state = train_lib.update_average(state, NETWORK, config.model.ema_decay)
       return state, metrics
 
     return step
@@ -205,10 +205,13 @@ class PixelFlowTraining(Training):
 def _builder(conditional: bool):
   def build(config, stage1=None):
     del stage1
-    info = data.info(config.dataset)
-    return PixelFlow(info.image_shape, info.num_classes, conditional, tuple(config.channels),
-                     config.attention, config.patch, config.time_sampling,
-                     config.label_dropout, config.solver, config.sample_steps, config.guidance,
+    info = data.info(config.data.dataset)
+    fields, sampling = config.model, config.sampling
+    return PixelFlow(info.image_shape, info.num_classes, conditional,
+                     channels=tuple(fields.channels), attention=fields.attention,
+                     patch=fields.patch, time_sampling=fields.time_sampling,
+                     label_dropout=fields.label_dropout, solver=sampling.solver,
+                     sample_steps=sampling.sample_steps, guidance=sampling.guidance,
                      conv_choice=cpu_compiler.conv_choice(config))
   return build
 

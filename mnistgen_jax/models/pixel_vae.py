@@ -114,20 +114,26 @@ def kl_warmup(steps: int):
 
 class PixelVAETraining(Training):
   def step(self, model, tx, config):
-    if not config.kl_warmup_steps:
+    if not config.model.kl_warmup_steps:
       return super().step(model, tx, config)
-    return train_lib.make_train_step(model, tx, objective=kl_warmup(config.kl_warmup_steps))
+    return train_lib.make_train_step(model, tx, objective=kl_warmup(config.model.kl_warmup_steps))
 
 
 def build(config, stage1=None):
   del stage1
-  return PixelVAE(arch=config.arch, latent_dim=config.latent_dim, hidden=tuple(config.hidden),
-                  channels=tuple(config.channels),
-                  image_shape=data.info(config.dataset).image_shape, num_classes=0,
-                  activation=config.activation, objective=config.objective,
-                  importance_samples=config.importance_samples,
-                  pixel_channels=config.pixel_channels, pixel_layers=config.pixel_layers,
-                  pixel_kernel=config.pixel_kernel, conv_choice=cpu_compiler.conv_choice(config))
+  return PixelVAE(arch=config.model.arch,
+                  latent_dim=config.model.latent_dim,
+                  hidden=tuple(config.model.hidden),
+                  channels=tuple(config.model.channels),
+                  image_shape=data.info(config.data.dataset).image_shape,
+                  num_classes=0,
+                  activation=config.model.activation,
+                  objective=config.model.objective,
+                  importance_samples=config.model.importance_samples,
+                  pixel_channels=config.model.pixel_channels,
+                  pixel_layers=config.model.pixel_layers,
+                  pixel_kernel=config.model.pixel_kernel,
+                  conv_choice=cpu_compiler.conv_choice(config))
 
 
 register(Family("pixel_vae", build, PixelVAETraining(), loss_name="neg_elbo",

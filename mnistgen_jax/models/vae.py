@@ -94,12 +94,18 @@ class VAE(nn.Module):
 def _builder(conditional: bool):
   def build(config, stage1=None):
     del stage1
-    info = data.info(config.dataset)
-    return VAE(arch=config.arch, latent_dim=config.latent_dim, hidden=tuple(config.hidden),
-               channels=tuple(config.channels), image_shape=info.image_shape,
-               num_classes=info.num_classes, conditional=conditional,
-               activation=config.activation, objective=config.objective,
-               importance_samples=config.importance_samples, conv_choice=cpu_compiler.conv_choice(config))
+    info = data.info(config.data.dataset)
+    return VAE(arch=config.model.arch,
+               latent_dim=config.model.latent_dim,
+               hidden=tuple(config.model.hidden),
+               channels=tuple(config.model.channels),
+               image_shape=info.image_shape,
+               num_classes=info.num_classes,
+               conditional=conditional,
+               activation=config.model.activation,
+               objective=config.model.objective,
+               importance_samples=config.model.importance_samples,
+               conv_choice=cpu_compiler.conv_choice(config))
   return build
 
 

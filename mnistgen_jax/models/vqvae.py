@@ -149,7 +149,7 @@ class CodebookTraining(Training):
   sampling prior; after training, codebook_usage.png and the test set's code statistics."""
 
   def fit_prior(self, model, config):
-    encode = train_lib.make_applier(model, "encode", config.eval_batch_size)
+    encode = train_lib.make_applier(model, "encode", config.train.eval_batch_size)
     return lambda variables, images, labels: fit_code_frequencies(
         variables, np.asarray(encode(variables, images, labels)))
 
@@ -167,10 +167,14 @@ class CodebookTraining(Training):
 
 def build(config, stage1=None):
   del stage1
-  return VQVAE(num_codes=config.num_codes, code_dim=config.code_dim,
-               channels=tuple(config.channels), image_shape=data.info(config.dataset).image_shape,
-               beta=config.commitment_cost, codebook_mode=config.codebook_mode,
-               ema_decay=config.ema_decay, restart_after=config.restart_after,
+  return VQVAE(num_codes=config.model.num_codes,
+               code_dim=config.model.code_dim,
+               channels=tuple(config.model.channels),
+               image_shape=data.info(config.data.dataset).image_shape,
+               beta=config.model.commitment_cost,
+               codebook_mode=config.model.codebook_mode,
+               ema_decay=config.model.ema_decay,
+               restart_after=config.model.restart_after,
                conv_choice=cpu_compiler.conv_choice(config))
 
 

@@ -136,9 +136,11 @@ class PriorTraining(Training):
 
 def _builder(conditional: bool):
   def build(config, stage1):
-    return VQPrior(stage1.model, data.info(config.dataset).num_classes, conditional,
-                   config.prior_width, config.prior_layers, config.prior_heads,
-                   config.temperature, cpu_compiler.conv_choice(config))
+    fields = config.model
+    return VQPrior(stage1.model, data.info(config.data.dataset).num_classes, conditional,
+                   width=fields.prior_width, layers=fields.prior_layers, heads=fields.prior_heads,
+                   temperature=config.sampling.temperature,
+                   conv_choice=cpu_compiler.conv_choice(config))
   return build
 
 

@@ -42,8 +42,8 @@ def main():
   state = setup.state
   options = cpu_compiler.of_config(config) if sys.argv[2:] == ["config"] else None
   step = jax.jit(setup.step, compiler_options=options)
-  x = train_lib.to_float(jnp.asarray(images[:config.batch_size]))
-  y = jnp.asarray(labels[:config.batch_size])
+  x = train_lib.to_float(jnp.asarray(images[:config.train.batch_size]))
+  y = jnp.asarray(labels[:config.train.batch_size])
 
   def run(steps):
     nonlocal state
