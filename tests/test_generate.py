@@ -80,8 +80,8 @@ def test_a_flow_prior_draws_a_digit_with_other_sampling_settings(runs, tmp_path)
 @pytest.mark.parametrize("args,message", [
     (["--digit=3"], "error: --digit needs a conditional model; 'ae' is unconditional"),
     (["--num=0"], "error: --num must be a positive integer, got 0"),
-    (["--temperature=0.5"], "error: --temperature is for autoregressive priors, not 'ae'"),
-    (["--sample_steps=5"], "error: --sample_steps is for flow models, not 'ae'"),
+    (["--temperature=0.5"], "error: --temperature is for vqvae_cond_prior, vqvae_prior runs, not 'ae'"),
+    (["--sample_steps=5"], "error: --sample_steps is for cond_flow, flow, latent_flow runs, not 'ae'"),
 ])
 def test_bad_requests_are_one_clear_line(runs, tmp_path, args, message):
   proc = _generate(f"--workdir={runs / 'ae'}", f"--out={tmp_path / 'x.png'}", *args)

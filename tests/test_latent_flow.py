@@ -201,7 +201,8 @@ def test_bad_stage1_workdirs_are_refused_before_anything_is_written(runs, tmp_pa
            str(runs / "ae_flow"): "holds a 'latent_flow' run, which latent_flow cannot build on",
            str(fake): "was trained on 'fashion_mnist', this run is on 'mnist'"}
   with open(fake / "config.json", "w") as f:
-    json.dump(dict(json.load(open(runs / "ae" / "config.json")), dataset="fashion_mnist"), f)
+    saved = json.load(open(runs / "ae" / "config.json"))
+    json.dump({**saved, "data": {**saved["data"], "dataset": "fashion_mnist"}}, f)
   _interrupted_copy(runs / "ae", tmp_path / "unfinished")
   cases[str(tmp_path / "unfinished")] = "holds an unfinished run (its latest checkpoint, step 4"
   for stage1, message in cases.items():

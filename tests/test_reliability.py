@@ -254,7 +254,7 @@ def test_a_diverging_run_ends_with_one_clear_line_and_leaves_its_workdir_free(tm
   proc = subprocess.run(command + ["--learning_rate=1e-3"], cwd=ROOT, capture_output=True,
                         text=True)
   assert proc.returncode == 0, proc.stderr[-2000:]
-  assert json.loads((tmp_path / "config.json").read_text())["learning_rate"] == 1e-3
+  assert json.loads((tmp_path / "config.json").read_text())["train"]["learning_rate"] == 1e-3
 
 
 @pytest.fixture(scope="module")
