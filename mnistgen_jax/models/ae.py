@@ -10,11 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistgen_jax import cpu_compiler, data
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models.interface import Family, Training
 from mnistgen_jax.models.nets import ConvChoice, Decoder, Encoder, bernoulli_nll
 from mnistgen_jax.models.registry import register
+from mnistgen_jax.models.vae import encoder_decoder_fields
 
 
 class AutoEncoder(nn.Module):
@@ -78,15 +78,7 @@ class FittedGaussianPrior(Training):
 
 def build(config, stage1=None):
   del stage1
-  info = data.info(config.data.dataset)
-  return AutoEncoder(arch=config.model.arch,
-                     latent_dim=config.model.latent_dim,
-                     hidden=tuple(config.model.hidden),
-                     channels=tuple(config.model.channels),
-                     image_shape=info.image_shape,
-                     num_classes=info.num_classes,
-                     activation=config.model.activation,
-                     conv_choice=cpu_compiler.conv_choice(config))
+  return AutoEncoder(**encoder_decoder_fields(config))
 
 
 register(Family("ae", build, FittedGaussianPrior(), loss_name="recon_nll",

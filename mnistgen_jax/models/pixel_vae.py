@@ -17,12 +17,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mnistgen_jax import cpu_compiler, data
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models.interface import Family, Training
 from mnistgen_jax.models.nets import Conv, Decoder, Encoder, bernoulli_nll
 from mnistgen_jax.models.registry import register
-from mnistgen_jax.models.vae import VAE
+from mnistgen_jax.models.vae import VAE, encoder_decoder_fields
 
 
 class PixelCNN(nn.Module):
@@ -121,19 +120,13 @@ class PixelVAETraining(Training):
 
 def build(config, stage1=None):
   del stage1
-  return PixelVAE(arch=config.model.arch,
-                  latent_dim=config.model.latent_dim,
-                  hidden=tuple(config.model.hidden),
-                  channels=tuple(config.model.channels),
-                  image_shape=data.info(config.data.dataset).image_shape,
-                  num_classes=0,
-                  activation=config.model.activation,
+  fields = {**encoder_decoder_fields(config), "num_classes": 0}  # unconditional
+  return PixelVAE(**fields,
                   objective=config.model.objective,
                   importance_samples=config.model.importance_samples,
                   pixel_channels=config.model.pixel_channels,
                   pixel_layers=config.model.pixel_layers,
-                  pixel_kernel=config.model.pixel_kernel,
-                  conv_choice=cpu_compiler.conv_choice(config))
+                  pixel_kernel=config.model.pixel_kernel)
 
 
 register(Family("pixel_vae", build, PixelVAETraining(), loss_name="neg_elbo",

@@ -91,21 +91,23 @@ class VAE(nn.Module):
     return self.decode(jax.random.normal(self.make_rng("sample"), (y.shape[0], self.latent_dim)), y)
 
 
+def encoder_decoder_fields(config) -> dict:
+  """The module fields of the encoder/decoder families (vae, cond_vae, conv_vae, ae, pixel_vae)
+  from their shared config fields (configs/vae.py)."""
+  info = data.info(config.data.dataset)
+  return dict(arch=config.model.arch, latent_dim=config.model.latent_dim,
+              hidden=tuple(config.model.hidden), channels=tuple(config.model.channels),
+              image_shape=info.image_shape, num_classes=info.num_classes,
+              activation=config.model.activation, conv_choice=cpu_compiler.conv_choice(config))
+
+
 def _builder(conditional: bool):
   def build(config, stage1=None):
     del stage1
-    info = data.info(config.data.dataset)
-    return VAE(arch=config.model.arch,
-               latent_dim=config.model.latent_dim,
-               hidden=tuple(config.model.hidden),
-               channels=tuple(config.model.channels),
-               image_shape=info.image_shape,
-               num_classes=info.num_classes,
+    return VAE(**encoder_decoder_fields(config),
                conditional=conditional,
-               activation=config.model.activation,
                objective=config.model.objective,
-               importance_samples=config.model.importance_samples,
-               conv_choice=cpu_compiler.conv_choice(config))
+               importance_samples=config.model.importance_samples)
   return build
 
 
