@@ -13,7 +13,18 @@ from mnistgen_jax import configs, data  # noqa: E402
 def private_cache_dir(tmp_path_factory):
   """The tests (and the commands they start) keep their cache (calibration rows) in a temporary
   directory, never in the user's ~/.cache."""
-  os.environ["MNISTGEN_JAX_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+  cache = tmp_path_factory.mktemp("cache")
+  os.environ["MNISTGEN_JAX_CACHE"] = str(cache)
+  # The runs trained in this process keep their compiled computations there too, as the binaries
+  # do: a run resumed or trained again with the same shapes reads them back (the same programs,
+  # so the same numbers) instead of compiling them again. pytest-xdist's workers share one such
+  # directory (JAX locks it), so a program compiles once per test session.
+  if os.environ.get("PYTEST_XDIST_WORKER"):
+    shared = tmp_path_factory.getbasetemp().parent / "xla"
+    shared.mkdir(exist_ok=True)
+    os.symlink(shared, cache / "xla")
+  from mnistgen_jax import cli
+  cli.use_compilation_cache(None)
 
 
 def keep_every_compilation() -> dict:
@@ -69,3 +80,13 @@ def tiny_run(tmp_path_factory):
       trained[key] = workdir
     return trained[key]
   return get
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+  """Groups for `pytest -n 2 --dist loadgroup`: a test file is one group (its module fixtures run
+  once, in one worker), except where its tests name a group of their own (tests/test_families.py:
+  one per family, so the families' long runs spread over the workers)."""
+  for item in items:
+    if not item.get_closest_marker("xdist_group"):
+      item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))

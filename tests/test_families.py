@@ -28,7 +28,9 @@ from mnistgen_jax import train as train_lib
 # End-to-end: every test here trains or restores whole runs (pytest -m 'not slow' skips them).
 pytestmark = pytest.mark.slow
 
-FAMILIES = models.names()
+# One xdist group per family (conftest): its tests share its straight run, in one worker.
+FAMILIES = [pytest.param(name, marks=pytest.mark.xdist_group(f"family_{name}"))
+            for name in models.names()]
 
 
 _quiet = quiet
