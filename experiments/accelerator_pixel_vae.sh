@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # `pixel_vae --preset=accelerator` on one GPU inside a fixed time budget, with the speed of every
-# family first (issue 17) and the likelihood bound last (issue 18, README "Likelihoods on
-# binarized MNIST"):
+# family first and the likelihood bound last (docs/likelihoods.md):
 #
 #   bash experiments/accelerator_pixel_vae.sh OUT_DIR [BUDGET_SECONDS]
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# DCGAN ablations (README "DCGAN"), each change alone against a baseline, then together.
+# DCGAN ablations (docs/families.md, "GANs"), each change alone against a baseline, then together.
 #   bash experiments/dcgan_ablation.sh OUT [EPOCHS] [SET]    (defaults: 3 epochs, SET=first)
 # SET=first:  the first ablation, over the seed's defaults (G 64,32; no EMA statistics, R1, TTUR).
 # SET=second: the second, over the first one's result (G 128,64, R1 1, EMA statistics): the

@@ -1,5 +1,5 @@
-r"""The NLL-against-epochs figure and table of runs made by experiments/iwae_schedule.sh (README
-"Likelihoods on binarized MNIST"): each run's per-epoch test bound (metrics.jsonl) as a line, its
+r"""The NLL-against-epochs figure and table of runs made by experiments/iwae_schedule.sh
+(docs/likelihoods.md): each run's per-epoch test bound (metrics.jsonl) as a line, its
 k = 5000 NLL after each finished stage (nll_epoch<E>.json) as points, the paper's figure dashed.
 
   python -m experiments.iwae_curves --run="VAE, k = 1:runs/iwae1_vae_k1:86.76" \

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The IWAE paper's training schedule run stage by stage, with the test NLL measured after each
-# stage (README "Likelihoods on binarized MNIST"): stage i = 0..7 lasts 3^i epochs, so the stages
+# stage (docs/likelihoods.md): stage i = 0..7 lasts 3^i epochs, so the stages
 # end at epochs 1, 4, 13, 40, 121, 364, 1093 and 3280. After each one the run's latest checkpoint
 # gets the k = 5000 importance-sampled bound on the first IWAE_IMAGES binarized test images
 # (mnistgen-evaluate), kept as OUT/nll_epoch<E>.json: the NLL-against-epochs curve.

@@ -4,11 +4,11 @@ scanned step: conv_choice / for_scanned_step) and the loop kind (train_loop, tra
 chosen per family by measurement; none changes the numbers beyond float rounding.
 
 jaxlib 0.10's XLA:CPU hands dots, convolutions and the elementwise ops around them to YNNPACK
-fusions. Without them (XLA's own, multi-threaded kernels) some families ran faster on 2 cores of
-an AMD EPYC, others slower (README, Speed): a family's config says which with `ynn_fusions`, and
+fusions. Without them (XLA's own, multi-threaded kernels) some families ran faster on 2 CPU
+cores, others slower (docs/performance.md): a family's config says which with `ynn_fusions`, and
 its train step, sampler, reconstructions and IWAE bound are compiled accordingly (jax.jit's
 compiler_options: per computation, nothing process-wide). The evaluation classifier's features
-(metrics.features) always compile without them (2.6x faster). Numbers differ by float rounding only.
+(metrics.features) always compile without them (faster). Numbers differ by float rounding only.
 """
 from __future__ import annotations
 

@@ -18,7 +18,7 @@ def private_cache_dir(tmp_path_factory):
   # The runs trained in this process keep their compiled computations there too, as the binaries
   # do: a run resumed or trained again with the same shapes reads them back (the same programs,
   # so the same numbers) instead of compiling them again. pytest-xdist's workers share one such
-  # directory (JAX locks it), so a program compiles once per test session.
+  # directory (JAX locks it), so a program compiles once per pytest run.
   if os.environ.get("PYTEST_XDIST_WORKER"):
     shared = tmp_path_factory.getbasetemp().parent / "xla"
     shared.mkdir(exist_ok=True)

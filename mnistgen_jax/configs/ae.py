@@ -9,6 +9,6 @@ validate = vae.validate
 def get_config(preset: str = ""):
   config = vae.get_config()
   config.family = "ae"
-  config.run.ynn_fusions = False  # XLA:CPU's own kernels: 1.4x the train step (README "Speed")
+  config.run.ynn_fusions = False  # XLA:CPU's own kernels: 1.4x the train step (docs/performance.md)
   del config.model["objective"], config.model["importance_samples"]  # no variational posterior
   return configs.with_preset(config, preset)

@@ -1,5 +1,5 @@
 """`dcgan`: DCGAN (Radford et al. 2015); Adam(beta1=0.5) per network. Defaults chosen by the
-README's two ablations (10 epochs, fid_lenet of 10,000 samples: G 128,64, R1 and the EMA's own
+two ablations (docs/families.md; 10 epochs, fid_lenet of 10,000 samples: G 128,64, R1 and the EMA's own
 statistics by the first; hidden 1024 and batch 64, together better than either alone, by the
 second)."""
 from mnistgen_jax import configs

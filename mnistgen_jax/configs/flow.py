@@ -2,8 +2,8 @@
 from mnistgen_jax import configs, data, flow
 from mnistgen_jax.configs import base
 
-# accelerator: the larger network for a GPU/TPU (README: 30 epochs on one H100 in 96-102 s),
-# sampled with 32 Heun steps (where `flow` meets fid_lenet <= 12: README).
+# accelerator: the larger network for a GPU/TPU (minutes on one GPU), sampled with 32 Heun steps
+# (where the sampling curve flattens: docs/families.md).
 # Runs saved before --patch existed ran the U-Net on pixels.
 ABSENT_IN_OLDER_RUNS = {"patch": 1}
 PRESETS = {"1m": dict(channels=(32, 64, 52), patch=1, attention=True),  # 1.018 M (cond: 1.019 M)
@@ -13,7 +13,7 @@ PRESETS = {"1m": dict(channels=(32, 64, 52), patch=1, attention=True),  # 1.018 
 
 def get_config(preset: str = ""):
   config = base.get_config("flow")
-  # The CPU config: about an hour on 2 cores (README). The U-Net sees 2x2 pixel blocks (14x14x4)
+  # The CPU config: about an hour on 2 cores. The U-Net sees 2x2 pixel blocks (14x14x4)
   # and skips attention: 4x cheaper per step than the unpatched 32,64,64 with attention.
   config.run.num_epochs = 12
   config.train.batch_size = 128

@@ -12,9 +12,8 @@ ABSENT_IN_OLDER_RUNS = {"guide_width": 0, "guide_layers": 1, "autoguidance": 1.0
 def get_config(preset: str = ""):
   config = base.get_config("latent_flow")
   config.model.stage1_workdir = ""  # a finished run of ae, vae, conv_vae or cond_vae (or their 1m)
-  # Quality grows with the prior's compute whatever the shape (README). 30 epochs of width 192
-  # with the guide train in 1.5-1.8 minutes on 2 AVX2 cores (40 took 2.1 on the same machine;
-  # machines vary); autoguidance more than makes up for the last 10 epochs.
+  # Quality grows with the prior's compute whatever the shape: 30 epochs of width 192 with the
+  # guide train in about two minutes on 2 CPU cores; autoguidance more than makes up for more.
   config.run.num_epochs = 30
   config.train.batch_size = 512                # large batches: the regression targets are noisy
   config.train.learning_rate = 2e-3
@@ -25,7 +24,7 @@ def get_config(preset: str = ""):
   config.model.time_sampling = "logit_normal"  # uniform | logit_normal (more weight mid-path)
   config.model.label_dropout = 0.1  # conditional stage 1: share of labels dropped (guidance)
   config.model.ema_decay = 0.999  # EMA of the velocity weights used for sampling (0: none)
-  # Autoguidance (README): a small guide velocity network trained beside the prior; samples
+  # Autoguidance (docs/families.md): a small guide velocity network trained beside the prior; samples
   # follow v_guide + autoguidance (v_prior - v_guide). 0 / 1: no guide network / unguided.
   config.model.guide_width = 32          # guide width (32 x 1 costs ~8 % of the step, 64 x 1 ~20 %)
   config.model.guide_layers = 1          # guide residual blocks

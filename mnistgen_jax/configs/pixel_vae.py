@@ -1,5 +1,5 @@
 """`pixel_vae`: the conv VAE's encoder with a PixelCNN decoder (models/pixel_vae.py), on dynamically
-binarized MNIST: the likelihood model of README "Likelihoods on binarized MNIST" that goes below
+binarized MNIST: the likelihood model of docs/likelihoods.md that goes below
 the IWAE paper's rows. The default is the CPU network (3 gated layers of 32); `accelerator` is the
 GPU/TPU one (6 gated layers of 64)."""
 from mnistgen_jax import configs
@@ -26,9 +26,9 @@ def get_config(preset: str = ""):
   config.model.pixel_kernel = 7          # the first (type-A) masked layer's kernel, odd
   config.model.kl_warmup_steps = 2000    # > 0: the KL's weight rises linearly to 1 over these steps
                                  # (ELBO, one sample): against posterior collapse
-  config.run.train_loop = "steps"  # convolutions: a Python loop of jitted steps (README "Speed")
+  config.run.train_loop = "steps"  # convolutions: a Python loop of jitted steps (docs/performance.md)
   # XLA's own CPU kernels, not YNNPACK fusions: 1.2-1.4x the train step, 1.7x the pixel-by-pixel
-  # sampler on 2 cores (README "Speed"); no effect on GPU/TPU.
+  # sampler on 2 cores (docs/performance.md); no effect on GPU/TPU.
   config.run.ynn_fusions = False
   return configs.with_preset(config, preset)
 

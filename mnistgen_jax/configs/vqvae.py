@@ -15,9 +15,9 @@ def get_config(preset: str = ""):
   config.model.commitment_cost = 0.25    # beta
   config.model.restart_after = 100       # EMA: restart codes unused this many steps (0: never)
   # Native convolutions in a Python loop of jitted steps: 1.2x the scanned patches on CPU
-  # (README "Speed"), as for the conv VAEs.
+  # (docs/performance.md), as for the conv VAEs.
   config.run.train_loop = "steps"
-  config.run.ynn_fusions = False  # XLA:CPU's own kernels: 1.15-1.3x the train step (README "Speed")
+  config.run.ynn_fusions = False  # XLA:CPU's own kernels: 1.15-1.3x the train step (docs/performance.md)
   return configs.with_preset(config, preset)
 
 

@@ -55,10 +55,9 @@ def load_classifier(dataset: str, weights_dir: str = WEIGHTS_DIR):
 def make_extractor(model, chunk: int = 100):
   """Jitted (variables, uint8 images) -> (features (N,128), class probabilities (N,10)), `chunk`
   images per call. On CPU the network compiles without YNNPACK fusions (cpu_compiler: XLA's own
-  multi-threaded kernels), in chunks of 100: 10,000 test images took 1.5 s against 4.0 s with XLA's
-  defaults in chunks of 250 (2-vCPU AMD EPYC with AVX-512, jax 0.10.2; chunks of 250-500 took 2.1
-  s without the fusions: XLA:CPU's convolutions run out of cache on larger batches). The features
-  differ from the default compilation by float rounding (~1e-5; fid_lenet ~1e-6 relative)."""
+  multi-threaded kernels), in chunks of 100: both measured faster than XLA's defaults and larger
+  chunks (XLA:CPU's convolutions run out of cache on larger batches). The features differ from
+  the default compilation by float rounding (~1e-5; fid_lenet ~1e-6 relative)."""
 
   @functools.partial(jax.jit, compiler_options=cpu_compiler.compiler_options(ynn_fusions=False))
   def extract(variables, images):

@@ -47,8 +47,8 @@ def shifted_taps_conv(x: jnp.ndarray, kernel: jnp.ndarray, stride: int) -> jnp.n
                  ((0, 0), same_padding(h, kh, stride), same_padding(w, kw, stride), (0, 0)))
   out_h, out_w = -(-h // stride), -(-w // stride)
   # One slice per tap, its channels included. Why not extract_patches' windows with the channels
-  # sliced after: the same values, but forward + backward of the conv VAE's last layer took 5.3-5.7
-  # against 2.0-2.3 ms (measured, 2-vCPU AVX-512 EPYC): XLA then pads the full windows' gradients.
+  # sliced after: the same values, but XLA then pads the full windows' gradients (measured
+  # over twice as slow for the conv VAE's last layer).
   return sum(taps[:, i:i + stride * (out_h - 1) + 1:stride, j:j + stride * (out_w - 1) + 1:stride,
                   (i * kw + j) * o:(i * kw + j + 1) * o]
              for i in range(kh) for j in range(kw))
@@ -77,13 +77,12 @@ def auto_conv_impl(kernel: int, in_channels: int, features: int,
   """Conv's impl='auto' choice, by measurement on XLA:CPU (jaxlib 0.10.2; GPU/TPU: always 'xla').
 
   'taps' where the taps' products are few against the input, kernel**2 * features <=
-  choice.taps_ratio * C: the last layer to a few channels and 1x1 convolutions. XLA:CPU's native
-  convolution ran those at 20-25 GFLOP/s: the conv VAE's last layer (3x3, 14x14x32 -> 4, batch
-  128) took 2.6 + 5.3 ms forward + backward, taps 1.2 + 1.2 ms (2-vCPU AVX-512 EPYC; at a ratio
-  of 2.25 taps still won by 15 %, at 4.5 it lost). 'patches' inside a scanned training step
-  (choice.scanned_step): XLA:CPU lowers convolution gradients there to a generic emitter that ran
-  6-18x slower than outside a loop (jax #12868). Else the native convolution (3x the patches for
-  the conv VAE's IWAE bound)."""
+  choice.taps_ratio * C: the last layer to a few channels and 1x1 convolutions, which XLA:CPU's
+  native convolution runs far below the matmul peak (taps measured over twice as fast for the
+  conv VAE's last layer; the default ratio is where taps stopped winning). 'patches' inside a
+  scanned training step (choice.scanned_step): XLA:CPU lowers convolution gradients there to a
+  generic emitter, many times slower than outside a loop (jax #12868). Else the native
+  convolution (faster than the patches for the conv VAE's IWAE bound)."""
   if jax.default_backend() != "cpu":
     return "xla"
   if kernel * kernel * features <= choice.taps_ratio * in_channels:
@@ -224,9 +223,9 @@ def sigmoid_cross_entropy(logits: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
 
   Why not optax's: its two log-sigmoids and their autodiff gradient became four elementwise loops
   in XLA:CPU's train step, each recomputing the decoder's last layer fused into it (the taps' sum
-  and depth_to_space); this is one exp-log1p loop and one for the gradient. Train steps of
-  `conv_vae`, `vqvae`, `vae` and `hvae` 1.10-1.15x (per-repeat medians of in-process A/Bs,
-  experiments.step_ab, 2-vCPU AVX-512 EPYC). Values within float rounding of optax's (max error
+  and depth_to_space); this is one exp-log1p loop and one for the gradient, which made the train
+  steps of `conv_vae`, `vqvae`, `vae` and `hvae` faster (in-process A/Bs, experiments.step_ab).
+  Values within float rounding of optax's (max error
   against float64 1.1e-6 vs 1.5e-6), the gradient closer (1.2e-7 vs 5.1e-7; tested)."""
   return _cross_entropy(logits, x, jnp.exp(-jnp.abs(logits)))
 
@@ -248,8 +247,7 @@ def bernoulli_nll(logits: jnp.ndarray, x: jnp.ndarray) -> jnp.ndarray:
   """Per-image -log p(x | logits), summed over pixels (nats); x in [0,1] (grayscale BCE).
 
   The sum over pixels is a product with a vector of ones. Why: XLA:CPU fused a reduce into the
-  loop that writes the IWAE bound's per-pass results and ran it serially (the conv VAE's bound
-  1.2x faster without it), and the dot is closer to the exact sum (mean error 4.5e-5 against
+  loop that writes the IWAE bound's per-pass results and ran it serially, and the dot is closer to the exact sum (mean error 4.5e-5 against
   2.0e-4 nats per image for 784 pixels, measured against float64). HIGHEST: float32 products on
   GPU/TPU too, never TF32 or bfloat16 passes."""
   per_pixel = sigmoid_cross_entropy(logits, x)
