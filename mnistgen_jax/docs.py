@@ -48,11 +48,19 @@ def _lookup(root: str, reference: str):
       value = json.load(f)
   except (OSError, ValueError) as e:
     raise RecordError(f"cannot read {path} ({e})") from e
-  for part in key.split(".") if key else []:
-    try:
-      value = value[int(part)] if isinstance(value, list) else value[part]
-    except (KeyError, IndexError, ValueError, TypeError) as e:
-      raise RecordError(f"{path} has no {key!r}") from e
+  parts = key.split(".") if key else []
+  while parts:
+    # A key may hold dots itself ("test + N(0, 0.1^2) pixel noise"): the longest one that exists.
+    for n in range(len(parts), 0, -1):
+      part = ".".join(parts[:n])
+      if isinstance(value, dict) and part in value:
+        value, parts = value[part], parts[n:]
+        break
+      if isinstance(value, list) and n == 1 and part.isdigit() and int(part) < len(value):
+        value, parts = value[int(part)], parts[1:]
+        break
+    else:
+      raise RecordError(f"{path} has no {key!r}")
   return value
 
 
@@ -328,7 +336,8 @@ def main(argv=None) -> int:
   parser.add_argument("--root", default=os.path.dirname(os.path.dirname(os.path.abspath(
       __file__))), help="the checkout (default: the one this package is in)")
   parser.add_argument("--record", metavar="NAME",
-                      help="write the record NAME of the finished run --workdir, then the tables")
+                      help="write the record NAME of the finished run --workdir (then run without it to "
+                      "write the tables)")
   parser.add_argument("--workdir", help="with --record: the run")
   parser.add_argument("--command", help="with --record: the command that made the run")
   parser.add_argument("--what", default="", help="with --record: the run in a few words")
@@ -342,6 +351,7 @@ def main(argv=None) -> int:
       print("wrote", os.path.relpath(record_run(args.root, args.record, args.workdir,
                                                 args.command, args.what, args.wall_seconds),
                                      args.root))
+      return 0
     records = load_records(args.root)
     problems = []
     for path in documents(args.root):

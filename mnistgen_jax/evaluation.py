@@ -22,13 +22,13 @@ import jax.numpy as jnp
 import numpy as np
 import scipy
 from scipy import ndimage
-from tqdm import tqdm
 
 from mnistgen_jax import cpu_compiler, data, files, report, runs, viz
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.metrics import features as features_lib
 from mnistgen_jax.metrics import fid, likelihood, sample_metrics
 from mnistgen_jax.models.interface import supports
+from mnistgen_jax.progress import progress as show_progress
 
 
 PR_NEIGHBOURS = 3  # k of the k-NN manifolds of precision and recall
@@ -180,8 +180,8 @@ def generate(model, variables, labels, key, batch_size: int = 1000, progress: bo
   sampler: report.make_sampler(model) already compiled for this batch size (timing without it)."""
   sample = sampler or report.make_sampler(model)
   out = []
-  for i, start in enumerate(tqdm(range(0, len(labels), batch_size), desc="sampling",
-                                 disable=not progress, leave=False)):
+  for i, start in enumerate(show_progress(range(0, len(labels), batch_size), desc="sampling",
+                                          disable=not progress)):
     y = labels[start:start + batch_size]
     y_full = np.pad(y, (0, batch_size - len(y)))  # Pad the last batch to the same shape.
     out.append(viz.to_uint8(sample(variables, jnp.asarray(y_full), jax.random.fold_in(key, i)))[:len(y)])
@@ -195,8 +195,8 @@ def reconstruct(model, variables, images, labels, batch_size: int, progress: boo
   apply = jax.jit(lambda v, x, y: model.apply(v, train_lib.to_float(x), y, method="reconstruct"),
                   compiler_options=compiler_options)
   out = []
-  for start in tqdm(range(0, len(images), batch_size), desc="reconstructions",
-                    disable=not progress, leave=False):
+  for start in show_progress(range(0, len(images), batch_size), desc="reconstructions",
+                             disable=not progress):
     x, y = images[start:start + batch_size], labels[start:start + batch_size]
     pad = batch_size - len(x)  # The last batch padded to the same shape: one compilation.
     x_full = np.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))

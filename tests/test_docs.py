@@ -250,3 +250,12 @@ def test_the_command_check_finds_a_bad_flag_and_a_run_never_made(tmp_path):
   assert proc.returncode == 2 and "did you mean --latent_dim?" in proc.stderr
   assert _workdirs_read("generate", ["--workdir=runs/x", "--num=4"]) == ["runs/x"]
   assert _workdirs_read("train", ["--workdir=runs/y", "--stage1_workdir=runs/x"]) == ["runs/x"]
+
+
+def test_ci_runs_the_readme_test_command():
+  with open(os.path.join(ROOT, "README.md")) as f:
+    readme = f.read()
+  with open(os.path.join(ROOT, ".ci", "run")) as f:
+    ci = f.read()
+  command = re.search(r"(\.venv/bin/python -m pytest [^\n`]*)", readme).group(1).strip()
+  assert "-n 2" in command and command in ci, command

@@ -10,11 +10,11 @@ import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
-from tqdm import tqdm
 
 from mnistgen_jax import cpu_compiler
 from mnistgen_jax.errors import UserError
 from mnistgen_jax.models.lenet import LeNet
+from mnistgen_jax.progress import progress as show_progress
 
 WEIGHTS_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "weights")
 MANIFEST = os.path.join(WEIGHTS_DIR, "manifest.json")
@@ -67,7 +67,7 @@ def make_extractor(model, chunk: int = 100):
   def run(variables, images, desc: str = "features", progress: bool = True):
     feats, probs = [], []
     starts = range(0, len(images), chunk)
-    for start in tqdm(starts, desc=desc, unit="chunk", disable=not progress, leave=False):
+    for start in show_progress(starts, desc=desc, unit="chunk", disable=not progress):
       batch = images[start:start + chunk]
       if len(batch) < chunk:  # Pad so every call has one shape (one compilation).
         pad = np.zeros((chunk - len(batch),) + batch.shape[1:], batch.dtype)

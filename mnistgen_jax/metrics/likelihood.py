@@ -9,7 +9,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.scipy.special import logsumexp
-from tqdm import tqdm
+
+from mnistgen_jax.progress import progress as show_progress
 
 
 # Decodes per pass of the model's decoder in the bound (samples_per_pass x batch_size) on CPU:
@@ -68,8 +69,8 @@ def iwae_nll_per_image(model, variables, images, labels, key, num_samples: int =
 
   values = []
   starts = range(0, len(images), batch_size)
-  for i, start in enumerate(tqdm(starts, desc=f"IWAE bound, K={num_samples}", unit="batch",
-                                 disable=not progress, leave=False)):
+  for i, start in enumerate(show_progress(starts, desc=f"IWAE bound, K={num_samples}",
+                                          unit="batch", disable=not progress)):
     values.append(np.asarray(bound(images[start:start + batch_size],
                                    labels[start:start + batch_size], jax.random.fold_in(key, i))))
   return np.concatenate(values)
