@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.metadata
+import platform
 
 import jax
 
@@ -21,6 +22,23 @@ YNN_FUSIONS_OFF = {"xla_cpu_experimental_ynn_fusion_type": ""}
 # The option is experimental and may go in another release, so it is passed only to the jaxlib it
 # was measured with (XLA rejects an option it does not know).
 MEASURED_JAXLIB = ("0.10.",)
+
+
+def cpu_info() -> tuple[str, str]:
+  """(model name, instruction-set family XLA:CPU compiles for: 'avx512', 'avx2' or the machine
+  name) of this host, from /proc/cpuinfo where there is one."""
+  name, flags = "", []
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name") and not name:
+          name = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and not flags:
+          flags = line.split()
+  except OSError:
+    pass
+  kind = next((k.rstrip("f") for k in ("avx512f", "avx2") if k in flags), platform.machine())
+  return name or platform.processor() or "CPU", kind
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,6 @@ import glob
 import json
 import math
 import os
-import platform
 import re
 import sys
 from typing import Callable
@@ -135,12 +134,12 @@ def text(value) -> str:
 @dataclasses.dataclass(frozen=True)
 class Column:
   header: str
-  figure: str                        # a key of the record's figures, or "record:<key>"
-  fmt: Callable = text
+  figure: str | Callable             # a key of the record's figures, "record:<key>", or
+  fmt: Callable = text               # record -> the cell (a figure made of several)
 
   def cell(self, record: dict) -> str:
-    if self.figure == "speedup":
-      return speedup(record)
+    if callable(self.figure):
+      return self.figure(record)
     if self.figure.startswith("record:"):
       value = record.get(self.figure[len("record:"):])
     else:
@@ -214,7 +213,7 @@ TABLES = {
         (Column("family", "record:family"),
          Column("PyTorch img/s, median round (range)", "torch_img_per_s", rounds),
          Column("ours img/s, median round (range)", "ours_img_per_s", rounds),
-         Column("ours / PyTorch, per round", "speedup"), _HARDWARE),
+         Column("ours / PyTorch, per round", speedup), _HARDWARE),
         _PEERS),
     "calibration": Table(
         (Column("images vs the MNIST test set", "record:what"), _FID,
@@ -259,21 +258,15 @@ def hand_typed_rows(text_: str) -> list:
           if line.startswith("|") and _FIGURE.search(line)]
 
 
+_INSTRUCTION_SETS = {"avx512": "AVX-512", "avx2": "AVX2"}
+
+
 def machine() -> str:
   """'2-vCPU AMD EPYC (AVX-512)': the CPU a record was measured on (its accelerator is named by
   the command's own output)."""
-  name, flags = "", []
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name") and not name:
-          name = line.split(":", 1)[1].strip()
-        elif line.startswith("flags") and not flags:
-          flags = line.split()
-  except OSError:
-    pass
-  kind = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else platform.machine()
-  return f"{os.cpu_count()}-vCPU {name or platform.processor() or 'CPU'} ({kind})"
+  from mnistgen_jax import cpu_compiler  # Imports jax: only when a record is written.
+  name, kind = cpu_compiler.cpu_info()
+  return f"{os.cpu_count()}-vCPU {name} ({_INSTRUCTION_SETS.get(kind, kind)})"
 
 
 def record_run(root: str, name: str, workdir: str, command: str, what: str,
@@ -284,12 +277,13 @@ def record_run(root: str, name: str, workdir: str, command: str, what: str,
   import shutil
   import jax
   folder = os.path.join(root, RECORDS, name)
-  os.makedirs(folder, exist_ok=True)
-  for file in ("eval.json", "config.json"):
-    source = os.path.join(workdir, file)
-    if not os.path.exists(source):
+  run_files = ("eval.json", "config.json")
+  for file in run_files:  # Both, before anything is written.
+    if not os.path.exists(os.path.join(workdir, file)):
       raise RecordError(f"{workdir} has no {file}: record a finished, evaluated run")
-    shutil.copyfile(source, os.path.join(folder, file))
+  os.makedirs(folder, exist_ok=True)
+  for file in run_files:
+    shutil.copyfile(os.path.join(workdir, file), os.path.join(folder, file))
   with open(os.path.join(folder, "eval.json")) as f:
     evaluation = json.load(f)
   with open(os.path.join(folder, "config.json")) as f:
@@ -319,7 +313,7 @@ def record_run(root: str, name: str, workdir: str, command: str, what: str,
                 source=f"{RECORDS}/{name}/ (the run's eval.json and config.json)",
                 figures=figures)
   path = os.path.join(root, RECORDS, f"{name}.json")
-  files.write_atomically(path, lambda tmp: _write_text(tmp, json.dumps(record, indent=1) + "\n"))
+  files.write_atomically(path, lambda tmp: _write_text(tmp, json.dumps(record, indent=1, allow_nan=False) + "\n"))
   return path
 
 

@@ -14,7 +14,6 @@ optimised loss of each record to float closeness (rtol 1e-3). Rewrite the record
 """
 import json
 import os
-import platform
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +21,7 @@ import numpy as np
 import pytest
 
 from conftest import quiet, tiny_config
-from mnistgen_jax import checkpoint, data, models, report, runs, train_setup, trainer
+from mnistgen_jax import checkpoint, cpu_compiler, data, models, report, runs, train_setup, trainer
 from mnistgen_jax import train as train_lib
 
 # End-to-end: every test here trains or restores whole runs (pytest -m 'not slow' skips them).
@@ -135,15 +134,7 @@ def test_family_trains_resumes_exactly_and_samples(name, tiny_run, straight_run,
 
 def cpu_kind() -> str:
   """The instruction-set family XLA:CPU compiles for: 'avx512', 'avx2' or the machine name."""
-  try:
-    with open("/proc/cpuinfo") as f:
-      flags = next((line for line in f if line.startswith("flags")), "").split()
-  except OSError:
-    flags = []
-  for kind in ("avx512f", "avx2"):
-    if kind in flags:
-      return kind.rstrip("f")
-  return platform.machine()
+  return cpu_compiler.cpu_info()[1]
 
 
 def _as_float32_bits(records) -> list:

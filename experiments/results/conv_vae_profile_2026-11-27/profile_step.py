@@ -6,7 +6,7 @@ per XLA thunk (ms per step, top 40) and in three groups.
       experiments/results/conv_vae_profile_2026-11-27/profile_step.py [FAMILY, default conv_vae] [config]
 
 With a second argument `config` the step compiles with the family's own compiler options
-(cpu_compiler.of_config: no YNN fusions for the conv VAE since the sixth session); without it,
+(cpu_compiler.of_config: no YNN fusions for the conv VAE, its config says); without it,
 with XLA's defaults, as for the 2026-11-27 profile.txt.
 """
 import collections
