@@ -32,6 +32,7 @@ from mnistgen_jax.progress import progress as show_progress
 
 
 PR_NEIGHBOURS = 3  # k of the k-NN manifolds of precision and recall
+PICTURE_SAMPLES, PICTURE_RECONSTRUCTIONS = 100, 10  # in the TensorBoard images
 STATS_FIELDS = ("count", "shift", "total", "outer")  # fid.FeatureStats, as kept in the cache
 
 
@@ -99,7 +100,11 @@ def sample_quality(ref: Reference, images, key, labels=None) -> dict:
          "digit_entropy": sample_metrics.digit_histogram(np.asarray(probs).argmax(1),
                                                          probs.shape[1])[1]}
   if labels is not None:  # Conditional samples: does the classifier read the requested digit?
-    out["label_accuracy"] = float((np.asarray(probs).argmax(1) == np.asarray(labels)).mean())
+    read = np.asarray(probs).argmax(1) == np.asarray(labels)
+    out["label_accuracy"] = float(read.mean())
+    out["label_accuracy_per_digit"] = [float(read[np.asarray(labels) == d].mean())
+                                       if np.any(np.asarray(labels) == d) else None
+                                       for d in range(probs.shape[1])]
   return out
 
 
@@ -174,18 +179,25 @@ def cached_calibration(ref: Reference, key, num: int = 10000, cache_dir: str | N
   return rows, "computed"
 
 
-def generate(model, variables, labels, key, batch_size: int = 1000, progress: bool = True,
-             sampler=None):
-  """len(labels) samples as uint8, in batches (one compilation), with a progress bar.
+def generate_batches(model, variables, labels, key, batch_size: int = 1000, progress: bool = True,
+                     sampler=None):
+  """(start, uint8 samples) for len(labels) samples, batch_size at a time (one compilation: the
+  last batch is padded), with a progress bar; memory stays one batch whatever len(labels) is.
   sampler: report.make_sampler(model) already compiled for this batch size (timing without it)."""
   sample = sampler or report.make_sampler(model)
-  out = []
   for i, start in enumerate(show_progress(range(0, len(labels), batch_size), desc="sampling",
                                           disable=not progress)):
     y = labels[start:start + batch_size]
     y_full = np.pad(y, (0, batch_size - len(y)))  # Pad the last batch to the same shape.
-    out.append(viz.to_uint8(sample(variables, jnp.asarray(y_full), jax.random.fold_in(key, i)))[:len(y)])
-  return np.concatenate(out)
+    images = sample(variables, jnp.asarray(y_full), jax.random.fold_in(key, i))
+    yield start, viz.to_uint8(images)[:len(y)]
+
+
+def generate(model, variables, labels, key, batch_size: int = 1000, progress: bool = True,
+             sampler=None):
+  """len(labels) samples as uint8: generate_batches' batches in one array."""
+  return np.concatenate([images for _, images in generate_batches(
+      model, variables, labels, key, batch_size, progress, sampler)])
 
 
 def reconstruct(model, variables, images, labels, batch_size: int, progress: bool = True,
@@ -207,9 +219,9 @@ def reconstruct(model, variables, images, labels, batch_size: int, progress: boo
 
 def score_samples(ref: Reference, config, model, variables, num_samples: int,
                   progress: bool = True, batch_size: int = 1000, sampler=None):
-  """(sample_quality of num_samples samples, seconds the sampling took). Labels cycle through
-  the classes (ignored if unconditional); the keys are evaluate_variables', so mnistgen-evaluate
-  and mnistgen-sampling-curve give the same numbers for the same settings."""
+  """(sample_quality of num_samples samples, seconds the sampling took, the uint8 samples). Labels
+  cycle through the classes (ignored if unconditional); the keys are evaluate_variables', so
+  mnistgen-evaluate and mnistgen-sampling-curve give the same numbers for the same settings."""
   key = jax.random.fold_in(train_lib.root_keys(config.train.seed)["eval"], 1)
   num_classes = data.info(config.data.dataset).num_classes
   labels = np.arange(num_samples, dtype=np.int32) % num_classes
@@ -218,17 +230,18 @@ def score_samples(ref: Reference, config, model, variables, num_samples: int,
                     sampler or report.make_sampler(model, cpu_compiler.of_config(config)))
   seconds = time.perf_counter() - start
   return sample_quality(ref, images, jax.random.fold_in(key, 3),
-                        labels if model.conditional else None), seconds
+                        labels if model.conditional else None), seconds, images
 
 
 def evaluate_variables(config, model, variables, num_samples: int = 10000,
                        iwae_samples: int = 50, progress: bool = True,
                        ref: Reference | None = None, iwae_images: int = 0,
                        iwae_decodes_per_pass: int | None = None,
-                       reconstruction_images: int = 0) -> dict:
+                       reconstruction_images: int = 0, pictures: dict | None = None) -> dict:
   """Every evaluation that fits the model, on trained variables in memory (their sampling prior,
   if any, already fitted by training); returns a dict for eval.json's 'evaluation' block, with
-  the wall seconds of each part under 'seconds'. iwae_images > 0: the IWAE bound of the first
+  the wall seconds of each part under 'seconds'. pictures: a dict to receive grids (uint8) of
+  the first samples and reconstructions evaluated, for TensorBoard. iwae_images > 0: the IWAE bound of the first
   iwae_images test images only (recorded as iwae_images). iwae_decodes_per_pass: see
   likelihood.iwae_nll_per_image (speed only). reconstruction_images > 0: the reconstruction FID
   of the first that many test images only (recorded; for decoders that draw pixel by pixel)."""
@@ -252,11 +265,20 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
                         min(config.train.eval_batch_size, count), progress,
                         cpu_compiler.of_config(config))
     out["reconstructions"] = {"fid_lenet": ref.fid(recon, "reconstruction features")}
+    if pictures is not None:  # Test digits in the top row, their reconstructions below.
+      pictures["reconstructions"] = viz.grid(np.concatenate(
+          [ref.test_images[:PICTURE_RECONSTRUCTIONS], recon[:PICTURE_RECONSTRUCTIONS]]),
+          ncol=PICTURE_RECONSTRUCTIONS)
     if count < len(ref.test_images):
       out["reconstructions"]["images"] = count
     took("reconstructions")
   if supports(model, "sample"):
-    out["samples"], _ = score_samples(ref, config, model, variables, num_samples, progress)
+    out["samples"], _, samples = score_samples(ref, config, model, variables, num_samples,
+                                               progress)
+    if pictures is not None:
+      shown = samples[:PICTURE_SAMPLES]
+      pictures["samples"] = viz.grid(shown, report.grid_columns(
+          model, len(shown), data.info(config.data.dataset).num_classes))
     took("samples")
   if supports(model, "log_importance_weights") and iwae_samples > 0:
     # A model of binarized digits is scored on the fixed binarization of the test set.
@@ -280,13 +302,34 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
 def evaluate_run(workdir: str, num_samples: int = 10000, iwae_samples: int = 50,
                  progress: bool = True, ref: Reference | None = None, config=None,
                  iwae_images: int = 0, iwae_decodes_per_pass: int | None = None,
-                 reconstruction_images: int = 0) -> dict:
+                 reconstruction_images: int = 0, pictures: dict | None = None) -> dict:
   """evaluate_variables of the run in workdir, at its latest checkpoint; config: its config with
   sampling fields changed (e.g. sample_steps), else the saved one."""
   config, _, model, state = runs.restore_run(workdir, config=config)
   return {"step": int(state.step), **evaluate_variables(
       config, model, state.variables(), num_samples, iwae_samples, progress, ref, iwae_images,
-      iwae_decodes_per_pass, reconstruction_images)}
+      iwae_decodes_per_pass, reconstruction_images, pictures)}
+
+
+def summary_scalars(evaluation: dict) -> dict:
+  """eval.json's 'evaluation' block as TensorBoard scalars: 'eval/samples/fid_lenet',
+  'eval/iwae_nll_k50', 'eval/samples/label_accuracy/digit_3', ... (not the timings)."""
+  out = {}
+
+  def walk(prefix, value):
+    if isinstance(value, dict):
+      for k, v in value.items():
+        walk(f"{prefix}/{k}", v)
+    elif isinstance(value, list):
+      for d, v in enumerate(value):
+        walk(f"{prefix.removesuffix('_per_digit')}/digit_{d}", v)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+      out[prefix] = float(value)
+
+  for key, value in evaluation.items():
+    if key not in ("step", "seconds", "sampling", "calibration_source"):
+      walk(f"eval/{key}", value)
+  return out
 
 
 def save_evaluation(workdir: str, evaluation: dict) -> str:
@@ -303,12 +346,15 @@ def evaluate_trained_run(workdir: str, num_samples: int, iwae_samples: int,
   config, _, model, state = runs.restore_run(workdir)
   if not supports(model, "sample"):
     return None
+  pictures = {}
   try:
     evaluation = {"step": int(state.step), **evaluate_variables(
         config, model, state.variables(), num_samples, iwae_samples, progress,
-        reconstruction_images=reconstruction_images)}
+        reconstruction_images=reconstruction_images, pictures=pictures)}
   except features_lib.FeatureNetworkError as e:
     print_fn(f"evaluation skipped: {e}")
     return None
   save_evaluation(workdir, evaluation)
+  runs.write_summaries(workdir, evaluation["step"], summary_scalars(evaluation),
+                       {f"eval/{k}": v for k, v in pictures.items()})
   return evaluation

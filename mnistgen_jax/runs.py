@@ -216,12 +216,32 @@ class MetricsLog:
         if k not in ("step", "epoch", "split") and isinstance(v, float):
           self.tensorboard.add_scalar(f"{r['split']}/{k}", v, r["step"])
 
+  def scalars(self, step: int, values: dict) -> None:
+    """TensorBoard-only scalars of a step (learning rate, throughput): not training results."""
+    if self.tensorboard is not None:
+      for tag, value in values.items():
+        self.tensorboard.add_scalar(tag, value, step)
+
   def close(self) -> None:
     if self.tensorboard is not None:
       self.tensorboard.close()
 
   def train_seconds(self) -> float:
     return self._train_seconds
+
+
+def write_summaries(workdir: str, step: int, scalars: dict, images: dict | None = None) -> None:
+  """Scalars (tag -> number) and images (tag -> uint8 (H, W) grid) into workdir/tensorboard at
+  `step`, in an event file of their own beside training's (TensorBoard shows them together)."""
+  from tensorboardX import SummaryWriter
+  writer = SummaryWriter(os.path.join(workdir, "tensorboard"))
+  try:
+    for tag, value in scalars.items():
+      writer.add_scalar(tag, value, step)
+    for tag, image in (images or {}).items():
+      writer.add_image(tag, image, step, dataformats="HW")
+  finally:
+    writer.close()
 
 
 def load_stage1(config, family) -> models.Stage1 | None:

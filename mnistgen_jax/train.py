@@ -49,14 +49,24 @@ def iwae_schedule(learning_rate: float, steps_per_epoch: int, stages: int = 8):
       learning_rate, {int(e) * steps_per_epoch: 10 ** (-1 / 7) for e in ends})
 
 
-def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
-  """Adam; lr_schedule 'cosine' decays the rate to 0 over total_steps, 'iwae' is iwae_schedule."""
+def learning_rate(config, total_steps: int):
+  """Adam's learning rate: config.train.learning_rate, or a schedule of the step (optax) for
+  lr_schedule 'cosine' (to 0 over total_steps) and 'iwae' (iwae_schedule)."""
   if config.train.lr_schedule == "cosine":
-    return optax.adam(optax.cosine_decay_schedule(config.train.learning_rate, max(total_steps, 1)))
+    return optax.cosine_decay_schedule(config.train.learning_rate, max(total_steps, 1))
   if config.train.lr_schedule == "iwae":
-    return optax.adam(iwae_schedule(config.train.learning_rate,
-                                    max(total_steps // config.run.num_epochs, 1)))
-  return optax.adam(config.train.learning_rate)
+    return iwae_schedule(config.train.learning_rate, max(total_steps // config.run.num_epochs, 1))
+  return config.train.learning_rate
+
+
+def rate_at(rate, step: int) -> float:
+  """A learning rate (a number or a schedule) at `step`."""
+  return float(rate(step)) if callable(rate) else float(rate)
+
+
+def make_optimizer(config, total_steps: int) -> optax.GradientTransformation:
+  """Adam at learning_rate(config, total_steps)."""
+  return optax.adam(learning_rate(config, total_steps))
 
 
 def to_float(images: jnp.ndarray) -> jnp.ndarray:
@@ -102,6 +112,7 @@ def make_train_step(model, tx, method: str = "losses",
         state.params, state, x, y, key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
+    metrics = {**metrics, "grad_norm": optax.global_norm(grads)}
     return state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                          model_state=dict(model_state)), metrics
 

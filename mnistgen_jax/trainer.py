@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mnistgen_jax import parallel, report, runs, train_setup
+from mnistgen_jax import configs, parallel, report, runs, train_setup
 from mnistgen_jax.errors import Interrupted, UserError
 from mnistgen_jax import train as train_lib
 
@@ -168,6 +168,7 @@ class Loop:
     print_fn(f"{config.family}: {num_params:,} parameters, {len(train_x):,} training images, "
              f"{setup.steps_per_epoch} steps/epoch, {setup.total_steps} steps, {setup.mesh.size} "
              f"{setup.mesh.devices.flat[0].platform.upper()} device(s)")
+    print_fn(configs.describe_changes(config) + f" (all of it: {runs.config_path(workdir)})")
     return cls(setup, workdir, ckpt, log, primary, print_fn, state, (train_x, train_y),
                (test_x, test_y), train_inputs, setup.new_runner(),
                training.fit_prior(model, config), snapshot,
@@ -216,6 +217,9 @@ class Loop:
                      "train_seconds": round(self.train_seconds, 3),
                      **{k: float(v[i]) for k, v in metrics.items()}} for i in range(length)])
     chunk_rate = length * config.train.batch_size / seconds
+    self.log.scalars(step, {"train/images_per_second": chunk_rate, **{
+        f"train/{name}": train_lib.rate_at(rate, step - 1)  # the rate the last step used
+        for name, rate in setup.family.training.learning_rates(config, setup.total_steps).items()}})
     rate = chunk_rate if rate is None else 0.7 * rate + 0.3 * chunk_rate
     eta = (setup.total_steps - step) * config.train.batch_size / rate
     terms = " ".join(f"{k} {float(np.mean(v)):.3f}" for k, v in metrics.items())

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import init_state, init_variables, tiny_config
 from mnistgen_jax import configs, data, models, runs, train_setup, trainer
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models import nets
@@ -31,7 +31,7 @@ def test_dynamic_binarization_draws_fresh_bits_each_step(mnist_slice):
   config = tiny_config("vae")
   model = models.get("vae").build(config)
   tx = train_lib.make_optimizer(config, 10)
-  fresh = lambda: train_lib.init_state(model, tx, 0, (28, 28, 1))  # the runner donates its state
+  fresh = lambda: init_state(model, tx)  # the runner donates its state
 
   def record(state, x, y):
     del y
@@ -74,8 +74,8 @@ def test_binarized_run_resumes_exactly_and_tests_on_the_fixed_binarization(tmp_p
 def _vae(mnist_slice, **overrides):
   config = tiny_config("vae", **overrides)
   model = models.get("vae").build(config)
-  variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)},
-                         jnp.zeros((2, 28, 28, 1)), jnp.zeros((2,), jnp.int32), method="losses")
+  variables = init_variables(model, jnp.zeros((2, 28, 28, 1)),
+                             jnp.zeros((2,), jnp.int32))
   x = jnp.asarray(data.binarized(mnist_slice[0][:32]), jnp.float32) / 255
   return model, variables, x, jnp.asarray(mnist_slice[1][:32])
 
@@ -103,7 +103,7 @@ def test_iwae_objective_trains(mnist_slice):
   config = tiny_config("vae", objective="iwae", importance_samples=5, binarize="dynamic")
   model = models.get("vae").build(config)
   tx = train_lib.make_optimizer(config, 100)
-  state = train_lib.init_state(model, tx, 0, (28, 28, 1))
+  state = init_state(model, tx)
   run = train_lib.make_chunk_runner(model, tx, binarize_key=jax.random.PRNGKey(0))
   images, labels = jnp.asarray(mnist_slice[0]), jnp.asarray(mnist_slice[1])
   batches = jnp.tile(jnp.arange(256).reshape(4, 64), (10, 1))
@@ -154,13 +154,14 @@ def test_two_layer_vae_bounds(mnist_slice):
                        hidden2=(32,), latent_dims=(16, 8))
   model = models.get("hvae").build(config)
   tx = train_lib.make_optimizer(config, 100)
-  state = train_lib.init_state(model, tx, 0, (28, 28, 1))
+  state = init_state(model, tx)
   x = jnp.asarray(data.binarized(mnist_slice[0][:64]), jnp.float32) / 255
   y = jnp.asarray(mnist_slice[1][:64])
   rngs = {"sample": jax.random.PRNGKey(1)}
-  log_w = model.apply(state.variables(), x, y, 4, method="log_importance_weights", rngs=rngs)
+  log_w = jax.jit(lambda v: model.apply(v, x, y, 4, method="log_importance_weights",
+                                        rngs=rngs))(state.variables())
   assert log_w.shape == (64, 4) and np.all(np.isfinite(np.asarray(log_w)))
-  out = model.apply(state.variables(), x, y, method="losses", rngs=rngs)
+  out = jax.jit(lambda v: model.apply(v, x, y, method="losses", rngs=rngs))(state.variables())
   assert np.all(np.asarray(out["neg_iwae_k"]) <= np.asarray(out["neg_elbo_k"]) + 1e-4)
   np.testing.assert_allclose(out["loss"], out["neg_iwae_k"])
   step = jax.jit(train_lib.make_train_step(model, tx))
@@ -169,7 +170,7 @@ def test_two_layer_vae_bounds(mnist_slice):
     state, metrics = step(state, x, y)
     losses.append(float(metrics["loss"]))
   assert losses[-1] < losses[0] - 50, losses
-  images = model.apply(state.variables(), y[:5], method="sample", rngs=rngs)
+  images = jax.jit(lambda v: model.apply(v, y[:5], method="sample", rngs=rngs))(state.variables())
   assert images.shape == (5, 28, 28, 1) and 0 <= float(images.min()) <= float(images.max()) <= 1
 
 

@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import init_state, tiny_config
 from mnistgen_jax import configs, cpu_compiler, models, report
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.metrics import features
@@ -51,7 +51,7 @@ def test_the_option_reaches_the_compiled_sampler():
   config = tiny_config("conv_vae")
   model = models.get("conv_vae").build(config)
   tx = train_lib.make_optimizer(config, 10)
-  variables = train_lib.init_state(model, tx, 0, (28, 28, 1)).variables()
+  variables = init_state(model, tx).variables()
   args = (variables, jnp.zeros((8,), jnp.int32), jax.random.PRNGKey(2))
   # XLA's default on this jaxlib used YNN fusions on the AVX-512 hosts we measured (it may not on
   # every CPU, so that is not asserted); with the option, never.
@@ -69,7 +69,7 @@ def test_train_steps_agree_with_and_without_ynn_fusions(mnist_slice):
   batches = jnp.arange(128).reshape(2, 64)
   out = []
   for options in (None, OFF):
-    state = train_lib.init_state(model, tx, 0, (28, 28, 1))
+    state = init_state(model, tx)
     run = train_lib.make_chunk_runner(model, tx, loop="steps", compiler_options=options)
     state, metrics = run(state, images, labels, batches, 0, 2)
     out.append((state.params, metrics))

@@ -6,8 +6,8 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import tiny_config
-from mnistgen_jax import models, runs, train_setup, trainer
+from conftest import initial_state, tiny_config
+from mnistgen_jax import models, runs, trainer
 from mnistgen_jax.models import dcgan
 from mnistgen_jax import train as train_lib
 
@@ -16,7 +16,7 @@ def _setup(name="dcgan", **overrides):
   config = tiny_config(name, **overrides)
   family = models.get(name)
   model = family.build(config)
-  tx, state = train_setup.initial_state(family, model, config, 10)
+  tx, state = initial_state(family, model, config, 10)
   return config, family, model, tx, state
 
 
@@ -27,7 +27,8 @@ def test_shapes_and_finite_losses(name, hidden, mnist_slice):
     assert state.params["generator"]["Dense_0"]["kernel"].shape[-1] == hidden
     assert state.params["discriminator"]["Dense_0"]["kernel"].shape[-1] == hidden
   y = jnp.arange(6, dtype=jnp.int32)
-  images = model.apply(state.variables(), y, method="sample", rngs={"sample": jax.random.PRNGKey(0)})
+  images = jax.jit(lambda v: model.apply(v, y, method="sample",
+                                         rngs={"sample": jax.random.PRNGKey(0)}))(state.variables())
   assert images.shape == (6, 28, 28, 1) and 0 <= float(images.min()) <= float(images.max()) <= 1
   step = jax.jit(family.training.step(model, tx, config))
   x = train_lib.to_float(jnp.asarray(mnist_slice[0][:32]))
@@ -56,7 +57,7 @@ def test_each_loss_has_gradients_where_expected(mnist_slice):
     return jax.nn.softplus(-model.apply({"params": p, **state.model_state}, fake, y,
                                         method="discriminate")).mean()
 
-  gd, gg = jax.grad(d_loss)(params), jax.grad(g_loss)(params)
+  gd, gg = jax.jit(jax.grad(d_loss))(params), jax.jit(jax.grad(g_loss))(params)
   assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(gd["generator"]))
   assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(gd["discriminator"]))
   assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(gg["generator"]))
@@ -100,12 +101,12 @@ def test_generator_step_leaves_the_discriminator_as_its_own_update_left_it(mnist
   smoothing and R1 where set): G's update changed nothing in D, and G changed (its update ran),
   while D's update did not touch G before it."""
   config, family, model, tx, state = _setup(**options)
-  step = family.training.step(model, tx, config)
+  step = jax.jit(family.training.step(model, tx, config))
   x = train_lib.to_float(jnp.asarray(mnist_slice[0][:32]))
   y = jnp.asarray(mnist_slice[1][:32])
   new, _ = step(state, x, y)
-  d_grads = jax.grad(lambda dp: _d_loss_like_step(
-      model, state, dp, x, y, config.model.gan_label_smoothing, config.model.gan_r1_gamma))(
+  d_grads = jax.jit(jax.grad(lambda dp: _d_loss_like_step(
+      model, state, dp, x, y, config.model.gan_label_smoothing, config.model.gan_r1_gamma)))(
           state.params["discriminator"])
   d_adam = optax.adam(options.get("gan_d_learning_rate", config.train.learning_rate), b1=0.5)
   updates, _ = d_adam.update(d_grads, d_adam.init(state.params["discriminator"]),
@@ -125,7 +126,7 @@ def test_generator_step_leaves_the_discriminator_as_its_own_update_left_it(mnist
 
 def test_ema_generator_has_batch_stats_of_its_own_and_samples_with_them(mnist_slice):
   config, family, model, tx, state = _setup()
-  step = family.training.step(model, tx, config)
+  step = jax.jit(family.training.step(model, tx, config))
   x = train_lib.to_float(jnp.asarray(mnist_slice[0][:32]))
   y = jnp.asarray(mnist_slice[1][:32])
   for _ in range(3):

@@ -8,7 +8,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import ROOT, tiny_config
+from conftest import ROOT, init_state, tiny_config
 from mnistgen_jax import train as train_lib
 from mnistgen_jax import cpu_compiler, runs, trainer
 from mnistgen_jax import evaluation
@@ -192,7 +192,7 @@ def test_batched_reconstruction_matches_the_whole_set_applier(mnist_slice):
   from mnistgen_jax import models, viz
   config = tiny_config("vae")
   model = models.get("vae").build(config)
-  state = train_lib.init_state(model, train_lib.make_optimizer(config, 1), 0, (28, 28, 1))
+  state = init_state(model, train_lib.make_optimizer(config, 1))
   images, labels = mnist_slice[0][:250], mnist_slice[1][:250]
   want = viz.to_uint8(train_lib.make_applier(model, "reconstruct", 100)(
       state.variables(), images, labels))

@@ -159,7 +159,9 @@ def test_losses_match_the_golden_record(name, straight_run):
   with open(path) as f:
     record = json.load(f)
   want = record["records"]
-  assert [sorted(r) for r in got] == [sorted(r) for r in want]
+  # Terms logged since the record was made (e.g. grad_norm) may be added; none may go.
+  assert all(set(w) <= set(g) for g, w in zip(got, want)), (got, want)
+  got = [{k: g[k] for k in w} for g, w in zip(got, want)]
   if record["cpu"] == cpu_kind():
     assert got == want
   else:

@@ -41,7 +41,8 @@ def test_generate_a_digit_as_png_and_npy(runs, tmp_path):
                    env=keep_all)
   assert proc.returncode == 0, proc.stderr[-2000:]
   images = np.load(npy)
-  assert images.shape == (12, 28, 28, 1) and images.dtype == np.uint8
+  assert images.shape == (12, 28, 28) and images.dtype == np.uint8
+  np.testing.assert_array_equal(np.load(tmp_path / "d_labels.npy"), [3] * 12)
   assert Image.open(out).size == (2 * (4 * 30 + 2), 2 * (3 * 30 + 2))  # 4 columns, 3 rows
   again = tmp_path / "again.npy"
   compiled = sorted(os.listdir(cache))
@@ -59,7 +60,8 @@ def test_plain_autoencoder_samples_through_its_fitted_prior(runs, tmp_path):
                    f"--npy={tmp_path / 'a.npy'}")
   assert proc.returncode == 0, proc.stderr[-2000:]
   images = np.load(tmp_path / "a.npy")
-  assert images.shape == (5, 28, 28, 1) and images.std() > 0
+  assert images.shape == (5, 28, 28) and images.std() > 0
+  assert not (tmp_path / "a_labels.npy").exists()  # unconditional: no labels
 
 
 def test_a_flow_prior_draws_a_digit_with_other_sampling_settings(runs, tmp_path):
@@ -72,14 +74,48 @@ def test_a_flow_prior_draws_a_digit_with_other_sampling_settings(runs, tmp_path)
                      f"--out={tmp_path / name}.png", f"--npy={npy}", *extra)
     assert proc.returncode == 0, proc.stderr[-2000:]
     drawn[name] = np.load(npy)
-  assert drawn["own"].shape == drawn["other"].shape == (6, 28, 28, 1)
+  assert drawn["own"].shape == drawn["other"].shape == (6, 28, 28)
   assert np.abs(drawn["own"].astype(int) - drawn["other"]).max() > 0
   assert (runs / "latent_flow" / "config.json").read_text() == config_before  # Not retrained.
 
 
+def test_npz_holds_images_and_labels_in_the_order_asked(runs, tmp_path):
+  drawn, grouped = tmp_path / "drawn.npz", tmp_path / "grouped.npz"
+  for path, order, batch in ((drawn, "drawn", 1000), (grouped, "by_digit", 1000)):
+    proc = _generate(f"--workdir={runs / 'cond_vae'}", "--num=25", f"--npy={path}",
+                     f"--order={order}", f"--batch_size={batch}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"wrote 25 samples of cond_vae ({order} order) to {path}\n" == proc.stdout
+  assert sorted(os.listdir(tmp_path)) == ["drawn.npz", "grouped.npz"]  # no PNG unless asked
+  with np.load(drawn) as a, np.load(grouped) as b:
+    assert a["images"].shape == (25, 28, 28) and a["images"].dtype == np.uint8
+    np.testing.assert_array_equal(a["labels"], np.arange(25) % 10)
+    order = np.argsort(a["labels"], kind="stable")
+    np.testing.assert_array_equal(b["labels"], np.sort(a["labels"]))
+    np.testing.assert_array_equal(b["images"], a["images"][order])  # the same draws, regrouped
+
+
+def test_the_grid_is_capped_and_the_file_written_in_batches(runs, tmp_path):
+  npy, out = tmp_path / "many.npy", tmp_path / "grid.png"
+  proc = _generate(f"--workdir={runs / 'ae'}", "--num=450", f"--npy={npy}", f"--out={out}",
+                   "--batch_size=64")
+  assert proc.returncode == 0, proc.stderr[-2000:]
+  assert f"{out} shows the first 400 of the 450 samples (the grid's cap)" in proc.stdout
+  images = np.load(npy)
+  assert images.shape == (450, 28, 28) and images[-10:].std() > 0  # the short last batch too
+  assert Image.open(out).size == (2 * (20 * 30 + 2), 2 * (20 * 30 + 2))  # 20 x 20
+  grid = np.asarray(Image.open(out))[::2, ::2]  # back to one pixel per pixel
+  np.testing.assert_array_equal(grid[2:30, 2:30], images[0])
+  np.testing.assert_array_equal(grid[2 + 19 * 30:30 + 19 * 30, 2 + 19 * 30:30 + 19 * 30],
+                                images[399])
+  assert "sampling" in proc.stderr  # progress, as plain lines off a terminal
+
+
 @pytest.mark.parametrize("args,message", [
     (["--digit=3"], "error: --digit needs a conditional model; 'ae' is unconditional"),
-    (["--num=0"], "error: --num must be a positive integer, got 0"),
+    (["--num=0"], "error: --num must be in 1..10000000, got 0"),
+    (["--num=1000000000"], "error: --num must be in 1..10000000, got 1000000000"),
+    (["--interpolate=0,1", "--steps=100000000"], "error: --steps must be in 2..1000"),
     (["--temperature=0.5"], "error: --temperature is for vqvae_cond_prior, vqvae_prior runs, not 'ae'"),
     (["--sample_steps=5"], "error: --sample_steps is for cond_flow, flow, latent_flow runs, not 'ae'"),
 ])

@@ -1,10 +1,9 @@
 """Latent tools: lerp/slerp numerics, the PCA projection, decode consistency."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import init_variables, tiny_config
 from mnistgen_jax import latent, models
 from mnistgen_jax.train import to_float
 
@@ -49,8 +48,7 @@ def test_decode_of_encode_is_reconstruct_and_paths_start_at_the_endpoints(mnist_
   family = models.get(name)
   model = family.build(config)
   x, y = to_float(jnp.asarray(mnist_slice[0][:2])), jnp.asarray(mnist_slice[1][:2])
-  variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, x, y,
-                         method="losses")
+  variables = init_variables(model, x, y)
   codes = model.apply(variables, x, y, method="encode")
   np.testing.assert_allclose(model.apply(variables, codes, y, method="decode"),
                              model.apply(variables, x, y, method="reconstruct"), atol=1e-6)

@@ -2,7 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conftest import tiny_config
+from conftest import init_state, init_variables, tiny_config
 from mnistgen_jax import models
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.metrics import likelihood
@@ -12,7 +12,7 @@ def _trained_vae(mnist_slice, name="vae"):
   config = tiny_config(name)
   model = models.get(name).build(config)
   tx = train_lib.make_optimizer(config, 100)
-  state = train_lib.init_state(model, tx, 0, (28, 28, 1))
+  state = init_state(model, tx)
   step = jax.jit(train_lib.make_train_step(model, tx))
   for i in range(30):
     idx = np.arange(64) + 64 * (i % 4)
@@ -27,10 +27,9 @@ def test_iwae_bound_is_the_elbo_at_k1_and_tightens_with_k(mnist_slice):
   key = jax.random.PRNGKey(5)
   k1 = likelihood.iwae_nll(model, variables, images, labels, key, num_samples=1)
   k64 = likelihood.iwae_nll(model, variables, images, labels, key, num_samples=64)
-  elbo = np.mean([
-      float(model.apply(variables, jnp.asarray(images) / 255.0, jnp.asarray(labels),
-                        method="losses", rngs={"sample": jax.random.PRNGKey(s)})["loss"].mean())
-      for s in range(8)])
+  losses = jax.jit(lambda v, k: model.apply(v, jnp.asarray(images) / 255.0, jnp.asarray(labels),
+                                            method="losses", rngs={"sample": k})["loss"].mean())
+  elbo = np.mean([float(losses(variables, jax.random.PRNGKey(s))) for s in range(8)])
   assert abs(k1 - elbo) < 0.01 * elbo, (k1, elbo)
   assert k64 < k1 - 0.5, (k64, k1)  # A strictly tighter bound on -log p(x).
 
@@ -88,10 +87,10 @@ def test_decoding_the_samples_in_passes_keeps_the_draws_and_the_values(mnist_sli
   for name, fields in (("conv_vae", {}), ("hvae", dict(hidden=(64,), hidden2=(32,),
                                                        latent_dims=(16, 8)))):
     model = models.get(name).build(tiny_config(name, **fields))
-    variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)},
-                           x, y, method="losses")
-    at_once = model.apply(variables, x, y, 7, method="log_importance_weights", rngs=rngs)
-    in_passes = model.apply(variables, x, y, 7, 3, method="log_importance_weights", rngs=rngs)
+    variables = init_variables(model, x, y, method="losses")
+    weights = jax.jit(lambda v, per_pass: model.apply(
+        v, x, y, 7, per_pass, method="log_importance_weights", rngs=rngs), static_argnums=1)
+    at_once, in_passes = weights(variables, 0), weights(variables, 3)
     assert at_once.shape == in_passes.shape == (20, 7)
     np.testing.assert_allclose(in_passes, at_once, rtol=1e-5, err_msg=name)
     bounds = [likelihood.iwae_nll_per_image(model, variables, mnist_slice[0][:40],

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import tiny_config
-from mnistgen_jax import models, train_setup
+from conftest import initial_state, tiny_config
+from mnistgen_jax import models
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models.ae import fit_gaussian_prior
 from mnistgen_jax.models.vae import gaussian_kl
@@ -19,7 +19,7 @@ def _model_and_state(name, **overrides):
   config = tiny_config(name, **overrides)
   family = models.get(name)
   model = family.build(config)
-  tx, state = train_setup.initial_state(family, model, config, total_steps=100)
+  tx, state = initial_state(family, model, config, total_steps=100)
   return config, model, tx, state
 
 
@@ -67,7 +67,7 @@ def test_every_parameter_gets_a_gradient(name, mnist_slice):
                       rngs={"sample": jax.random.PRNGKey(0)})
     return out["loss"].mean()
 
-  grads = jax.grad(loss)(state.params)
+  grads = jax.jit(jax.grad(loss))(state.params)
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     assert bool(jnp.isfinite(g).all()) and float(jnp.abs(g).max()) > 0, path
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import RUN_ONCE, init_state, init_variables, tiny_config
 from mnistgen_jax import configs, data, models
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models import nets, pixel_vae
@@ -29,7 +29,8 @@ def test_pixelcnn_logits_see_only_earlier_pixels(kernel, layers):
   size, n = 8, 64
   images = jax.random.bernoulli(jax.random.PRNGKey(0), 0.5, (8, 1, size, size, 1))
   features = jax.random.normal(jax.random.PRNGKey(1), (8, 1, size, size, 4))
-  params = net.init(jax.random.PRNGKey(2), images[0].astype(jnp.float32), features[0])
+  params = jax.jit(net.init, **RUN_ONCE)(jax.random.PRNGKey(2), images[0].astype(jnp.float32),
+                                         features[0])
 
   def jacobian(x, f):  # (pixel i, input pixel j) of one image
     logits = lambda flat: net.apply(params, flat.reshape(x.shape), f).reshape(-1)
@@ -49,8 +50,7 @@ def _model(mnist_slice, **overrides):
   model = models.get("pixel_vae").build(config)
   x = jnp.asarray(data.binarized(mnist_slice[0][:32]), jnp.float32) / 255
   y = jnp.asarray(mnist_slice[1][:32])
-  variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)},
-                         x, y, method="losses")
+  variables = init_variables(model, x, y, method="losses")
   return config, model, variables, x, y
 
 
@@ -103,8 +103,8 @@ def test_samples_follow_the_models_probabilities():
                              image_shape=(8, 8, 1), num_classes=0, pixel_channels=8,
                              pixel_layers=1, pixel_kernel=3)
   z = jnp.zeros((1000, 4))
-  variables = model.init({"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)},
-                         jnp.zeros((2, 8, 8, 1)), jnp.zeros((2,), jnp.int32), method="losses")
+  variables = init_variables(model, jnp.zeros((2, 8, 8, 1)),
+                             jnp.zeros((2,), jnp.int32))
   draw = jax.jit(lambda v, z, k: model.apply(v, z, k, method="draw_pixels"))
   one, again = draw(variables, z, jax.random.PRNGKey(0)), draw(variables, z, jax.random.PRNGKey(0))
   other = draw(variables, z, jax.random.PRNGKey(1))
@@ -131,7 +131,7 @@ def test_pixel_vae_trains_on_binarized_digits(mnist_slice):
   config = tiny_config("pixel_vae", binarize="dynamic", kl_warmup_steps=20)
   model = models.get("pixel_vae").build(config)
   tx = train_lib.make_optimizer(config, 100)
-  state = train_lib.init_state(model, tx, 0, (28, 28, 1))
+  state = init_state(model, tx)
   step = models.get("pixel_vae").training.step(model, tx, config)
   run = train_lib.make_chunk_runner(model, tx, step, binarize_key=jax.random.PRNGKey(0))
   images, labels = jnp.asarray(mnist_slice[0]), jnp.asarray(mnist_slice[1])

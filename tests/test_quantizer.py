@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import tiny_config
+from conftest import init_state, tiny_config
 from mnistgen_jax import models, quantizer
 from mnistgen_jax import train as train_lib
 
@@ -104,7 +104,7 @@ def test_vqvae_trains_and_updates_the_right_parameters(mode, mnist_slice):
   config = tiny_config("vqvae", codebook_mode=mode, num_codes=16, code_dim=4, restart_after=5)
   model = models.get("vqvae").build(config)
   tx = train_lib.make_optimizer(config, 100)
-  state = train_lib.init_state(model, tx, 0, (28, 28, 1))
+  state = init_state(model, tx)
   step = jax.jit(train_lib.make_train_step(model, tx))
   x = train_lib.to_float(jnp.asarray(mnist_slice[0][:64]))
   y = jnp.asarray(mnist_slice[1][:64])

@@ -174,6 +174,12 @@ def test_binary_trains_a_tiny_run(tmp_path):
       cwd=ROOT, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-2000:]
   assert "img/s | ETA" in proc.stdout and "done: 4 steps" in proc.stdout
+  # The fields that differ from the family's defaults, as flags, before the first step.
+  config_line = next(line for line in proc.stdout.splitlines() if line.startswith("config: "))
+  assert "--hidden=32" in config_line and "--channels=8" in config_line
+  assert "--batch_size=64" in config_line
+  assert config_line.endswith(f"the rest cond_vae's defaults (all of it: {tmp_path}/config.json)")
+  assert "--latent_dim" not in config_line  # a default, not listed
   assert Image.open(tmp_path / "samples.png").size == (2 * (10 * 30 + 2),) * 2  # 10x10 digits
 
 

@@ -57,11 +57,13 @@ def main(argv):
   start = time.perf_counter()
   ref = evaluation.Reference.load(config.data.dataset, progress=FLAGS.progress, **data_kw)
   reference_seconds = time.perf_counter() - start
+  pictures = {}
   result = evaluation.evaluate_run(FLAGS.workdir, FLAGS.num_samples, FLAGS.iwae_samples,
-                                 progress=FLAGS.progress, ref=ref, config=config,
-                                 iwae_images=FLAGS.iwae_images,
-                                 iwae_decodes_per_pass=FLAGS.iwae_decodes_per_pass,
-                                 reconstruction_images=FLAGS.reconstruction_images)
+                                   progress=FLAGS.progress, ref=ref, config=config,
+                                   iwae_images=FLAGS.iwae_images,
+                                   iwae_decodes_per_pass=FLAGS.iwae_decodes_per_pass,
+                                   reconstruction_images=FLAGS.reconstruction_images,
+                                   pictures=pictures)
   result["seconds"] = {"reference": round(reference_seconds, 2), **result["seconds"]}
   # How the samples were drawn (the run's own settings, or the flags that changed them).
   result["sampling"] = config.sampling.to_dict()
@@ -73,6 +75,12 @@ def main(argv):
   result["seconds"]["total"] = round(time.perf_counter() - start, 2)
 
   path = evaluation.save_evaluation(FLAGS.workdir, result)  # An OS error: one line (run_binary).
+  # TensorBoard at the run's step: this evaluation's figures (not the calibration rows, which
+  # are of real images) and its pictures.
+  runs.write_summaries(FLAGS.workdir, result["step"],
+                       {k: v for k, v in evaluation.summary_scalars(result).items()
+                        if not k.startswith("eval/calibration")},
+                       {f"eval/{k}": v for k, v in pictures.items()})
 
   rows, name = [], config.family
   if "reconstructions" in result:

@@ -53,8 +53,8 @@ def measure(config, ref, num_samples, batch_size, progress):
   # Compiled before the clock starts, for the batch shape that generate uses.
   jax.block_until_ready(sampler(variables, jnp.zeros((batch_size,), jnp.int32),
                                 jax.random.PRNGKey(0)))
-  metrics, seconds = evaluation.score_samples(ref, config, model, variables, num_samples, progress,
-                                            batch_size, sampler)
+  metrics, seconds, _ = evaluation.score_samples(ref, config, model, variables, num_samples,
+                                                progress, batch_size, sampler)
   return num_samples / seconds, metrics
 
 

@@ -123,6 +123,23 @@ def get_config(model: str = "vae", **overrides) -> ml_collections.ConfigDict:
   return validate(config)
 
 
+def changed_fields(config: ml_collections.ConfigDict) -> dict:
+  """{field: value} of config's fields that differ from its family's defaults (of its preset)."""
+  defaults = fields(get_config(config.family, preset=config.preset))
+  return {name: value for name, value in fields(config).items() if defaults.get(name) != value}
+
+
+def describe_changes(config: ml_collections.ConfigDict) -> str:
+  """One line: the fields that differ from the family's defaults, as command-line flags."""
+  changed = changed_fields(config)
+  preset = f" (preset {config.preset})" if config.preset else ""
+  if not changed:
+    return f"config: {config.family}'s defaults{preset}"
+  shown = " ".join(f"--{k}={','.join(map(str, v)) if isinstance(v, tuple) else v}"
+                   for k, v in changed.items())
+  return f"config: {shown}; the rest {config.family}'s defaults{preset}"
+
+
 def saved_family(saved) -> str | None:
   """The family a saved config.json (a dict of any layout) names; None where it names none."""
   if not isinstance(saved, dict):

@@ -191,7 +191,8 @@ def make_train_step(model, tx: PerNetworkAdam, config):
         state = state.replace(model_state={**state.model_state, "ema": {
             **ema, "batch_stats": ema_stats["batch_stats"]["generator"]}})
     metrics = {"loss": g_value, "d_loss": d_value, "g_loss": g_value, "d_real": d_real,
-               "d_fake": d_fake}
+               "d_fake": d_fake, "d_grad_norm": optax.global_norm(d_grads),
+               "g_grad_norm": optax.global_norm(g_grads)}
     return state, metrics
 
   return step
@@ -205,10 +206,15 @@ class AlternatingTraining(Training):
   epoch_snapshots = True
 
   def optimizer(self, config, total_steps: int):
+    rates = self.learning_rates(config, total_steps)
+    return PerNetworkAdam(generator=optax.adam(rates["learning_rate/generator"], b1=0.5),
+                          discriminator=optax.adam(rates["learning_rate/discriminator"], b1=0.5))
+
+  def learning_rates(self, config, total_steps: int) -> dict:
     del total_steps
-    d_rate = config.model.gan_d_learning_rate or config.train.learning_rate
-    return PerNetworkAdam(generator=optax.adam(config.train.learning_rate, b1=0.5),
-                          discriminator=optax.adam(d_rate, b1=0.5))
+    return {"learning_rate/generator": config.train.learning_rate,
+            "learning_rate/discriminator": (config.model.gan_d_learning_rate
+                                            or config.train.learning_rate)}
 
   def init_variables(self, config, variables, stage1):
     """The EMA of the generator starts at its initial weights (and their statistics)."""

@@ -89,6 +89,10 @@ class Training:
     """An optax-like object with .init(params); default: Adam, optionally cosine-decayed."""
     return train_lib.make_optimizer(config, total_steps)
 
+  def learning_rates(self, config, total_steps: int) -> dict:
+    """{TensorBoard name: rate or schedule} of the optimizer's learning rates."""
+    return {"learning_rate": train_lib.learning_rate(config, total_steps)}
+
   def init_variables(self, config, variables: dict, stage1: Optional[Stage1]) -> dict:
     """Freshly initialised variables -> the run's initial ones (pretrained parts, EMA copies)."""
     del config, stage1
