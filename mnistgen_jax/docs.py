@@ -313,7 +313,8 @@ def record_run(root: str, name: str, workdir: str, command: str, what: str,
                 source=f"{RECORDS}/{name}/ (the run's eval.json and config.json)",
                 figures=figures)
   path = os.path.join(root, RECORDS, f"{name}.json")
-  files.write_atomically(path, lambda tmp: _write_text(tmp, json.dumps(record, indent=1, allow_nan=False) + "\n"))
+  text_ = json.dumps(record, indent=1, allow_nan=False) + "\n"
+  files.write_atomically(path, lambda tmp: _write_text(tmp, text_))
   return path
 
 

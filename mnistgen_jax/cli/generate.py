@@ -44,7 +44,8 @@ flags.DEFINE_string("npy", None, "write the samples as uint8 (num, 28, 28): PATH
 flags.DEFINE_enum("order", "drawn", ["drawn", "by_digit"],
                   "order of the samples in --npy and the grid: as drawn (labels 0..9 cycling) "
                   "or grouped by digit")
-flags.DEFINE_integer("batch_size", 1000, "samples drawn per compiled call (memory, not results)")
+flags.DEFINE_integer("batch_size", 1000, "samples drawn per compiled call (the memory used; "
+                     "another batch size draws other samples)")
 flags.DEFINE_string("interpolate", None, "i,j: a strip between test images i and j instead")
 flags.DEFINE_integer("steps", 10, "--interpolate: decoded points along the path")
 cli.define_sampling_flags()
