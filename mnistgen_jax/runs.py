@@ -244,53 +244,132 @@ def write_summaries(workdir: str, step: int, scalars: dict, images: dict | None 
     writer.close()
 
 
-def load_stage1(config, family) -> models.Stage1 | None:
-  """The trained run a multi-stage family builds on (config.model.stage1_workdir), checked: it
-  exists,
-  is of a family this one accepts, of the same dataset, and finished (its last checkpoint is the
-  end of its epochs)."""
+STAGE1_CONFIG = "stage1_config.json"  # a prior's copy of the config of the stage 1 it was trained on
+STAGE1_FOLDER = "stage1"              # where --stage1=FAMILY trains stage 1 (inside the prior's)
+
+
+def stage1_workdir(config, workdir: str | None = None) -> str:
+  """The stage-1 run a multi-stage config names: --stage1_workdir, or with --stage1=FAMILY the
+  folder inside the run's own workdir that stage 1 is trained into."""
+  if config.model.get("stage1") and workdir:
+    return os.path.join(workdir, STAGE1_FOLDER)
+  return config.model.stage1_workdir
+
+
+def is_finished(workdir: str, step: int, num_epochs: int) -> bool:
+  """Whether training wrote its results (eval.json) at `step`, the latest checkpoint's, after all
+  of the run's configured epochs."""
+  results = read_eval_json(workdir)
+  return results.get("step") == step and results.get("epochs") == num_epochs
+
+
+def load_stage1(config, family, workdir: str | None = None) -> models.Stage1 | None:
+  """The trained run a multi-stage family builds on.
+
+  A prior whose workdir (given) has checkpoints is self-contained: its stage 1 is built from the
+  stage-1 config stored beside them (STAGE1_CONFIG) and its weights are the checkpoints' own, so
+  a stage-1 workdir changed or deleted since cannot change what it decodes with (the variables
+  returned are zeros of the right shapes, for the restore to overwrite). Otherwise the stage-1
+  run (stage1_workdir) is loaded, checked: it exists, is of a family this one accepts, of the
+  same dataset, and finished."""
   if not family.stage1_families:
     return None
+  if workdir and is_self_contained(workdir):
+    return _stored_stage1(config, workdir)
   accepted = " or ".join(f"--model={n}" for n in family.stage1_families)
-  workdir = config.model.stage1_workdir
-  if not workdir:
+  stage1_dir = stage1_workdir(config, workdir)
+  if not stage1_dir:
     raise ValueError(f"--model={config.family} needs --stage1_workdir=<a finished run of "
-                     f"{accepted}>")
+                     f"{accepted}> (or --stage1=FAMILY, trained first)")
   try:
-    saved = _saved_config(workdir)
+    saved = _saved_config(stage1_dir)
   except CheckpointError as e:
-    raise ValueError(f"--stage1_workdir: {e}") from e
+    raise ValueError(f"stage 1 at {stage1_dir}: {e}") from e
   if saved is None:
-    raise ValueError(f"--stage1_workdir={workdir} holds no run (no config.json); train one with "
-                     f"{accepted} there first")
+    raise ValueError(f"--stage1_workdir={stage1_dir} holds no run (no config.json); train one "
+                     f"with {accepted} there first")
   if saved.family not in family.stage1_families:
-    raise ValueError(f"--stage1_workdir={workdir} holds a {saved.family!r} run, which "
+    raise ValueError(f"--stage1_workdir={stage1_dir} holds a {saved.family!r} run, which "
                      f"{config.family} cannot build on; train one with {accepted}")
   if saved.data.dataset != config.data.dataset:
-    raise ValueError(f"--stage1_workdir={workdir} was trained on {saved.data.dataset!r}, this "
+    raise ValueError(f"--stage1_workdir={stage1_dir} was trained on {saved.data.dataset!r}, this "
                      f"run is on {config.data.dataset!r}; pass --dataset={saved.data.dataset} or "
                      "another stage-1 run")
   try:
-    stage1_config, stage1_family, stage1_model, state = restore_run(workdir)
+    stage1_config, _, stage1_model, state = restore_run(stage1_dir)
   except CheckpointError as e:
-    raise ValueError(f"--stage1_workdir: {e}") from e
-  del stage1_family
-  # Finished: training wrote its results (eval.json) at the very step of the latest checkpoint,
-  # after all of the run's configured epochs.
-  results = read_eval_json(workdir)
-  if (results.get("step") != int(state.step)
-      or results.get("epochs") != stage1_config.run.num_epochs):
+    raise ValueError(f"stage 1 at {stage1_dir}: {e}") from e
+  if not is_finished(stage1_dir, int(state.step), stage1_config.run.num_epochs):
     raise ValueError(
-        f"--stage1_workdir={workdir} holds an unfinished run (its latest checkpoint, "
+        f"--stage1_workdir={stage1_dir} holds an unfinished run (its latest checkpoint, "
         f"step {int(state.step)}, is not the end of its {stage1_config.run.num_epochs} "
-        f"epochs); finish it first: mnistgen-train --workdir={workdir} resumes it")
-  return models.Stage1(workdir, stage1_config, stage1_model, state.variables())
+        f"epochs); finish it first: mnistgen-train --workdir={stage1_dir} resumes it")
+  return models.Stage1(stage1_dir, stage1_config, stage1_model, state.variables())
 
 
-def build(config):
-  """(family, module, stage1) of a config; a multi-stage family gets its stage-1 run loaded."""
+def _stored_stage1(config, workdir: str) -> models.Stage1:
+  """The stage 1 of a prior's own workdir: its stored config, zero variables of its shapes."""
+  path = os.path.join(workdir, STAGE1_CONFIG)
+  try:
+    with open(path) as f:
+      stage1_config = configs.from_saved(json.load(f))
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"{path} is unreadable or not a valid config ({e}); the prior's stage "
+                          "1 is defined by it: restore it, or train the prior in another "
+                          "--workdir") from e
+  family = models.get(stage1_config.family)
+  model = family.build(stage1_config, None)
+  abstract = jax.eval_shape(lambda: train_setup.initial_state(family, model, stage1_config, 0)[1])
+  zeros = jax.tree.map(lambda leaf: jax.numpy.zeros(leaf.shape, leaf.dtype), abstract.variables())
+  return models.Stage1(stage1_workdir(config, workdir), stage1_config, model, zeros)
+
+
+def write_stage1_config(workdir: str, stage1: models.Stage1) -> None:
+  """Stores the config of the stage 1 a prior trains on beside its checkpoints (which hold the
+  stage-1 weights): the prior then needs nothing else to decode."""
+  path = os.path.join(workdir, STAGE1_CONFIG)
+  text = stage1.config.to_json(indent=2)
+  if os.path.exists(path):
+    return  # written with the first checkpoint; never replaced by a later stage-1 workdir's
+  os.makedirs(workdir, exist_ok=True)
+
+  def write(tmp):
+    with open(tmp, "w") as f:
+      f.write(text)
+  write_atomically(path, write)
+
+
+def is_self_contained(workdir: str) -> bool:
+  """Whether a prior's workdir holds checkpoints and the config of their stage 1."""
+  return (latest_checkpoint_step(workdir) is not None
+          and os.path.exists(os.path.join(workdir, STAGE1_CONFIG)))
+
+
+def latest_checkpoint_step(workdir: str) -> int | None:
+  """The newest checkpoint's step (from the folder names, without opening the manager)."""
+  folder = os.path.join(workdir, "checkpoints")
+  steps = [int(n) for n in os.listdir(folder) if n.isdigit()] if os.path.isdir(folder) else []
+  return max(steps, default=None)
+
+
+def is_finished_run(workdir: str) -> bool:
+  """Whether workdir holds a run trained to the end of its epochs (is_finished)."""
+  step, config = latest_checkpoint_step(workdir), _saved_config(workdir)
+  return step is not None and config is not None and is_finished(workdir, step,
+                                                                 config.run.num_epochs)
+
+
+def is_evaluated(workdir: str) -> bool:
+  """Whether eval.json's evaluation is of the latest checkpoint."""
+  evaluation = read_eval_json(workdir).get("evaluation")
+  return isinstance(evaluation, dict) and evaluation.get("step") == latest_checkpoint_step(workdir)
+
+
+def build(config, workdir: str | None = None):
+  """(family, module, stage1) of a config; a multi-stage family gets its stage-1 run loaded (from
+  the run's own workdir where it is self-contained; load_stage1)."""
   family = models.get(config.family)
-  stage1 = load_stage1(config, family)
+  stage1 = load_stage1(config, family, workdir)
   return family, family.build(config, stage1), stage1
 
 
@@ -345,7 +424,7 @@ def restore_run(workdir: str, step: int | None = None, config=None):
   """(config, family, model, state) of the run in workdir, at its latest (or given) checkpoint.
   config: the run's config with resumable fields changed (e.g. temperature), else the saved one."""
   config = config or load_config(workdir)
-  family, model, stage1 = build(config)
+  family, model, stage1 = build(config, workdir)
   # The state's structure, shapes and dtypes (the same for any number of steps) without computing
   # it: initialising eagerly ran ~90 small computations, 2.7 s of the conv VAE's evaluation.
   abstract = jax.eval_shape(lambda: train_setup.initial_state(family, model, config, 0, stage1)[1])

@@ -58,6 +58,7 @@ class Setup:
   num_examples: int          # training examples
   steps_per_epoch: int
   total_steps: int
+  stage1: Any = None         # the models.Stage1 a multi-stage family trains on
 
   def new_runner(self) -> Callable:
     """A chunk runner of the step (train.make_chunk_runner): the family's loop, its compiler
@@ -111,4 +112,4 @@ def prepare(config, family, model, num_examples: int, stage1=None, mesh=None) ->
   step_model = cpu_compiler.for_scanned_step(model, config.run.train_loop)
   return Setup(config, family, model, step_model, mesh, tx, state,
                train_lib.root_keys(config.train.seed), family.training.step(step_model, tx, config),
-               num_examples, steps_per_epoch, total_steps)
+               num_examples, steps_per_epoch, total_steps, stage1)

@@ -77,10 +77,11 @@ def _format_seconds(s: float) -> str:
   return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
 
 
-def setup(config, num_examples: int) -> train_setup.Setup:
-  """The set-up training runs (train_setup.prepare of the built family, its stage 1 loaded) on
-  num_examples training examples, also what the benchmark and the A/B tool time."""
-  family, model, stage1 = runs.build(config)
+def setup(config, num_examples: int, workdir: str | None = None) -> train_setup.Setup:
+  """The set-up training runs (train_setup.prepare of the built family, its stage 1 loaded, from
+  the run's workdir where it stores its own) on num_examples training examples, also what the
+  benchmark and the A/B tool time."""
+  family, model, stage1 = runs.build(config, workdir)
   return train_setup.prepare(config, family, model, num_examples, stage1)
 
 
@@ -90,7 +91,7 @@ def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
   workdir is locked meanwhile (runs.lock); SIGTERM / SIGINT save and raise Interrupted."""
   # These refuse bad input before anything is written, the workdir and its lock included.
   datasets = train_setup.load_data(config)
-  training = setup(config, len(datasets[0][0]))
+  training = setup(config, len(datasets[0][0]), workdir)
   # Several hosts: all take part in every step; the first alone writes files, prints and locks.
   if jax.process_index() != 0:
     return _train(training, workdir, datasets, primary=False, print_fn=lambda *args: None)
@@ -258,6 +259,8 @@ class Loop:
       self.state = state.replace(model_state=self.setup.place(
           {k: v for k, v in fitted.items() if k != "params"}))
     if self.primary and not self.config_written:
+      if self.setup.stage1 is not None:  # The prior decodes with what its own workdir stores.
+        runs.write_stage1_config(self.workdir, self.setup.stage1)
       runs.write_config(self.workdir, self.setup.config)
       self.config_written = True
     self.ckpt.save(step, self.state, metrics=self.eval_metrics)

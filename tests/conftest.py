@@ -64,6 +64,12 @@ def tiny_config(model: str, **overrides):
 RUN_ONCE = dict(compiler_options={"xla_backend_optimization_level": 0})
 
 
+def compile_once(fn, **jit_options):
+  """jax.jit for a computation a test runs once or a few times, compiled without LLVM's
+  optimisations (RUN_ONCE): the tests' tiny shapes spend far longer compiling than running."""
+  return jax.jit(fn, **RUN_ONCE, **jit_options)
+
+
 def init_variables(model, x, y, seed: int = 0, method: str = "losses"):
   """model.init as one computation compiled for a single run (RUN_ONCE), params from
   PRNGKey(seed), 'sample' from PRNGKey(seed + 1). Its rounding may differ from the trainer's

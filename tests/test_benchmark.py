@@ -7,6 +7,7 @@ from mnistgen_jax.cli import benchmark
 from mnistgen_jax import data, trainer
 
 
+@pytest.mark.slow
 def test_family_benchmark_counts_the_flops_of_a_train_step():
   train = data.load("mnist", "train", limit=1024)
   r = benchmark.bench_family("vae", train, "", repeats=1, preset="")
@@ -24,6 +25,7 @@ def test_matmul_roofline_is_positive():
   assert benchmark.matmul_roofline(repeats=1, n=256) > 0
 
 
+@pytest.mark.slow
 def test_benchmark_times_a_few_steps_of_the_chosen_loop():
   train = data.load("mnist", "train", limit=1024)
   r = benchmark.bench_family("vae", train, "", repeats=1, preset="", max_steps=3,

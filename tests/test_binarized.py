@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import init_state, init_variables, tiny_config
+from conftest import compile_once, init_state, init_variables, tiny_config
 from mnistgen_jax import configs, data, models, runs, train_setup, trainer
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models import nets
@@ -80,6 +80,7 @@ def _vae(mnist_slice, **overrides):
   return model, variables, x, jnp.asarray(mnist_slice[1][:32])
 
 
+@pytest.mark.slow
 def test_iwae_objective_is_a_tighter_bound_than_the_k_sample_elbo(mnist_slice):
   """Same k draws (same rng): -log mean_k w_k <= mean_k -log w_k per image (Jensen), equal
   for k = 1; the reported neg_elbo is the same number under both objectives."""
@@ -158,19 +159,19 @@ def test_two_layer_vae_bounds(mnist_slice):
   x = jnp.asarray(data.binarized(mnist_slice[0][:64]), jnp.float32) / 255
   y = jnp.asarray(mnist_slice[1][:64])
   rngs = {"sample": jax.random.PRNGKey(1)}
-  log_w = jax.jit(lambda v: model.apply(v, x, y, 4, method="log_importance_weights",
+  log_w = compile_once(lambda v: model.apply(v, x, y, 4, method="log_importance_weights",
                                         rngs=rngs))(state.variables())
   assert log_w.shape == (64, 4) and np.all(np.isfinite(np.asarray(log_w)))
-  out = jax.jit(lambda v: model.apply(v, x, y, method="losses", rngs=rngs))(state.variables())
+  out = compile_once(lambda v: model.apply(v, x, y, method="losses", rngs=rngs))(state.variables())
   assert np.all(np.asarray(out["neg_iwae_k"]) <= np.asarray(out["neg_elbo_k"]) + 1e-4)
   np.testing.assert_allclose(out["loss"], out["neg_iwae_k"])
-  step = jax.jit(train_lib.make_train_step(model, tx))
+  step = compile_once(train_lib.make_train_step(model, tx))
   losses = []
   for _ in range(30):
     state, metrics = step(state, x, y)
     losses.append(float(metrics["loss"]))
   assert losses[-1] < losses[0] - 50, losses
-  images = jax.jit(lambda v: model.apply(v, y[:5], method="sample", rngs=rngs))(state.variables())
+  images = compile_once(lambda v: model.apply(v, y[:5], method="sample", rngs=rngs))(state.variables())
   assert images.shape == (5, 28, 28, 1) and 0 <= float(images.min()) <= float(images.max()) <= 1
 
 

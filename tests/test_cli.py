@@ -139,6 +139,7 @@ def _compile_once(path, env=None):
   return proc.stdout.split()
 
 
+@pytest.mark.slow
 def test_compilation_cache_is_written_then_read_back(tmp_path):
   cache = tmp_path / "xla"
   first = _compile_once(str(cache))

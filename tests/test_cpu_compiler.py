@@ -61,6 +61,7 @@ def test_the_option_reaches_the_compiled_sampler():
 
 
 @where_the_option_is_passed
+@pytest.mark.slow
 def test_train_steps_agree_with_and_without_ynn_fusions(mnist_slice):
   config = tiny_config("conv_vae")
   model = models.get("conv_vae").build(config)

@@ -6,7 +6,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import initial_state, tiny_config
+from conftest import compile_once, initial_state, tiny_config
 from mnistgen_jax import models, runs, trainer
 from mnistgen_jax.models import dcgan
 from mnistgen_jax import train as train_lib
@@ -20,17 +20,18 @@ def _setup(name="dcgan", **overrides):
   return config, family, model, tx, state
 
 
-@pytest.mark.parametrize("name,hidden", [("dcgan", 0), ("cond_dcgan", 24), ("dcgan", 24)])
+@pytest.mark.parametrize("name,hidden", [("dcgan", 0), ("cond_dcgan", 24),
+                                         pytest.param("dcgan", 24, marks=pytest.mark.slow)])
 def test_shapes_and_finite_losses(name, hidden, mnist_slice):
   config, family, model, tx, state = _setup(name, gan_hidden=hidden)
   if hidden:  # The dense hidden layers exist in both networks, with the width asked for.
     assert state.params["generator"]["Dense_0"]["kernel"].shape[-1] == hidden
     assert state.params["discriminator"]["Dense_0"]["kernel"].shape[-1] == hidden
   y = jnp.arange(6, dtype=jnp.int32)
-  images = jax.jit(lambda v: model.apply(v, y, method="sample",
+  images = compile_once(lambda v: model.apply(v, y, method="sample",
                                          rngs={"sample": jax.random.PRNGKey(0)}))(state.variables())
   assert images.shape == (6, 28, 28, 1) and 0 <= float(images.min()) <= float(images.max()) <= 1
-  step = jax.jit(family.training.step(model, tx, config))
+  step = compile_once(family.training.step(model, tx, config))
   x = train_lib.to_float(jnp.asarray(mnist_slice[0][:32]))
   state, metrics = step(state, x, jnp.asarray(mnist_slice[1][:32]))
   assert all(np.isfinite(float(v)) for v in metrics.values())
@@ -57,7 +58,7 @@ def test_each_loss_has_gradients_where_expected(mnist_slice):
     return jax.nn.softplus(-model.apply({"params": p, **state.model_state}, fake, y,
                                         method="discriminate")).mean()
 
-  gd, gg = jax.jit(jax.grad(d_loss))(params), jax.jit(jax.grad(g_loss))(params)
+  gd, gg = compile_once(jax.grad(d_loss))(params), compile_once(jax.grad(g_loss))(params)
   assert all(float(jnp.abs(g).max()) == 0 for g in jax.tree.leaves(gd["generator"]))
   assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(gd["discriminator"]))
   assert any(float(jnp.abs(g).max()) > 0 for g in jax.tree.leaves(gg["generator"]))
@@ -94,18 +95,19 @@ def test_r1_penalty_is_the_squared_input_gradient_norm():
 
 
 @pytest.mark.parametrize("options", [
-    {}, {"gan_label_smoothing": 0.1, "gan_r1_gamma": 5.0, "gan_d_learning_rate": 4e-4},
-    {"gan_hidden": 0}])
+    {}, pytest.param({"gan_label_smoothing": 0.1, "gan_r1_gamma": 5.0, "gan_d_learning_rate": 4e-4},
+                     marks=pytest.mark.slow),
+    pytest.param({"gan_hidden": 0}, marks=pytest.mark.slow)])
 def test_generator_step_leaves_the_discriminator_as_its_own_update_left_it(mnist_slice, options):
   """After a full step, D equals D after its own Adam update alone (at D's learning rate, with
   smoothing and R1 where set): G's update changed nothing in D, and G changed (its update ran),
   while D's update did not touch G before it."""
   config, family, model, tx, state = _setup(**options)
-  step = jax.jit(family.training.step(model, tx, config))
+  step = compile_once(family.training.step(model, tx, config))
   x = train_lib.to_float(jnp.asarray(mnist_slice[0][:32]))
   y = jnp.asarray(mnist_slice[1][:32])
   new, _ = step(state, x, y)
-  d_grads = jax.jit(jax.grad(lambda dp: _d_loss_like_step(
+  d_grads = compile_once(jax.grad(lambda dp: _d_loss_like_step(
       model, state, dp, x, y, config.model.gan_label_smoothing, config.model.gan_r1_gamma)))(
           state.params["discriminator"])
   d_adam = optax.adam(options.get("gan_d_learning_rate", config.train.learning_rate), b1=0.5)
@@ -124,9 +126,10 @@ def test_generator_step_leaves_the_discriminator_as_its_own_update_left_it(mnist
     np.testing.assert_allclose(ema, old + (1 - rate) * (cur - old), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_ema_generator_has_batch_stats_of_its_own_and_samples_with_them(mnist_slice):
   config, family, model, tx, state = _setup()
-  step = jax.jit(family.training.step(model, tx, config))
+  step = compile_once(family.training.step(model, tx, config))
   x = train_lib.to_float(jnp.asarray(mnist_slice[0][:32]))
   y = jnp.asarray(mnist_slice[1][:32])
   for _ in range(3):

@@ -88,6 +88,7 @@ def test_calibration_is_computed_once_then_read_from_the_cache(ref, tmp_path, mo
   assert source == "computed" and again == fresh and computed == [1, 1, 1]
 
 
+@pytest.mark.slow
 def test_reference_is_computed_once_then_read_from_the_cache(ref, tmp_path, monkeypatch):
   cache = str(tmp_path / "cache")
   first = evaluation.Reference.load("mnist", progress=False, cache_dir=cache)

@@ -156,6 +156,7 @@ class _TinyVelocity(nn.Module):
     return nn.Dense(2)(h)
 
 
+@pytest.mark.slow
 def test_a_network_trained_by_the_objective_samples_the_mixture():
   """The objective end to end: an MLP regressed on the straight-path targets, sampled by Heun,
   gives the mixture's mean and covariance, and its loss approaches the exact field's."""
@@ -213,6 +214,7 @@ def _within_component_spread(x):
   return distances.min(1).mean(), np.bincount(component, minlength=3) / len(x)
 
 
+@pytest.mark.slow
 def test_autoguidance_by_a_blurrier_field_sharpens_the_components_and_keeps_the_modes():
   """Karras et al.'s mechanism on a closed form: a guide that is a worse fit of the same
   mixture (components three times as wide) makes the extrapolated field concentrate samples

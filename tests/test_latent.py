@@ -42,7 +42,8 @@ def test_project_2d_matches_the_covariance_eigenvectors():
   np.testing.assert_array_equal(latent.project_2d(two_d)[0], two_d)
 
 
-@pytest.mark.parametrize("name", ["ae", "vae", "cond_vae", "vqvae"])
+@pytest.mark.parametrize("name", ["ae", "vae", pytest.param("cond_vae", marks=pytest.mark.slow),
+                                  pytest.param("vqvae", marks=pytest.mark.slow)])
 def test_decode_of_encode_is_reconstruct_and_paths_start_at_the_endpoints(mnist_slice, name):
   config = tiny_config(name)
   family = models.get(name)

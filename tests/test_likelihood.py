@@ -1,8 +1,9 @@
+import pytest
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from conftest import init_state, init_variables, tiny_config
+from conftest import compile_once, init_state, init_variables, tiny_config
 from mnistgen_jax import models
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.metrics import likelihood
@@ -13,7 +14,7 @@ def _trained_vae(mnist_slice, name="vae"):
   model = models.get(name).build(config)
   tx = train_lib.make_optimizer(config, 100)
   state = init_state(model, tx)
-  step = jax.jit(train_lib.make_train_step(model, tx))
+  step = compile_once(train_lib.make_train_step(model, tx))
   for i in range(30):
     idx = np.arange(64) + 64 * (i % 4)
     state, _ = step(state, train_lib.to_float(jnp.asarray(mnist_slice[0][idx])),
@@ -27,13 +28,14 @@ def test_iwae_bound_is_the_elbo_at_k1_and_tightens_with_k(mnist_slice):
   key = jax.random.PRNGKey(5)
   k1 = likelihood.iwae_nll(model, variables, images, labels, key, num_samples=1)
   k64 = likelihood.iwae_nll(model, variables, images, labels, key, num_samples=64)
-  losses = jax.jit(lambda v, k: model.apply(v, jnp.asarray(images) / 255.0, jnp.asarray(labels),
+  losses = compile_once(lambda v, k: model.apply(v, jnp.asarray(images) / 255.0, jnp.asarray(labels),
                                             method="losses", rngs={"sample": k})["loss"].mean())
   elbo = np.mean([float(losses(variables, jax.random.PRNGKey(s))) for s in range(8)])
   assert abs(k1 - elbo) < 0.01 * elbo, (k1, elbo)
   assert k64 < k1 - 0.5, (k64, k1)  # A strictly tighter bound on -log p(x).
 
 
+@pytest.mark.slow
 def test_log_importance_weights_match_scipy_densities(mnist_slice):
   from scipy import stats
   model, variables = _trained_vae(mnist_slice, "cond_vae")
@@ -56,6 +58,7 @@ def test_log_importance_weights_match_scipy_densities(mnist_slice):
     np.testing.assert_allclose(log_w[:, k], log_px + log_pz - log_qz, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_iwae_in_chunks_of_samples_equals_the_bound_over_all_of_them(mnist_slice):
   """K = 12 drawn 5 at a time (the third chunk's last 3 draws unused) is the K = 12 bound of
   exactly those draws: what lets K = 5000 run in the memory of 500."""
@@ -77,6 +80,7 @@ def test_iwae_in_chunks_of_samples_equals_the_bound_over_all_of_them(mnist_slice
   assert abs(one_call - chunked) < 0.05 * chunked
 
 
+@pytest.mark.slow
 def test_decoding_the_samples_in_passes_keeps_the_draws_and_the_values(mnist_slice):
   """samples_per_pass (nets.map_over_samples) only regroups the decodes: for the conv VAE and the
   two-layer VAE, K = 7 in passes of 3 (a short last pass) gives the weights of all 7 at once, and
@@ -88,7 +92,7 @@ def test_decoding_the_samples_in_passes_keeps_the_draws_and_the_values(mnist_sli
                                                        latent_dims=(16, 8)))):
     model = models.get(name).build(tiny_config(name, **fields))
     variables = init_variables(model, x, y, method="losses")
-    weights = jax.jit(lambda v, per_pass: model.apply(
+    weights = compile_once(lambda v, per_pass: model.apply(
         v, x, y, 7, per_pass, method="log_importance_weights", rngs=rngs), static_argnums=1)
     at_once, in_passes = weights(variables, 0), weights(variables, 3)
     assert at_once.shape == in_passes.shape == (20, 7)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from conftest import initial_state, tiny_config
+from conftest import compile_once, initial_state, tiny_config
 from mnistgen_jax import models
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models.ae import fit_gaussian_prior
@@ -45,7 +45,7 @@ def test_shapes_and_finite_values(name, arch, mnist_slice):
 @pytest.mark.parametrize("name", FAMILIES)
 def test_loss_decreases_on_real_mnist(name, mnist_slice):
   config, model, tx, state = _model_and_state(name, arch="conv")
-  step = jax.jit(train_lib.make_train_step(model, tx))
+  step = compile_once(train_lib.make_train_step(model, tx))
   images = train_lib.to_float(jnp.asarray(mnist_slice[0][:64]))
   labels = jnp.asarray(mnist_slice[1][:64])
   first = None
@@ -67,7 +67,7 @@ def test_every_parameter_gets_a_gradient(name, mnist_slice):
                       rngs={"sample": jax.random.PRNGKey(0)})
     return out["loss"].mean()
 
-  grads = jax.jit(jax.grad(loss))(state.params)
+  grads = compile_once(jax.grad(loss))(state.params)
   for path, g in jax.tree_util.tree_leaves_with_path(grads):
     assert bool(jnp.isfinite(g).all()) and float(jnp.abs(g).max()) > 0, path
 
@@ -106,7 +106,7 @@ def test_bernoulli_nll_sums_the_pixels_close_to_float64(mnist_slice):
   logits = jax.random.normal(jax.random.PRNGKey(0), x.shape) * 4.0 - 2.0
   terms = np.asarray(sigmoid_cross_entropy(logits, x), np.float64)
   exact = terms.reshape(len(terms), -1).sum(1)
-  got = np.asarray(jax.jit(bernoulli_nll)(logits, x))
+  got = np.asarray(compile_once(bernoulli_nll)(logits, x))
   assert got.shape == (len(x),) and got.dtype == np.float32
   error = np.abs(got - exact)
   assert error.mean() < 1e-4 and error.max() < 5e-4, (error.mean(), error.max())

@@ -4,6 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from conftest import compile_once
 from mnistgen_jax.models import nets
 
 
@@ -11,21 +12,21 @@ from mnistgen_jax.models import nets
                                                 (7, 4, 2), (9, 5, 3)])
 def test_patch_conv_equals_flax_conv(size, kernel, stride):
   x = jax.random.normal(jax.random.PRNGKey(0), (3, size, size, 5))
-  ours = nets.Conv(7, kernel, stride, impl="patches")
-  params = ours.init(jax.random.PRNGKey(1), x)
   ref = nn.Conv(7, (kernel, kernel), strides=(stride, stride), padding="SAME")
-  np.testing.assert_allclose(ours.apply(params, x), ref.apply(params, x), rtol=1e-5, atol=1e-5)
-  for impl in ("xla", "taps"):
-    np.testing.assert_allclose(nets.Conv(7, kernel, stride, impl=impl).apply(params, x),
-                               ref.apply(params, x), rtol=1e-5, atol=1e-5)
+  params = ref.init(jax.random.PRNGKey(1), x)
+  modules = {"flax": ref, **{impl: nets.Conv(7, kernel, stride, impl=impl)
+                              for impl in ("patches", "xla", "taps")}}
 
-  def loss(module):
-    return lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
+  def outputs_and_gradients(params, x):  # Every implementation's, in one computation.
+    loss = lambda module: lambda p, x: jnp.sum(jnp.sin(module.apply(p, x)))
+    return {name: (module.apply(params, x), jax.grad(loss(module), argnums=(0, 1))(params, x))
+            for name, module in modules.items()}
 
-  g_ref = jax.grad(loss(ref), argnums=(0, 1))(params, x)
-  for impl in ("patches", "xla", "taps"):
-    g_ours = jax.grad(loss(nets.Conv(7, kernel, stride, impl=impl)), argnums=(0, 1))(params, x)
-    for a, b in zip(jax.tree.leaves(g_ours), jax.tree.leaves(g_ref)):
+  results = compile_once(outputs_and_gradients)(params, x)
+  y_ref, g_ref = results.pop("flax")
+  for y, g in results.values():
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(jax.tree.leaves(g), jax.tree.leaves(g_ref)):
       np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
@@ -39,9 +40,11 @@ def test_taps_conv_equals_native_where_auto_picks_it(size, kernel, stride, chann
   native = lambda x, k: jax.lax.conv_general_dilated(
       x, k, (stride, stride), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
   taps = lambda x, k: nets.shifted_taps_conv(x, k, stride)
-  np.testing.assert_allclose(taps(x, k), native(x, k), rtol=1e-5, atol=1e-4)
-  dy = jax.random.normal(jax.random.PRNGKey(2), native(x, k).shape)
-  for a, b in zip(jax.vjp(taps, x, k)[1](dy), jax.vjp(native, x, k)[1](dy)):
+  dy = jax.random.normal(jax.random.PRNGKey(2), jax.eval_shape(native, x, k).shape)
+  both = compile_once(lambda x, k: [(f(x, k), jax.vjp(f, x, k)[1](dy)) for f in (taps, native)])
+  (y_taps, g_taps), (y_native, g_native) = both(x, k)
+  np.testing.assert_allclose(y_taps, y_native, rtol=1e-5, atol=1e-4)
+  for a, b in zip(g_taps, g_native):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import optax
 import pytest
 
-from conftest import ROOT, init_variables, tiny_config
+from conftest import ROOT, compile_once, init_variables, tiny_config
 from mnistgen_jax import flow, models, runs, trainer
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.metrics import likelihood
@@ -41,7 +41,7 @@ def _perturbed(variables, scale=0.05):
 def test_unet_starts_at_zero_velocity_and_keeps_the_image_shape(mnist_slice):
   _, model, variables = _model_and_variables("cond_flow")
   assert model.channels == (8, 16)  # two resolutions: 28x28, 14x14 (attention there)
-  network = jax.jit(lambda v, x, t, y: model.apply(v, x, t, y, method=lambda m, *a: m.unet(*a)))
+  network = compile_once(lambda v, x, t, y: model.apply(v, x, t, y, method=lambda m, *a: m.unet(*a)))
   x = train_lib.to_float(jnp.asarray(mnist_slice[0][:4]))
   t, y = jnp.linspace(0.1, 0.9, 4), jnp.asarray(mnist_slice[1][:4])
   out = network(variables, x, t, y)
@@ -61,13 +61,13 @@ def test_loss_is_the_core_objective_on_images_scaled_to_minus_one_one(mnist_slic
   x = train_lib.to_float(jnp.asarray(mnist_slice[0][:8]))
   y = jnp.asarray(mnist_slice[1][:8])
   key = jax.random.PRNGKey(3)
-  losses = jax.jit(lambda v: model.apply(v, x, y, method="losses", rngs={"sample": key}))(
+  losses = compile_once(lambda v: model.apply(v, x, y, method="losses", rngs={"sample": key}))(
       variables)["loss"]
   # The module's first 'sample' draw, split as in `losses`: the core's loss with the same keys.
   flow_key, _ = jax.random.split(_first_rng(model, key))
   network = lambda xt, t: model.apply(variables, xt, t, jnp.zeros_like(y),
                                       method=lambda m, *a: m.unet(*a))
-  expected = jax.jit(lambda x: flow.matching_loss(network, 2.0 * x - 1.0, flow_key,
+  expected = compile_once(lambda x: flow.matching_loss(network, 2.0 * x - 1.0, flow_key,
                                                   model.time_sampling))(x)
   np.testing.assert_allclose(losses, expected, rtol=1e-5, atol=1e-6)
   assert losses.shape == (8,) and float(losses.min()) > 0
@@ -78,13 +78,14 @@ def _first_rng(model, key):
   return model.apply({}, method=lambda m: m.make_rng("sample"), rngs={"sample": key})
 
 
+@pytest.mark.slow
 def test_the_trajectory_ends_at_the_sample_and_starts_at_noise():
   _, model, variables = _model_and_variables("cond_flow", sample_steps=8, solver="euler")
   variables = _perturbed(variables)
   y, key = jnp.arange(4, dtype=jnp.int32), jax.random.PRNGKey(5)
-  path = jax.jit(lambda v: model.apply(v, y, 4, method="trajectory", rngs={"sample": key}))(
+  path = compile_once(lambda v: model.apply(v, y, 4, method="trajectory", rngs={"sample": key}))(
       variables)
-  sample = jax.jit(lambda v: model.apply(v, y, method="sample", rngs={"sample": key}))(variables)
+  sample = compile_once(lambda v: model.apply(v, y, method="sample", rngs={"sample": key}))(variables)
   assert path.shape == (5, 4, 28, 28, 1)
   np.testing.assert_allclose(path[-1], sample, atol=1e-5)
   noise = jax.random.normal(_first_rng(model, key), (4, 28, 28, 1))
@@ -92,11 +93,12 @@ def test_the_trajectory_ends_at_the_sample_and_starts_at_noise():
   assert float(jnp.abs(path[2] - path[0]).mean()) > 0  # it moves
 
 
+@pytest.mark.slow
 def test_sampling_uses_the_moving_average_of_the_weights():
   _, model, variables = _model_and_variables("flow", sample_steps=2)
   live = _perturbed(variables)
   y, key = jnp.zeros(2, jnp.int32), jax.random.PRNGKey(0)
-  sample = jax.jit(lambda v: model.apply(v, y, method="sample", rngs={"sample": key}))
+  sample = compile_once(lambda v: model.apply(v, y, method="sample", rngs={"sample": key}))
   with_average = {**live, "ema": {"unet": variables["params"]["unet"]}}
   np.testing.assert_allclose(sample(with_average), sample(variables), atol=1e-6)
   assert float(jnp.abs(sample(live) - sample(variables)).max()) > 1e-4
@@ -107,7 +109,7 @@ def test_training_lowers_the_loss_on_real_digits(mnist_slice):
   config, model, _ = _model_and_variables("flow")
   tx = optax.adam(2e-3)
   state = train_lib.init_state(model, tx, 0, (28, 28, 1))
-  step = jax.jit(train_lib.make_train_step(model, tx))
+  step = compile_once(train_lib.make_train_step(model, tx))
   x = train_lib.to_float(jnp.asarray(mnist_slice[0][:64]))
   y = jnp.asarray(mnist_slice[1][:64])
   evaluate = lambda s: float(model.apply(s.variables(), x, y, method="losses",

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import RUN_ONCE, init_state, init_variables, tiny_config
+from conftest import compile_once, init_state, init_variables, tiny_config
 from mnistgen_jax import configs, data, models
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models import nets, pixel_vae
@@ -29,7 +29,7 @@ def test_pixelcnn_logits_see_only_earlier_pixels(kernel, layers):
   size, n = 8, 64
   images = jax.random.bernoulli(jax.random.PRNGKey(0), 0.5, (8, 1, size, size, 1))
   features = jax.random.normal(jax.random.PRNGKey(1), (8, 1, size, size, 4))
-  params = jax.jit(net.init, **RUN_ONCE)(jax.random.PRNGKey(2), images[0].astype(jnp.float32),
+  params = compile_once(net.init)(jax.random.PRNGKey(2), images[0].astype(jnp.float32),
                                          features[0])
 
   def jacobian(x, f):  # (pixel i, input pixel j) of one image
@@ -37,7 +37,7 @@ def test_pixelcnn_logits_see_only_earlier_pixels(kernel, layers):
     return jax.jacfwd(logits)(x.reshape(-1).astype(jnp.float32))
 
   # Summed over 8 random images: a path that one image's ReLUs cut is open for another's.
-  total = np.abs(np.asarray(jax.jit(jax.vmap(jacobian))(images, features))).sum(0)
+  total = np.abs(np.asarray(compile_once(jax.vmap(jacobian))(images, features))).sum(0)
   future = np.triu(np.ones((n, n), bool))  # j >= i
   assert total[future].max() == 0.0
   assert (total[~future] > 0).mean() > 0.2, "the logits should depend on earlier pixels"
@@ -67,7 +67,7 @@ def test_importance_weights_are_the_pixelcnn_likelihood_plus_prior_minus_posteri
     return (log_px + nets.gaussian_log_density(z, 0.0, 0.0)
             - nets.gaussian_log_density(z, mean, logvar)).T
 
-  weights = jax.jit(lambda v, eps, per_pass: model.apply(
+  weights = compile_once(lambda v, eps, per_pass: model.apply(
       v, x, y, 3, per_pass, eps=eps, method="log_importance_weights"), static_argnums=2)
   log_w = weights(variables, eps, 0)
   assert log_w.shape == (32, 3)
@@ -77,7 +77,7 @@ def test_importance_weights_are_the_pixelcnn_likelihood_plus_prior_minus_posteri
   np.testing.assert_allclose(np.asarray(weights(variables, eps, 1)), np.asarray(log_w),
                              rtol=1e-5, atol=1e-4)
   # The one-sample ELBO loss is recon + KL with recon the PixelCNN's -log p(x | z).
-  out = jax.jit(lambda v: model.apply(v, x, y, method="losses",
+  out = compile_once(lambda v: model.apply(v, x, y, method="losses",
                                       rngs={"sample": jax.random.PRNGKey(3)}))(variables)
   np.testing.assert_allclose(out["loss"], out["recon"] + out["kl"], rtol=1e-6)
   assert np.all(np.asarray(out["kl"]) >= 0)
@@ -95,6 +95,7 @@ def test_greedy_decode_is_a_fixed_point_of_the_teacher_forced_pass(mnist_slice):
   np.testing.assert_array_equal(np.asarray(logits > 0), np.asarray(images) > 0.5)
 
 
+@pytest.mark.slow
 def test_samples_follow_the_models_probabilities():
   """Drawn pixel by pixel with a key (8x8 images: 64 passes): binary, the same for the same key,
   other for another, and each pixel's frequency over many draws at a fixed z matches the
@@ -105,7 +106,7 @@ def test_samples_follow_the_models_probabilities():
   z = jnp.zeros((1000, 4))
   variables = init_variables(model, jnp.zeros((2, 8, 8, 1)),
                              jnp.zeros((2,), jnp.int32))
-  draw = jax.jit(lambda v, z, k: model.apply(v, z, k, method="draw_pixels"))
+  draw = compile_once(lambda v, z, k: model.apply(v, z, k, method="draw_pixels"))
   one, again = draw(variables, z, jax.random.PRNGKey(0)), draw(variables, z, jax.random.PRNGKey(0))
   other = draw(variables, z, jax.random.PRNGKey(1))
   np.testing.assert_array_equal(np.asarray(one), np.asarray(again))

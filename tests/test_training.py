@@ -215,6 +215,7 @@ def _conv_vae_setup(mnist_slice, **overrides):
   return model, tx, state, images, labels, batches
 
 
+@pytest.mark.slow
 def test_steps_loop_equals_the_scanned_loop(mnist_slice):
   model, tx, state, images, labels, batches = _conv_vae_setup(mnist_slice)
   copy = lambda: jax.tree.map(jax.numpy.copy, state)  # The runners donate their state.
@@ -233,6 +234,7 @@ def test_steps_loop_equals_the_scanned_loop(mnist_slice):
   assert steps_metrics["loss"][-1] < steps_metrics["loss"][0]
 
 
+@pytest.mark.slow
 def test_convolutions_are_patches_only_in_a_scanned_step_on_cpu(mnist_slice):
   model, tx, state, images, labels, batches = _conv_vae_setup(mnist_slice)
   step = train_lib.make_train_step(model, tx)

@@ -123,6 +123,44 @@ def get_config(model: str = "vae", **overrides) -> ml_collections.ConfigDict:
   return validate(config)
 
 
+# The fields a stage 1 trained by --stage1=FAMILY takes from its prior's config: the same data,
+# devices and seed.
+SHARED_WITH_STAGE1 = ("seed", "dataset", "train_size", "test_size", "data_source", "data_dir",
+                      "num_devices")
+
+
+def stage1_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The config of the stage 1 that a prior's --stage1=FAMILY trains first: that family's
+  defaults, the prior's SHARED_WITH_STAGE1 fields, then --stage1_args ('FIELD=VALUE ...')."""
+  family = config.model.stage1
+  defaults = fields(_module(family).get_config(""))
+  overrides = {name: field(config, name) for name in SHARED_WITH_STAGE1}
+  for item in config.model.stage1_args.split():
+    key, sep, text = item.partition("=")
+    if not sep or key not in defaults:
+      known = f"; its fields: {', '.join(sorted(defaults))}" if sep else ""
+      raise ValueError(f"--stage1_args: {item!r} is not FIELD=VALUE of a {family} field{known}")
+    overrides[key] = _typed(key, text, defaults[key])
+  try:
+    return get_config(family, **overrides)
+  except ValueError as e:
+    raise ValueError(f"--stage1_args (the {family} stage 1): {e}") from e
+
+
+def _typed(key: str, text: str, default):
+  """A --stage1_args value as the type of the field's default (tuples: set_field parses them)."""
+  try:
+    if isinstance(default, bool):
+      if text.lower() not in ("true", "false", "1", "0"):
+        raise ValueError(text)
+      return text.lower() in ("true", "1")
+    if isinstance(default, (int, float)):
+      return type(default)(text)
+  except ValueError:
+    raise ValueError(f"--stage1_args: {key}={text!r} is not a {type(default).__name__}") from None
+  return text
+
+
 def changed_fields(config: ml_collections.ConfigDict) -> dict:
   """{field: value} of config's fields that differ from its family's defaults (of its preset)."""
   defaults = fields(get_config(config.family, preset=config.preset))

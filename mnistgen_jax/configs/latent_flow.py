@@ -6,21 +6,32 @@ from mnistgen_jax.configs import flow as flow_fields
 # 1m: a small prior (0.15 M with its guide) on top of its stage 1, the 1 M run of its own family.
 PRESETS = {"1m": dict(prior_width=96, prior_layers=2)}
 # Runs saved before autoguidance existed have no guide network in their checkpoints.
-ABSENT_IN_OLDER_RUNS = {"guide_width": 0, "guide_layers": 1, "autoguidance": 1.0}
+# Runs saved before grid codes and conditional priors existed: flat codes, standardised per
+# dimension, conditional exactly when stage 1 is.
+ABSENT_IN_OLDER_RUNS = {"guide_width": 0, "guide_layers": 1, "autoguidance": 1.0,
+                        "stage1": "", "stage1_args": "", "conditional": False, "prior_channels": (64,),
+                        "prior_attention": True}
 
 
 def get_config(preset: str = ""):
   config = base.get_config("latent_flow")
-  config.model.stage1_workdir = ""  # a finished run of ae, vae, conv_vae or cond_vae (or their 1m)
+  config.model.stage1_workdir = ""  # a finished run of spatial_vae, ae, vae, conv_vae or cond_vae
+  config.model.stage1 = ""          # or a stage-1 family, trained first into <workdir>/stage1
+  config.model.stage1_args = ""     # --stage1's fields, as 'FIELD=VALUE ...' (else its defaults)
+  config.model.conditional = False  # class-conditional prior (always over a conditional stage 1)
   # Quality grows with the prior's compute whatever the shape: 30 epochs of width 192 with the
   # guide train in about two minutes on 2 CPU cores; autoguidance more than makes up for more.
   config.run.num_epochs = 30
   config.train.batch_size = 512                # large batches: the regression targets are noisy
   config.train.learning_rate = 2e-3
   config.train.lr_schedule = "cosine"
-  config.model.prior_width = 192               # velocity MLP width
-  config.model.prior_layers = 3                # its residual blocks
-  config.model.code_whitening = "diagonal"     # diagonal | full: codes standardised, or whitened
+  config.model.prior_width = 192               # flat codes: velocity MLP width
+  config.model.prior_layers = 3                # flat codes: its residual blocks
+  config.model.prior_channels = (64,)          # grid codes: the U-Net's widths per resolution
+  config.model.prior_attention = True          # grid codes: self-attention at its lowest one
+  # auto | diagonal | channel | full: codes standardised per dimension (diagonal), per grid
+  # channel (channel), or whitened (full); auto: channel for grid codes, else diagonal
+  config.model.code_whitening = "auto"
   config.model.time_sampling = "logit_normal"  # uniform | logit_normal (more weight mid-path)
   config.model.label_dropout = 0.1  # conditional stage 1: share of labels dropped (guidance)
   config.model.ema_decay = 0.999  # EMA of the velocity weights used for sampling (0: none)
@@ -45,5 +56,15 @@ def validate(config):
       config.model.guide_width > 0 or config.sampling.autoguidance == 1.0,
       f"--autoguidance={config.sampling.autoguidance} needs a guide network, which this run has "
       "not (--guide_width=0); pass --autoguidance=1, or train with --guide_width > 0")
-  base.check_choice(config, "code_whitening", ("diagonal", "full"))
+  base.check_choice(config, "code_whitening", ("auto", "diagonal", "channel", "full"))
+  base.check_widths(config, "prior_channels", 1, 3)
+  base.check(not (config.model.stage1 and config.model.stage1_workdir),
+             f"--stage1={config.model.stage1} trains stage 1 into <workdir>/stage1, "
+             f"--stage1_workdir={config.model.stage1_workdir} reuses a finished one: pass one")
+  base.check(config.model.stage1 or not config.model.stage1_args,
+             "--stage1_args sets the fields of the stage 1 that --stage1=FAMILY trains: pass "
+             "--stage1 too")
+  base.check(config.model.stage1 in ("",) + tuple(configs.names()),
+             f"--stage1={config.model.stage1!r} is not a family; choose one of the families this "
+             "prior builds on (mnistgen-train --model=latent_flow --help)")
   flow_fields.check_flow_fields(config)

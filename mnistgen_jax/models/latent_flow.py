@@ -5,6 +5,11 @@ N(0, I) (or fitted Gaussian) it samples from, so a second model learns their dis
 that model is an MLP velocity field trained by flow matching (mnistgen_jax/flow.py); sampling is
 noise -> ODE (Euler or Heun, config.sampling.sample_steps) -> code -> the stage-1 decoder.
 
+- Grid codes (a stage 1 with a `code_shape`, e.g. spatial_vae's 7x7xC): the velocity field is
+  the pixel flows' U-Net (models/pixel_flow.UNet, the same module) over the grid, as in latent
+  diffusion (Rombach et al. 2022); flat codes get the residual MLP below. Grid codes are
+  standardised per channel (config.model.code_whitening=auto), so every position shares a scale.
+
 - Codes are the stage-1 `encode` outputs, i.e. posterior means for the VAEs: decoding a mean is the
   model's own (sharpest) reconstruction, which is what the reconstruction FID scores, while
   decoding a draw of q(z|x) adds the posterior's noise, which the decoder turns into blur.
@@ -13,8 +18,10 @@ noise -> ODE (Euler or Heun, config.sampling.sample_steps) -> code -> the stage-
   then fixed: they live in the `code_stats` collection.
 - Stage 1 (every collection) sits in the `stage1` submodule, frozen: the codes are
   stop-gradient'ed and its parameters get no updates (the optimizer sets them to zero).
-- A conditional stage 1 (cond_vae) gets a class-conditional velocity with label dropout, so
-  sampling can use classifier-free guidance (config.sampling.guidance).
+- A conditional prior (config.model.conditional, and always over a conditional stage 1 such as
+  cond_vae) has a class-conditional velocity trained with label dropout, so sampling can use
+  classifier-free guidance (config.sampling.guidance); an unconditional stage 1 then decodes the
+  codes the label asked for.
 - Sampling uses an exponential moving average of the velocity weights (config.model.ema_decay > 0).
 - Autoguidance (Karras et al., "Guiding a Diffusion Model with a Bad Version of Itself", NeurIPS
   2024): a much smaller velocity network, the guide (config.model.guide_width), learns the same
@@ -36,6 +43,7 @@ from mnistgen_jax import cpu_compiler, data, flow
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models.interface import Family, Training
 from mnistgen_jax.models.nets import ConvChoice
+from mnistgen_jax.models.pixel_flow import UNet
 from mnistgen_jax.models.registry import register
 
 STAGE1 = "stage1"  # the submodule (and variable subtree) holding the frozen stage-1 model
@@ -64,6 +72,19 @@ class VelocityMLP(nn.Module):
     return nn.Dense(self.code_dim, kernel_init=nn.initializers.zeros)(nn.LayerNorm()(h))
 
 
+class GridVelocity(nn.Module):
+  """v(z, t, label) for flat codes of a (h, w, C) grid: the U-Net of the pixel flows on the grid."""
+  code_shape: tuple
+  channels: tuple
+  attention: bool
+  num_labels: int = 0
+
+  @nn.compact
+  def __call__(self, z, t, labels):
+    grid = z.reshape(-1, *self.code_shape)
+    return UNet(self.channels, self.attention, self.num_labels)(grid, t, labels).reshape(z.shape)
+
+
 class LatentFlow(nn.Module):
   stage1: nn.Module            # the trained encoder family, frozen
   code_dim: int
@@ -72,7 +93,10 @@ class LatentFlow(nn.Module):
   width: int = 256
   layers: int = 3
   time_sampling: str = "logit_normal"
-  code_whitening: str = "diagonal"  # how code_stats' scale_tril was fitted: 'diagonal' | 'full'
+  code_whitening: str = "diagonal"  # how code_stats' scale_tril was fitted (code_scale)
+  code_shape: tuple = ()       # (h, w, C) of grid codes (the U-Net velocity); () for flat codes
+  channels: tuple = (64,)      # grid codes: the U-Net's widths, one per resolution
+  attention: bool = True       # grid codes: self-attention at the U-Net's lowest resolution
   label_dropout: float = 0.1
   solver: str = "heun"
   sample_steps: int = 25
@@ -88,9 +112,14 @@ class LatentFlow(nn.Module):
 
   def setup(self):
     num_labels = self.num_classes if self.conditional else 0
-    self.velocity = VelocityMLP(self.code_dim, self.width, self.layers, num_labels)
-    if self.guide_width:
-      self.guide = VelocityMLP(self.code_dim, self.guide_width, self.guide_layers, num_labels)
+    if self.code_shape:  # The guide: a one-level U-Net guide_width wide, without attention.
+      self.velocity = GridVelocity(self.code_shape, self.channels, self.attention, num_labels)
+      if self.guide_width:
+        self.guide = GridVelocity(self.code_shape, (self.guide_width,), False, num_labels)
+    else:
+      self.velocity = VelocityMLP(self.code_dim, self.width, self.layers, num_labels)
+      if self.guide_width:
+        self.guide = VelocityMLP(self.code_dim, self.guide_width, self.guide_layers, num_labels)
     self.code_mean = self.variable("code_stats", "mean", jnp.zeros, (self.code_dim,))
     self.code_scale = self.variable("code_stats", "scale_tril", jnp.eye, self.code_dim)
 
@@ -103,7 +132,7 @@ class LatentFlow(nn.Module):
     matmul."""
     centred = codes - self.code_mean.value
     scale = self.code_scale.value
-    if self.code_whitening == "diagonal":
+    if self.code_whitening in ("diagonal", "channel"):
       return centred / jnp.diag(scale)
     inverse = jax.scipy.linalg.solve_triangular(scale, jnp.eye(self.code_dim, dtype=scale.dtype),
                                                 lower=True)
@@ -182,8 +211,11 @@ class FlowPriorTraining(Training):
   def step(self, model, tx, config):
     update = train_lib.make_train_step(model, tx, method="code_losses")
 
+    whitening, grid = code_whitening(config, model.code_shape), model.code_shape
+
     def code_stats(state, codes):
-      return {"mean": codes.mean(0), "scale_tril": code_scale(codes, config.model.code_whitening)}
+      return {"mean": code_mean(codes, whitening, grid),
+              "scale_tril": code_scale(codes, whitening, grid)}
 
     def step(state, codes, y):
       stats = jax.lax.cond(state.step == 0, code_stats,
@@ -204,9 +236,32 @@ def velocity_networks(config) -> tuple[str, ...]:
   return ("velocity", "guide") if config.model.guide_width else ("velocity",)
 
 
-def code_scale(codes, whitening: str):
+def code_whitening(config, code_shape: tuple) -> str:
+  """config.model.code_whitening with 'auto' resolved: per channel for grid codes, per dimension
+  ('diagonal') for flat ones."""
+  whitening = config.model.code_whitening
+  if whitening == "auto":
+    return "channel" if code_shape else "diagonal"
+  return whitening
+
+
+def code_mean(codes, whitening: str, code_shape: tuple = ()):
+  """(d,) mean of the codes (N, d): per dimension, or per channel of the grid ('channel')."""
+  if whitening != "channel":
+    return codes.mean(0)
+  channels = codes.reshape(-1, code_shape[-1])
+  return jnp.tile(channels.mean(0), codes.shape[1] // code_shape[-1])
+
+
+def code_scale(codes, whitening: str, code_shape: tuple = ()):
   """Lower-triangular L with codes ~ mean + L z, z white: the Cholesky factor of the codes'
-  covariance ('full'), or the diagonal of their standard deviations ('diagonal')."""
+  covariance ('full'), the diagonal of their standard deviations ('diagonal'), or of their
+  standard deviation per grid channel over all positions ('channel', code_shape (h, w, C))."""
+  if whitening == "channel":
+    channels = codes.reshape(-1, code_shape[-1])
+    variance = jnp.var(channels, axis=0)
+    variance = variance + 1e-6 * variance.mean()  # a collapsed channel stays invertible
+    return jnp.diag(jnp.tile(jnp.sqrt(variance), codes.shape[1] // code_shape[-1]))
   centred = codes - codes.mean(0)
   cov = centred.T @ centred / codes.shape[0]
   # Jitter relative to the average variance: collapsed dimensions stay positive definite.
@@ -214,6 +269,11 @@ def code_scale(codes, whitening: str):
   if whitening == "full":
     return jnp.linalg.cholesky(cov)
   return jnp.diag(jnp.sqrt(jnp.diag(cov)))
+
+
+def code_grid(stage1_model) -> tuple:
+  """(h, w, C) of a stage 1 whose codes are a grid (its `code_shape`), else ()."""
+  return tuple(getattr(stage1_model, "code_shape", ()))
 
 
 def code_dim(stage1) -> int:
@@ -227,10 +287,13 @@ def code_dim(stage1) -> int:
 
 def build(config, stage1):
   fields, sampling = config.model, config.sampling
+  grid = code_grid(stage1.model)
   return LatentFlow(
       stage1.model, code_dim(stage1), data.info(config.data.dataset).num_classes,
-      conditional=stage1.model.conditional, width=fields.prior_width, layers=fields.prior_layers,
-      time_sampling=fields.time_sampling, code_whitening=fields.code_whitening,
+      conditional=bool(fields.conditional or stage1.model.conditional), width=fields.prior_width,
+      layers=fields.prior_layers, code_shape=grid, channels=tuple(fields.prior_channels),
+      attention=fields.prior_attention, time_sampling=fields.time_sampling,
+      code_whitening=code_whitening(config, grid),
       label_dropout=fields.label_dropout, guide_width=fields.guide_width,
       guide_layers=fields.guide_layers, solver=sampling.solver, sample_steps=sampling.sample_steps,
       guidance=sampling.guidance, autoguidance=sampling.autoguidance,
@@ -238,5 +301,5 @@ def build(config, stage1):
 
 
 register(Family("latent_flow", build, FlowPriorTraining(), loss_name="velocity_mse",
-                stage1_families=("conv_vae", "vae", "ae", "cond_vae"),
+                stage1_families=("conv_vae", "vae", "ae", "cond_vae", "spatial_vae"),
                 description="flow-matching prior over a trained encoder family's codes"))

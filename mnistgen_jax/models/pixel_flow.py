@@ -63,9 +63,11 @@ class SelfAttention(nn.Module):
 
 
 class UNet(nn.Module):
-  """v(x, t, label) for images x (B, H, W, C); H and W divisible by
-  patch * 2 ** (len(channels) - 1). patch > 1: the network works on patch x patch blocks of
-  pixels folded into channels (space_to_depth), patch^2 times fewer positions per convolution."""
+  """v(x, t, label) for images x (B, H, W, C) (or any grid, such as a spatial VAE's codes). H and
+  W are zero-padded (at the bottom and right) to multiples of 2 ** (len(channels) - 1) and the
+  output cropped back, so a 7x7 grid can be halved once. patch > 1 (H and W divisible by it): the
+  network works on patch x patch blocks of pixels folded into channels (space_to_depth), patch^2
+  times fewer positions per convolution."""
   channels: Sequence[int] = (32, 64, 64)
   attention: bool = True
   num_labels: int = 0  # 0: unconditional
@@ -77,6 +79,9 @@ class UNet(nn.Module):
       v = UNet(self.channels, self.attention, self.num_labels, name="folded")(
           space_to_depth(x, self.patch), t, labels)
       return depth_to_space(v, self.patch)
+    size = x.shape[1:3]
+    multiple = 2 ** (len(self.channels) - 1)
+    x = jnp.pad(x, ((0, 0), (0, -size[0] % multiple), (0, -size[1] % multiple), (0, 0)))
     width = 4 * self.channels[0]
     condition = nn.Dense(width)(nn.silu(nn.Dense(width)(
         flow.time_embedding(t, self.channels[0]))))
@@ -101,7 +106,7 @@ class UNet(nn.Module):
       if level > 0:
         h = Upsample(self.channels[level - 1])(h)
     h = nn.silu(_norm(h.shape[-1])(h))
-    return Conv(x.shape[-1], kernel_init=nn.initializers.zeros)(h)
+    return Conv(x.shape[-1], kernel_init=nn.initializers.zeros)(h)[:, :size[0], :size[1]]
 
 
 class PixelFlow(nn.Module):
