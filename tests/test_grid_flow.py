@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import compile_once, init_variables, tiny_config
-from mnistgen_jax import api, configs, models, runs, trainer
+from mnistgen_jax import api, configs, models, runs, trainer, two_stage
 from mnistgen_jax import train as train_lib
-from mnistgen_jax.cli import train as train_binary
 from mnistgen_jax.models import latent_flow, pixel_flow
 
 # A tiny stage 1 (--stage1_args): 7x7x2 codes.
@@ -187,7 +186,7 @@ def _two_stage_config(**overrides):
 
 
 def _train_both(config, workdir):
-  train_binary.train_stage1(config, workdir, evaluate=False, print_fn=_quiet)
+  two_stage.train_stage1(config, workdir, evaluate=False, print_fn=_quiet)
   trainer.train_and_evaluate(config, workdir, print_fn=_quiet)
 
 
@@ -224,7 +223,7 @@ def test_one_command_trains_stage1_inside_then_the_prior_and_each_stage_resumes(
       configs.get_config("spatial_vae", **{**configs.fields(configs.stage1_config(config)),
                                            "num_epochs": 1}),
       os.path.join(resumed, runs.STAGE1_FOLDER), print_fn=_quiet)
-  train_binary.train_stage1(config, resumed, evaluate=False, print_fn=_quiet)
+  two_stage.train_stage1(config, resumed, evaluate=False, print_fn=_quiet)
   assert _equal(_params(os.path.join(resumed, runs.STAGE1_FOLDER)), _params(stage1_dir))
   trainer.train_and_evaluate(_two_stage_config(num_epochs=1), resumed, print_fn=_quiet)
   _train_both(config, resumed)  # stage 1 is skipped: the prior's workdir holds its own

@@ -52,8 +52,9 @@ def main(argv):
                      f"{FLAGS.reconstruction_images}")
   config = configs.validate(_CONFIG.value)
   if config.model.get("stage1"):
-    train_stage1(config, FLAGS.workdir, FLAGS.evaluate and not FLAGS.distributed,
-                 FLAGS.eval_samples, FLAGS.reconstruction_images)
+    from mnistgen_jax import two_stage
+    two_stage.train_stage1(config, FLAGS.workdir, FLAGS.evaluate and not FLAGS.distributed,
+                           FLAGS.eval_samples, FLAGS.reconstruction_images)
   result = trainer.train_and_evaluate(config, FLAGS.workdir)
   evaluation = None
   if FLAGS.evaluate and not FLAGS.distributed:
@@ -73,30 +74,6 @@ def main(argv):
                for part in ("reconstructions", "samples") if part in evaluation}
     summary.update({k: v for k, v in evaluation.items() if k.startswith("iwae")})
     print("evaluation: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
-
-
-def train_stage1(config, workdir: str, evaluate: bool = True, eval_samples: int = 10000,
-                 reconstruction_images: int = 0, print_fn=print) -> None:
-  """--stage1=FAMILY: stage 1 trained (or resumed) in <workdir>/stage1 and evaluated (without
-  the IWAE bound: mnistgen-evaluate adds it), for the prior to train on next. Skipped once the
-  prior's workdir stores its stage 1 (runs.load_stage1): the prior then needs nothing else."""
-  from mnistgen_jax import models, runs, trainer
-  family = models.get(config.family)
-  if config.model.stage1 not in family.stage1_families:
-    raise ValueError(f"--stage1={config.model.stage1}: --model={config.family} builds on "
-                     f"{', '.join(family.stage1_families)}")
-  if runs.is_self_contained(workdir):
-    return
-  stage1_dir = runs.stage1_workdir(config, workdir)
-  stage1_config = configs.stage1_config(config)
-  if not runs.is_finished_run(stage1_dir):
-    print_fn(f"stage 1: {config.model.stage1} in {stage1_dir}")
-    trainer.train_and_evaluate(stage1_config, stage1_dir, print_fn=print_fn)
-  if evaluate and not runs.is_evaluated(stage1_dir):
-    from mnistgen_jax import evaluation
-    evaluation.evaluate_trained_run(stage1_dir, eval_samples, 0, reconstruction_images,
-                                    progress=print_fn is print, print_fn=print_fn)
-  print_fn(f"stage 2: {config.family} in {workdir}")
 
 
 def run():

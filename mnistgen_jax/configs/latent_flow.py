@@ -29,11 +29,11 @@ def get_config(preset: str = ""):
   config.model.prior_layers = 3                # flat codes: its residual blocks
   config.model.prior_channels = (64,)          # grid codes: the U-Net's widths per resolution
   config.model.prior_attention = True          # grid codes: self-attention at its lowest one
-  # auto | diagonal | channel | full: codes standardised per dimension (diagonal), per grid
-  # channel (channel), or whitened (full); auto: channel for grid codes, else diagonal
-  config.model.code_whitening = "auto"
+  config.model.code_whitening = "auto"  # auto | diagonal | channel | full: codes standardised
+                                        # per dimension, per grid channel, or whitened (auto:
+                                        # channel for grid codes, else diagonal)
   config.model.time_sampling = "logit_normal"  # uniform | logit_normal (more weight mid-path)
-  config.model.label_dropout = 0.1  # conditional stage 1: share of labels dropped (guidance)
+  config.model.label_dropout = 0.1  # conditional prior: share of labels dropped (guidance)
   config.model.ema_decay = 0.999  # EMA of the velocity weights used for sampling (0: none)
   # Autoguidance (docs/families.md): a small guide velocity network trained beside the prior; samples
   # follow v_guide + autoguidance (v_prior - v_guide). 0 / 1: no guide network / unguided.
@@ -41,7 +41,7 @@ def get_config(preset: str = ""):
   config.model.guide_layers = 1          # guide residual blocks
   config.sampling.solver = "heun"        # euler | heun: the ODE solver
   config.sampling.sample_steps = 25      # ODE steps
-  config.sampling.guidance = 1.0         # classifier-free guidance scale, conditional stage 1
+  config.sampling.guidance = 1.0         # classifier-free guidance scale, conditional prior
   config.sampling.autoguidance = 2.0     # samples extrapolated away from the guide (1: the prior)
   return configs.with_preset(config, preset)
 
