@@ -116,7 +116,8 @@ class Run:
         self.config, self.model, self.variables, num_samples, iwae_samples, progress,
         **options)}
     if save:
-      evaluation.save_evaluation(self.workdir, scores)
+      with runs.lock(self.workdir):  # Refused while a training or evaluation writes the run.
+        evaluation.save_evaluation(self.workdir, scores)
     return scores
 
   def _check(self, method: str) -> None:

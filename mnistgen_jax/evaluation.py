@@ -32,6 +32,9 @@ from mnistgen_jax.progress import progress as show_progress
 
 
 PR_NEIGHBOURS = 3  # k of the k-NN manifolds of precision and recall
+# The least samples the sample metrics take: KID's unbiased estimate needs two a subset, the
+# k-NN radii of precision/recall more than k; below a few more, every figure is noise.
+MIN_SAMPLES = 10
 PICTURE_SAMPLES, PICTURE_RECONSTRUCTIONS = 100, 10  # in the TensorBoard images
 STATS_FIELDS = ("count", "shift", "total", "outer")  # fid.FeatureStats, as kept in the cache
 
@@ -61,13 +64,16 @@ class Reference:
     path = reference_cache_path(ref, cache_dir)
     try:
       with np.load(path) as kept, jax.enable_x64(True):  # The statistics are float64.
-        ref.test_stats = fid.FeatureStats(*(jnp.asarray(kept[f"stats_{name}"])
+        arrays = {k: kept[k] for k in kept.files if k != "digest"}
+        if str(kept["digest"]) != _arrays_digest(arrays):
+          raise ValueError("edited")
+        ref.test_stats = fid.FeatureStats(*(jnp.asarray(arrays[f"stats_{name}"])
                                             for name in STATS_FIELDS))
-        ref.test_features = jnp.asarray(kept["features"])
-        ref.test_radii = jnp.asarray(kept["radii"])
+        ref.test_features = jnp.asarray(arrays["features"])
+        ref.test_radii = jnp.asarray(arrays["radii"])
       return ref
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
-      pass  # Absent, unreadable or cut: compute below.
+      pass  # Absent, unreadable, cut or edited: compute below.
     ref.test_features, _ = ref.features(images, "test features")
     ref.test_stats = fid.stats_of(np.asarray(ref.test_features))
     ref.test_radii = sample_metrics.knn_radii(ref.test_features, PR_NEIGHBOURS)
@@ -75,8 +81,9 @@ class Reference:
             **{f"stats_{name}": getattr(ref.test_stats, name) for name in STATS_FIELDS}}
     try:
       os.makedirs(os.path.dirname(path), exist_ok=True)
+      arrays = {k: np.asarray(v) for k, v in kept.items()}
       files.write_atomically(path, lambda tmp: np.savez(
-          tmp, **{k: np.asarray(v) for k, v in kept.items()}))
+          tmp, digest=_arrays_digest(arrays), **arrays))
     except OSError:
       pass  # A read-only or full cache costs the next evaluation 5 s, nothing else.
     return ref
@@ -125,6 +132,20 @@ def calibration(ref: Reference, key, num: int = 10000, **data_kw) -> dict:
   return {name: sample_quality(ref, images, k_kid) for name, images in rows.items()}
 
 
+def _arrays_digest(arrays: dict) -> str:
+  """sha256 of named arrays (names, dtypes, shapes and bytes): what a cache file is checked by."""
+  h = hashlib.sha256()
+  for name in sorted(arrays):
+    a = np.ascontiguousarray(arrays[name])
+    h.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+    h.update(a.tobytes())
+  return h.hexdigest()
+
+
+def _rows_digest(rows) -> str:
+  return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
 def _cache_digest(ref: Reference, *parts: str) -> str:
   """16 hex digits of sha256 over parts and what every cached evaluation result depends on: the
   dataset, the classifier's weights, the metric code (these modules' source), the versions of
@@ -161,19 +182,22 @@ def cached_calibration(ref: Reference, key, num: int = 10000, cache_dir: str | N
                        recompute: bool = False, **data_kw) -> tuple[dict, str]:
   """(calibration rows, where they came from: 'cache <path>' or 'computed'). The rows are the same
   for every run of a dataset (about 30 s on 2 CPU cores), so they are computed once and kept in
-  the cache directory; recompute=True computes them anew (and rewrites the file). A cache that
-  cannot be read or written is passed over: the rows are computed as without one."""
+  the cache directory with their digest; recompute=True computes them anew (and rewrites the
+  file). A cache that cannot be read or written, or fails its digest, is passed over: the rows are
+  computed as without one (and the file rewritten)."""
   path = calibration_cache_path(ref, key, num, cache_dir)
   if not recompute:
     try:
       with open(path) as f:
-        return json.load(f), f"cache {path}"
-    except (OSError, ValueError):
-      pass  # Absent, unreadable or cut: compute below.
+        kept = json.load(f)
+      if kept["digest"] == _rows_digest(kept["rows"]):
+        return kept["rows"], f"cache {path}"
+    except (OSError, ValueError, KeyError, TypeError):
+      pass  # Absent, unreadable, cut or edited (its digest fails): compute below.
   rows = calibration(ref, key, num, **data_kw)
   try:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    runs.write_json(path, rows)
+    runs.write_json(path, {"rows": rows, "digest": _rows_digest(files.strict_json(rows))})
   except OSError:
     pass  # A read-only or full cache costs the next evaluation 30 s, nothing else.
   return rows, "computed"
@@ -233,6 +257,13 @@ def score_samples(ref: Reference, config, model, variables, num_samples: int,
                         labels if model.conditional else None), seconds, images
 
 
+def check_num_samples(num_samples: int, flag: str = "num_samples") -> None:
+  """ValueError (one line, naming --flag) for fewer samples than the sample metrics take."""
+  if num_samples < MIN_SAMPLES:
+    raise ValueError(f"--{flag}={num_samples}: the sample metrics (fid_lenet, KID, precision and "
+                     f"recall) need at least {MIN_SAMPLES} samples; pass more")
+
+
 def evaluate_variables(config, model, variables, num_samples: int = 10000,
                        iwae_samples: int = 50, progress: bool = True,
                        ref: Reference | None = None, iwae_images: int = 0,
@@ -273,6 +304,7 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
       out["reconstructions"]["images"] = count
     took("reconstructions")
   if supports(model, "sample"):
+    check_num_samples(num_samples)
     out["samples"], _, samples = score_samples(ref, config, model, variables, num_samples,
                                                progress)
     if pictures is not None:
@@ -327,14 +359,16 @@ def summary_scalars(evaluation: dict) -> dict:
       out[prefix] = float(value)
 
   for key, value in evaluation.items():
-    if key not in ("step", "seconds", "sampling", "calibration_source"):
+    if key not in ("step", "seconds", "sampling", "calibration_source", "part_steps", "stale"):
       walk(f"eval/{key}", value)
   return out
 
 
 def save_evaluation(workdir: str, evaluation: dict) -> str:
-  """Puts `evaluation` into workdir/eval.json (keeping the training results); returns its path."""
-  return runs.update_eval_json(workdir, {"evaluation": evaluation})
+  """Merges `evaluation` into workdir/eval.json part by part (runs.update_evaluation: the
+  training results and the parts it did not compute stay); returns its path. The caller holds
+  the workdir's lock (runs.lock)."""
+  return runs.update_evaluation(workdir, evaluation)
 
 
 def evaluate_trained_run(workdir: str, num_samples: int, iwae_samples: int,
@@ -342,19 +376,21 @@ def evaluate_trained_run(workdir: str, num_samples: int, iwae_samples: int,
                          print_fn=print) -> dict | None:
   """What the train binary runs after training: evaluate_run (no calibration rows) of the run
   just trained, saved as eval.json's 'evaluation' block and returned; None (nothing stored) for
-  a model that does not generate, or a dataset without the evaluation classifier."""
-  config, _, model, state = runs.restore_run(workdir)
-  if not supports(model, "sample"):
-    return None
-  pictures = {}
-  try:
-    evaluation = {"step": int(state.step), **evaluate_variables(
-        config, model, state.variables(), num_samples, iwae_samples, progress,
-        reconstruction_images=reconstruction_images, pictures=pictures)}
-  except features_lib.FeatureNetworkError as e:
-    print_fn(f"evaluation skipped: {e}")
-    return None
-  save_evaluation(workdir, evaluation)
-  runs.write_summaries(workdir, evaluation["step"], summary_scalars(evaluation),
-                       {f"eval/{k}": v for k, v in pictures.items()})
-  return evaluation
+  a model that does not generate, or a dataset without the evaluation classifier. Holds the
+  workdir's lock meanwhile: an mnistgen-evaluate of the same run is refused, not interleaved."""
+  with runs.lock(workdir):
+    config, _, model, state = runs.restore_run(workdir)
+    if not supports(model, "sample"):
+      return None
+    pictures = {}
+    try:
+      evaluation = {"step": int(state.step), **evaluate_variables(
+          config, model, state.variables(), num_samples, iwae_samples, progress,
+          reconstruction_images=reconstruction_images, pictures=pictures)}
+    except features_lib.FeatureNetworkError as e:
+      print_fn(f"evaluation skipped: {e}")
+      return None
+    save_evaluation(workdir, evaluation)
+    runs.write_summaries(workdir, evaluation["step"], summary_scalars(evaluation),
+                         {f"eval/{k}": v for k, v in pictures.items()})
+    return runs.read_eval_json(workdir)["evaluation"]

@@ -6,6 +6,8 @@ compiled computations.
 """
 from __future__ import annotations
 
+import math
+import numbers
 import os
 
 
@@ -28,3 +30,18 @@ def cache_dir() -> str:
   """$MNISTGEN_JAX_CACHE, else $XDG_CACHE_HOME/mnistgen_jax, else ~/.cache/mnistgen_jax."""
   return os.environ.get("MNISTGEN_JAX_CACHE") or os.path.join(
       os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "mnistgen_jax")
+
+
+def strict_json(obj):
+  """obj with every float that is not finite (NaN, +-inf, numpy's too) as None: JSON has no NaN
+  or Infinity (json.dump writes them by default, and strict readers refuse the file)."""
+  if isinstance(obj, dict):
+    return {k: strict_json(v) for k, v in obj.items()}
+  if isinstance(obj, (list, tuple)):
+    return [strict_json(v) for v in obj]
+  if isinstance(obj, numbers.Integral) and not isinstance(obj, bool):
+    return int(obj)  # numpy's integers too, which json cannot write
+  if isinstance(obj, numbers.Real):
+    value = float(obj)
+    return value if math.isfinite(value) else None
+  return obj

@@ -24,7 +24,7 @@ import jax
 
 from mnistgen_jax import checkpoint, configs, models, train_setup
 from mnistgen_jax.checkpoint import CheckpointError
-from mnistgen_jax.files import write_atomically
+from mnistgen_jax.files import strict_json, write_atomically
 
 
 LOCK_FILE = ".lock"
@@ -112,10 +112,10 @@ def open_checkpoints(workdir: str, keep: int) -> checkpoint.Checkpointer:
 
 
 def write_json(path: str, obj) -> None:
-  """obj as indented JSON at path, atomically."""
+  """obj as indented, strict JSON at path (numbers that are not finite as null), atomically."""
   def write(tmp):
     with open(tmp, "w") as f:
-      json.dump(obj, f, indent=2)
+      json.dump(strict_json(obj), f, indent=2, allow_nan=False)
   write_atomically(path, write)
 
 
@@ -133,17 +133,62 @@ def read_eval_json(workdir: str) -> dict:
   return saved if isinstance(saved, dict) else {}
 
 
+def saved_eval_json(workdir: str) -> dict:
+  """workdir/eval.json as written ({} where there is none); CheckpointError, in one line, where
+  it is not a JSON object: it is never silently replaced (it may hold hours of evaluation)."""
+  path = eval_json_path(workdir)
+  if not os.path.exists(path):
+    return {}
+  try:
+    with open(path) as f:
+      saved = json.load(f)
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"{path} cannot be read ({str(e)[:120]}); move it away (it is not "
+                          "replaced), then run again") from e
+  if not isinstance(saved, dict):
+    raise CheckpointError(f"{path} holds a JSON {type(saved).__name__}, not the results object; "
+                          "move it away (it is not replaced), then run again")
+  return saved
+
+
 def update_eval_json(workdir: str, blocks: dict) -> str:
   """The one writer of workdir/eval.json: merges `blocks` into what it holds (a training run's
-  results never drop an earlier 'evaluation', and an evaluation keeps the training results)."""
-  path = eval_json_path(workdir)
-  saved = {}
-  if os.path.exists(path):
-    with open(path) as f:  # An unreadable file is an error here: it is never silently replaced.
-      saved = json.load(f)
+  results never drop an earlier 'evaluation', and an evaluation keeps the training results),
+  and lists under evaluation.stale the parts of the evaluation older than the latest checkpoint."""
+  saved = saved_eval_json(workdir)
   saved.update(blocks)
-  write_json(path, saved)
-  return path
+  evaluation, latest = saved.get("evaluation"), latest_checkpoint_step(workdir)
+  if isinstance(evaluation, dict) and isinstance(evaluation.get("part_steps"), dict):
+    evaluation["stale"] = sorted(part for part, step in evaluation["part_steps"].items()
+                                 if latest is not None and step < latest)
+  write_json(eval_json_path(workdir), saved)
+  return eval_json_path(workdir)
+
+
+def evaluation_parts(evaluation: dict) -> list:
+  """The parts of an evaluation block, each computed at one step: reconstructions, samples,
+  calibration, and each IWAE bound iwae_nll_k<K> (with its _stderr)."""
+  return [key for key in evaluation if key in ("reconstructions", "samples", "calibration")
+          or key.startswith("iwae_nll_k") and not key.endswith("_stderr")]
+
+
+def update_evaluation(workdir: str, evaluation: dict) -> str:
+  """Merges an evaluation (at evaluation['step']) into eval.json's 'evaluation' block part by
+  part: a part it computed replaces that part, the others stay, and part_steps says at which
+  step each part was computed (a later --iwae_samples=0 keeps the IWAE bound, marked stale once
+  a newer checkpoint exists). The caller holds the workdir's lock."""
+  old = saved_eval_json(workdir).get("evaluation")
+  old = dict(old) if isinstance(old, dict) else {}
+  steps = {part: old.get("step") for part in evaluation_parts(old)}  # Blocks without part_steps.
+  steps.update(old.get("part_steps") or {})
+  new_parts = evaluation_parts(evaluation)
+  if any(part.startswith("iwae_nll_k") for part in new_parts):
+    old.pop("iwae_images", None)  # Of the bounds replaced.
+  if "calibration" in new_parts:
+    old.pop("calibration_source", None)
+  steps.update({part: evaluation["step"] for part in new_parts})
+  merged = {**old, **evaluation, "part_steps": {p: s for p, s in steps.items() if s is not None}}
+  return update_eval_json(workdir, {"evaluation": merged})
 
 
 class MetricsLog:
@@ -156,22 +201,29 @@ class MetricsLog:
   held in memory would take about 10 GB."""
 
   def __init__(self, workdir: str, resume_step: int, write: bool = True,
-               curve_points: int = 20_000):
+               curve_points: int = 20_000, print_fn=print):
     self.tensorboard = None
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.writes, self.curve_points = write, curve_points
     self.train, self.test, self.stride, self._train_seconds = [], [], 1, 0.0
 
     def kept_lines():  # Streamed: the file of a long run does not fit in memory as records.
+      unreadable = None  # The number of a line that is not a record: only the last may be one.
       with open(self.path) as f:
-        for line in f:
-          try:
-            record = json.loads(line)
-          except ValueError:
-            continue  # A line cut by a crash.
-          if record["step"] <= resume_step:
+        for number, line in enumerate(f, 1):
+          if unreadable is not None:
+            raise CheckpointError(
+                f"{self.path}, line {unreadable}: not a metrics record; fix or delete that "
+                "line (the lines after it are kept), or pass another --workdir")
+          record = _metrics_record(line)
+          if record is None:
+            unreadable = number
+          elif record["step"] <= resume_step:
             self._keep(record)
             yield line if line.endswith("\n") else line + "\n"
+      if unreadable is not None:  # Cut by a crash while it was written: no step is lost.
+        print_fn(f"warning: {self.path}: dropped its last line ({unreadable}), cut off "
+                 "while it was written")
 
     if os.path.exists(self.path):
       if self.writes:  # Atomically: never a cut file.
@@ -210,7 +262,7 @@ class MetricsLog:
     if not self.writes:
       return
     with open(self.path, "a") as f:
-      f.writelines(json.dumps(r) + "\n" for r in records)
+      f.writelines(json.dumps(strict_json(r), allow_nan=False) + "\n" for r in records)
     for r in records:
       for k, v in r.items():
         if k not in ("step", "epoch", "split") and isinstance(v, float):
@@ -228,6 +280,18 @@ class MetricsLog:
 
   def train_seconds(self) -> float:
     return self._train_seconds
+
+
+def _metrics_record(line: str) -> dict | None:
+  """A metrics.jsonl line as its record; None where it is not one (cut off, or edited)."""
+  try:
+    record = json.loads(line)
+  except ValueError:
+    return None
+  if not (isinstance(record, dict) and isinstance(record.get("step"), int)
+          and isinstance(record.get("split"), str)):
+    return None
+  return record
 
 
 def write_summaries(workdir: str, step: int, scalars: dict, images: dict | None = None) -> None:

@@ -151,7 +151,7 @@ class Loop:
   @classmethod
   def start(cls, setup, workdir, ckpt, datasets, state, primary, print_fn) -> "Loop":
     config, model, training = setup.config, setup.model, setup.family.training
-    log = runs.MetricsLog(workdir, int(state.step), write=primary)
+    log = runs.MetricsLog(workdir, int(state.step), write=primary, print_fn=print_fn)
     snapshot = None
     if training.epoch_snapshots and primary:
       snapshot = report.EpochSnapshot(model, config, workdir)

@@ -73,7 +73,7 @@ def test_config_file_with_overrides_equals_the_short_form(tmp_path):
     (["--latent_dim=abc"], "error: flag --config.model.latent_dim=abc"),
     (["--preset=2m"], "error: --preset=2m is not a preset of 'vae' (its presets: 1m, iwae_1layer)"),
     (["--hidden=400,abc"], "error: --hidden must be 1 to 8 positive integer widths"),
-    (["--learning_rate=inf"], "error: --learning_rate must be in (0, 1], got inf"),
+    (["--learning_rate=inf"], "error: --learning_rate must be a finite number, got inf"),
     (["--learning_rate=1e4"], "error: --learning_rate must be in (0, 1], got 10000.0"),
     (["--num_epochs=0"], "error: --num_epochs must be a positive integer, got 0"),
 ])
@@ -98,9 +98,13 @@ def test_training_again_keeps_an_earlier_evaluation(tmp_path):
   assert saved["test"] == json.loads(json.dumps(first["test"]))
   # Evaluating the run again gives the same figures (the checkpoint holds its fitted prior).
   again = evaluation.evaluate_run(str(tmp_path), 200, 2, progress=False)
-  timings = lambda e: {k: v for k, v in e.items() if k != "seconds"}  # wall times differ
+  # Wall times differ; eval.json adds at which step each part was computed (all at this one).
+  figures = lambda e: {k: v for k, v in e.items() if k not in ("seconds", "part_steps", "stale")}
   assert set(again["seconds"]) == {"reference", "reconstructions", "samples", "iwae_k2"}
-  assert timings(json.loads(json.dumps(again))) == timings(saved["evaluation"])
+  assert figures(json.loads(json.dumps(again))) == figures(saved["evaluation"])
+  assert saved["evaluation"]["part_steps"] == {"reconstructions": 4, "samples": 4,
+                                               "iwae_nll_k2": 4}
+  assert saved["evaluation"]["stale"] == []
 
 
 def test_write_output_is_atomic_and_a_full_disk_is_one_line(tmp_path):

@@ -76,16 +76,23 @@ def test_calibration_is_computed_once_then_read_from_the_cache(ref, tmp_path, mo
   assert source == f"cache {path}" and again == rows and not computed
   again, source = evaluation.cached_calibration(ref, key, num=100, cache_dir=cache, recompute=True)
   assert source == "computed" and again == fresh and computed == [1]
-  assert json.loads(open(path).read()) == fresh  # Rewritten.
+  assert json.loads(open(path).read())["rows"] == fresh  # Rewritten.
   with open(path, "w") as f:
-    f.write('{"real train')  # A file cut short: computed anew, and rewritten whole.
+    f.write('{"rows": {"real train')  # A file cut short: computed anew, and rewritten whole.
   again, source = evaluation.cached_calibration(ref, key, num=100, cache_dir=cache)
   assert source == "computed" and again == fresh and computed == [1, 1]
-  assert json.loads(open(path).read()) == fresh
+  assert json.loads(open(path).read())["rows"] == fresh
+  edited = json.loads(open(path).read())
+  edited["rows"]["stand-in row"]["fid_lenet"] = 0.5  # Edited: its digest fails, so recomputed.
+  with open(path, "w") as f:
+    json.dump(edited, f)
+  again, source = evaluation.cached_calibration(ref, key, num=100, cache_dir=cache)
+  assert source == "computed" and again == fresh and computed == [1, 1, 1]
+  assert json.loads(open(path).read())["rows"] == fresh
   blocked = tmp_path / "a_file"
   blocked.write_text("")  # A cache directory that cannot be made: the rows are still given.
   again, source = evaluation.cached_calibration(ref, key, num=100, cache_dir=str(blocked))
-  assert source == "computed" and again == fresh and computed == [1, 1, 1]
+  assert source == "computed" and again == fresh and computed == [1, 1, 1, 1]
 
 
 @pytest.mark.slow
@@ -117,6 +124,13 @@ def test_reference_is_computed_once_then_read_from_the_cache(ref, tmp_path, monk
     again = evaluation.Reference.load("mnist", progress=False, cache_dir=cache)
     np.testing.assert_array_equal(again.test_radii, ref.test_radii)
     assert open(path, "rb").read() == whole
+  with np.load(path) as kept:  # Edited, readable: its digest fails, so computed anew, rewritten.
+    arrays = {k: kept[k] for k in kept.files}
+  arrays["radii"] = arrays["radii"] * 2
+  np.savez(path, **arrays)
+  again = evaluation.Reference.load("mnist", progress=False, cache_dir=cache)
+  np.testing.assert_array_equal(again.test_radii, ref.test_radii)
+  assert open(path, "rb").read() == whole
   blocked = tmp_path / "a_file"
   blocked.write_text("")  # A cache directory that cannot be made: computed, nothing else.
   np.testing.assert_array_equal(

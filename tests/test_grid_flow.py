@@ -89,7 +89,7 @@ def _prior(mnist_slice, conditional=False, **fields):
 
 
 def test_grid_codes_get_the_pixel_flows_unet_and_train_it_alone(mnist_slice):
-  _, model, stage1, x = _prior(mnist_slice)
+  _, model, stage1, x = _prior(mnist_slice, sample_steps=2)
   y = jnp.asarray(mnist_slice[1][:8])
   assert model.code_shape == (7, 7, 2) and model.code_whitening == "channel"
   variables = compile_once(lambda: model.init(

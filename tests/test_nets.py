@@ -8,8 +8,9 @@ from conftest import compile_once
 from mnistgen_jax.models import nets
 
 
-@pytest.mark.parametrize("size,kernel,stride", [(28, 4, 2), (14, 4, 2), (7, 3, 1), (28, 3, 1),
-                                                (7, 4, 2), (9, 5, 3)])
+@pytest.mark.parametrize("size,kernel,stride", [
+    (28, 4, 2), (14, 4, 2), pytest.param(7, 3, 1, marks=pytest.mark.slow), (28, 3, 1), (7, 4, 2),
+    pytest.param(9, 5, 3, marks=pytest.mark.slow)])
 def test_patch_conv_equals_flax_conv(size, kernel, stride):
   x = jax.random.normal(jax.random.PRNGKey(0), (3, size, size, 5))
   ref = nn.Conv(7, (kernel, kernel), strides=(stride, stride), padding="SAME")
@@ -31,7 +32,8 @@ def test_patch_conv_equals_flax_conv(size, kernel, stride):
 
 
 @pytest.mark.parametrize("size,kernel,stride,channels,features",
-                         [(14, 3, 1, 32, 4), (28, 3, 1, 32, 1), (7, 1, 1, 64, 16), (9, 4, 2, 6, 3)])
+                         [(14, 3, 1, 32, 4), (28, 3, 1, 32, 1), (7, 1, 1, 64, 16),
+                          pytest.param(9, 4, 2, 6, 3, marks=pytest.mark.slow)])
 def test_taps_conv_equals_native_where_auto_picks_it(size, kernel, stride, channels, features):
   """The last layers to few channels and 1x1 convolutions (the shapes 'auto' sends to taps on CPU),
   an even kernel with stride included, against XLA's convolution."""

@@ -378,3 +378,18 @@ def test_evaluate_refuses_before_its_work_when_eval_json_cannot_be_written(finis
                         cwd=ROOT, capture_output=True, text=True)
   assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
       f"error: --workdir={workdir}/eval.json is a directory: pass a file path"], proc.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_evaluate_is_refused_in_one_line_while_training_holds_the_run(finished_run, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(finished_run, workdir)
+  before = (workdir / "eval.json").read_text()
+  with runs.lock(str(workdir)):  # As a training process holds it.
+    proc = subprocess.run([sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}",
+                           "--num_samples=100", "--iwae_samples=0", "--nocalibration"],
+                          cwd=ROOT, capture_output=True, text=True)
+  lines = proc.stderr.strip().splitlines()
+  assert proc.returncode == 2 and len(lines) == 1 and "is in use by a run of PID" in lines[0], \
+      proc.stderr[-2000:]
+  assert (workdir / "eval.json").read_text() == before

@@ -40,8 +40,7 @@ def main(argv):
   import jax
   cli.use_compilation_cache(FLAGS.compilation_cache)
   from mnistgen_jax import evaluation, report
-  if FLAGS.num_samples <= 0:
-    raise ValueError(f"--num_samples must be a positive integer, got {FLAGS.num_samples}")
+  evaluation.check_num_samples(FLAGS.num_samples)
   if FLAGS.iwae_images < 0:
     raise ValueError(f"--iwae_images must be >= 0 (0: all test images), got {FLAGS.iwae_images}")
   if FLAGS.reconstruction_images < 0:
@@ -51,8 +50,18 @@ def main(argv):
     raise ValueError("--iwae_decodes_per_pass must be >= 0 (0: all at once), got "
                      f"{FLAGS.iwae_decodes_per_pass}")
   config = cli.with_sampling_flags(runs.load_config(FLAGS.workdir))
+  # The run's lock for the whole evaluation: refused in one line while training (or another
+  # evaluation) writes the run, so neither result overwrites the other.
+  with runs.lock(FLAGS.workdir):
+    _evaluate(config)
+
+
+def _evaluate(config):
+  import jax
+  from mnistgen_jax import evaluation, report
   # Before minutes of work that could not be saved (a read-only or full workdir).
   cli.check_output("workdir", os.path.join(FLAGS.workdir, "eval.json"))
+  runs.saved_eval_json(FLAGS.workdir)  # One that cannot be merged into is refused before, too.
   data_kw = dict(source=config.run.data_source, data_dir=config.run.data_dir or None)
   start = time.perf_counter()
   ref = evaluation.Reference.load(config.data.dataset, progress=FLAGS.progress, **data_kw)

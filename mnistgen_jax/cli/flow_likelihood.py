@@ -51,7 +51,8 @@ def main(argv):
   result = {"bits_per_dim": mean, "standard_error": stderr, "num_images": len(images),
             "steps": FLAGS.steps, "solver": config.sampling.solver, "probes": FLAGS.probes,
             "seconds": round(seconds, 1)}
-  runs.update_eval_json(FLAGS.workdir, {"ode_likelihood": result})
+  with runs.lock(FLAGS.workdir):  # Refused (one line) while a training or evaluation writes it.
+    runs.update_eval_json(FLAGS.workdir, {"ode_likelihood": result})
   given = " | digit" if model.conditional else ""
   print(
       f"{config.family}: -log2 p(x{given}) = {mean:.4f} +- {stderr:.4f} bits/dim on {len(images)} "

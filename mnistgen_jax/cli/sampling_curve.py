@@ -8,7 +8,6 @@ the samples like mnistgen-evaluate (fid_lenet, precision/recall, digit accuracy)
 sampling_curve.json, sampling_curve.md (a table) and sampling_curve.png (FID and samples/s vs steps)
 into the workdir, and prints the table.
 """
-import json
 import os
 
 from absl import flags, logging
@@ -122,8 +121,7 @@ def main(argv):
           "device": f"{device.platform}: {device.device_kind}",
           "rows": rows}
   base = os.path.join(FLAGS.workdir, FLAGS.name)
-  with open(base + ".json", "w") as f:
-    json.dump(meta, f, indent=1)
+  runs.write_json(base + ".json", meta)
   table = report.markdown_table(
       COLUMNS, [[r.get(c) for c in COLUMNS] for r in rows])
   with open(base + ".md", "w") as f:

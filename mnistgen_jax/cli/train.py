@@ -51,6 +51,9 @@ def main(argv):
     raise ValueError("--reconstruction_images must be >= 0 (0: all test images), got "
                      f"{FLAGS.reconstruction_images}")
   config = configs.validate(_CONFIG.value)
+  if FLAGS.evaluate:
+    from mnistgen_jax import evaluation as evaluation_lib
+    evaluation_lib.check_num_samples(FLAGS.eval_samples, "eval_samples")  # Before training.
   if config.model.get("stage1"):
     from mnistgen_jax import two_stage
     two_stage.train_stage1(config, FLAGS.workdir, FLAGS.evaluate and not FLAGS.distributed,
@@ -58,7 +61,6 @@ def main(argv):
   result = trainer.train_and_evaluate(config, FLAGS.workdir)
   evaluation = None
   if FLAGS.evaluate and not FLAGS.distributed:
-    from mnistgen_jax import evaluation as evaluation_lib
     evaluation = evaluation_lib.evaluate_trained_run(
         FLAGS.workdir, FLAGS.eval_samples, FLAGS.iwae_samples, FLAGS.reconstruction_images)
   import jax
@@ -72,7 +74,8 @@ def main(argv):
   if evaluation:
     summary = {f"{part} fid_lenet": evaluation[part]["fid_lenet"]
                for part in ("reconstructions", "samples") if part in evaluation}
-    summary.update({k: v for k, v in evaluation.items() if k.startswith("iwae")})
+    summary.update({k: v for k, v in evaluation.items() if k.startswith("iwae_nll")
+                    and evaluation["part_steps"].get(k.removesuffix("_stderr")) == result["step"]})
     print("evaluation: " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
 
 

@@ -121,7 +121,11 @@ def check_widths(config, name: str, min_len: int = 1, max_len: int = 8) -> None:
 
 
 def validate(config) -> None:
-  """Checks of the shared fields."""
+  """Checks of the shared fields, and that no number of any field is NaN or infinite."""
+  for section in SECTIONS:
+    for name, value in config[section].items():
+      check(not isinstance(value, float) or math.isfinite(value),
+            f"--{name} must be a finite number, got {value}")
   check_choice(config, "dataset", data.DATASETS)
   check_choice(config, "data_source", data.SOURCES)
   check_choice(config, "lr_schedule", ("constant", "cosine", "iwae"))
