@@ -154,9 +154,11 @@ def _drop_channel(images: np.ndarray) -> np.ndarray:
   return images[..., 0] if images.shape[-1] == 1 else images
 
 
-def load_run(workdir: str, step: int | None = None, **sampling) -> Run:
+def load_run(workdir: str, step: int | None = None, trust_unverified_checkpoint: bool = False,
+             **sampling) -> Run:
   """The run in workdir at its latest (or the given) checkpoint; sampling: overrides of its
-  sampling fields (temperature=0.5, sample_steps=20, guidance=2.0, ...)."""
+  sampling fields (temperature=0.5, sample_steps=20, guidance=2.0, ...);
+  trust_unverified_checkpoint: load one whose digests are missing (at your own risk)."""
   config = runs.load_config(workdir)
   for name, value in sampling.items():
     if name not in config.sampling:
@@ -164,5 +166,6 @@ def load_run(workdir: str, step: int | None = None, **sampling) -> Run:
       raise ValueError(f"{name}= is not a sampling field of {config.family!r} runs "
                        f"(they have: {known})")
     config.sampling[name] = value
-  config, _, model, state = runs.restore_run(workdir, step, config=configs.validate(config))
+  config, _, model, state = runs.restore_run(workdir, step, config=configs.validate(config),
+                                             trust_unverified=trust_unverified_checkpoint)
   return Run(workdir, config, model, state.variables(), int(state.step))

@@ -20,6 +20,9 @@ from mnistgen_jax.errors import UserError
 
 
 DELETED_SUBDIR = ".deleted"
+PENDING = "pending"  # A step's digests entry while it is being saved.
+TRUST = ("pass --trust_unverified_checkpoint to use them as they are (at your own risk), or "
+         "another --workdir")
 
 
 class CheckpointError(UserError):
@@ -48,7 +51,8 @@ class Checkpointer:
   todelete_subdir), emptied by us afterwards: a run killed while deleting in place would leave a
   half-deleted step folder that still counts as a checkpoint and fails its digests."""
 
-  def __init__(self, workdir: str, keep: int, best_metric: str = "loss"):
+  def __init__(self, workdir: str, keep: int, best_metric: str = "loss",
+               trust_unverified: bool = False):
     policy = policies.AnyPreservationPolicy([
         policies.LatestN(n=keep),
         policies.BestN(get_metric_fn=lambda m: m[best_metric], reverse=True, n=1,
@@ -61,33 +65,74 @@ class Checkpointer:
     self.manager = ocp.CheckpointManager(self.directory, options=options)
     self.best_metric = best_metric
     self.digests_path = os.path.join(os.path.abspath(workdir), "checkpoint_digests.json")
+    self.trust_unverified = trust_unverified
 
-  def _read_digests(self) -> dict:
+  def _read_digests(self) -> dict | None:
+    """{step: {file: sha256} or PENDING}; None where the file does not exist."""
     try:
       with open(self.digests_path) as f:
-        return json.load(f)
+        digests = json.load(f)
     except FileNotFoundError:
-      return {}
-    except ValueError as e:
-      raise CheckpointError(f"{self.digests_path} is unreadable ({e}); delete it to resume "
-                            "without verifying the checkpoints") from e
+      return None
+    except (OSError, ValueError) as e:
+      digests = e
+    if not (isinstance(digests, dict) and all(
+        v == PENDING or isinstance(v, dict) for v in digests.values())):
+      raise CheckpointError(f"{self.digests_path} is not a digests file (edited or damaged), so "
+                            f"the checkpoints cannot be verified; {TRUST}")
+    return digests
 
-  def _write_digests(self, step: int) -> None:
-    if jax.process_index() != 0:
-      return
-    kept = {str(s) for s in self.manager.all_steps()}
-    digests = {k: v for k, v in self._read_digests().items() if k in kept}
-    digests[str(step)] = _file_digests(os.path.join(self.directory, str(step)))
+  def _write(self, digests: dict) -> None:
     tmp = self.digests_path + ".tmp"
     with open(tmp, "w") as f:
       json.dump(digests, f, indent=1)
     os.replace(tmp, self.digests_path)  # Atomic: a crash leaves the old file.
 
-  def _verify(self, step: int) -> None:
-    """A checkpoint killed between its save and its digest has none: it is used unverified."""
-    expected = self._read_digests().get(str(step))
-    if expected is None:
+  def _kept_digests(self) -> dict:
+    kept = {str(s) for s in self.manager.all_steps()}
+    try:
+      digests = self._read_digests() or {}
+    except CheckpointError:
+      if not self.trust_unverified:
+        raise
+      digests = {}  # Trusted as they are: the steps saved from now on get digests.
+    return {k: v for k, v in digests.items() if k in kept}
+
+  def _write_digests(self, step: int) -> None:
+    if jax.process_index() != 0:
       return
+    digests = self._kept_digests()
+    digests[str(step)] = _file_digests(os.path.join(self.directory, str(step)))
+    self._write(digests)
+
+  def drop_cut_off_save(self) -> int | None:
+    """The latest checkpoint, when its save was cut off before its digest was written (a kill
+    in that moment; marked PENDING before the save began), moved out of the checkpoints: it
+    cannot be verified, and resuming from the one before it trains the same steps again
+    exactly. Returns its step, else None. Called by the trainer, under the workdir's lock."""
+    step = self.manager.latest_step()
+    digests = self._read_digests() or {}
+    if step is None or digests.get(str(step)) != PENDING or self.trust_unverified:
+      return None
+    self.manager.delete(step)
+    self._empty_deleted()
+    self.manager.reload()
+    return step
+
+  def _verify(self, step: int) -> None:
+    """Every restore: the digests of `step` match its files, or --trust_unverified_checkpoint."""
+    if self.trust_unverified:
+      return
+    digests = self._read_digests()
+    if digests is None:
+      raise CheckpointError(f"{self.digests_path} is missing, so the checkpoints of "
+                            f"{self.directory} cannot be verified; {TRUST}")
+    expected = digests.get(str(step))
+    if not isinstance(expected, dict):
+      raise CheckpointError(
+          f"checkpoint {self.directory}/{step} has no digest in {self.digests_path} (its save "
+          "was cut off, or the file was edited); delete that step's folder to resume from the "
+          f"checkpoint before it, or {TRUST}")
     actual = _file_digests(os.path.join(self.directory, str(step)))
     bad = sorted(k for k in expected.keys() | actual.keys() if expected.get(k) != actual.get(k))
     if bad:
@@ -100,6 +145,8 @@ class Checkpointer:
     if step in self.manager.all_steps():
       return  # Already saved (e.g. an epoch end that is also a save interval).
     self._empty_deleted()  # A kill may have left a half-emptied one; a rename into it needs room.
+    if jax.process_index() == 0:  # Marked before the save: a kill before its digest is known.
+      self._write({**self._kept_digests(), str(step): PENDING})
     self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
     self.manager.wait_until_finished()
     self._write_digests(step)

@@ -334,10 +334,12 @@ def evaluate_variables(config, model, variables, num_samples: int = 10000,
 def evaluate_run(workdir: str, num_samples: int = 10000, iwae_samples: int = 50,
                  progress: bool = True, ref: Reference | None = None, config=None,
                  iwae_images: int = 0, iwae_decodes_per_pass: int | None = None,
-                 reconstruction_images: int = 0, pictures: dict | None = None) -> dict:
+                 reconstruction_images: int = 0, pictures: dict | None = None,
+                 trust_unverified: bool = False) -> dict:
   """evaluate_variables of the run in workdir, at its latest checkpoint; config: its config with
   sampling fields changed (e.g. sample_steps), else the saved one."""
-  config, _, model, state = runs.restore_run(workdir, config=config)
+  config, _, model, state = runs.restore_run(workdir, config=config,
+                                             trust_unverified=trust_unverified)
   return {"step": int(state.step), **evaluate_variables(
       config, model, state.variables(), num_samples, iwae_samples, progress, ref, iwae_images,
       iwae_decodes_per_pass, reconstruction_images, pictures)}
@@ -373,13 +375,13 @@ def save_evaluation(workdir: str, evaluation: dict) -> str:
 
 def evaluate_trained_run(workdir: str, num_samples: int, iwae_samples: int,
                          reconstruction_images: int = 0, progress: bool = True,
-                         print_fn=print) -> dict | None:
+                         print_fn=print, trust_unverified: bool = False) -> dict | None:
   """What the train binary runs after training: evaluate_run (no calibration rows) of the run
   just trained, saved as eval.json's 'evaluation' block and returned; None (nothing stored) for
   a model that does not generate, or a dataset without the evaluation classifier. Holds the
   workdir's lock meanwhile: an mnistgen-evaluate of the same run is refused, not interleaved."""
   with runs.lock(workdir):
-    config, _, model, state = runs.restore_run(workdir)
+    config, _, model, state = runs.restore_run(workdir, trust_unverified=trust_unverified)
     if not supports(model, "sample"):
       return None
     pictures = {}

@@ -106,9 +106,11 @@ def write_config(workdir: str, config) -> None:
   write_atomically(path, write)  # Never a half-written config.
 
 
-def open_checkpoints(workdir: str, keep: int) -> checkpoint.Checkpointer:
-  """The workdir's checkpoints (the last `keep` and the best by test loss, with digests)."""
-  return checkpoint.Checkpointer(workdir, keep)
+def open_checkpoints(workdir: str, keep: int,
+                     trust_unverified: bool = False) -> checkpoint.Checkpointer:
+  """The workdir's checkpoints (the last `keep` and the best by test loss, with digests checked
+  before each restore unless trust_unverified: --trust_unverified_checkpoint)."""
+  return checkpoint.Checkpointer(workdir, keep, trust_unverified=trust_unverified)
 
 
 def write_json(path: str, obj) -> None:
@@ -484,9 +486,11 @@ def load_config(workdir: str):
   return config
 
 
-def restore_run(workdir: str, step: int | None = None, config=None):
+def restore_run(workdir: str, step: int | None = None, config=None,
+                trust_unverified: bool = False):
   """(config, family, model, state) of the run in workdir, at its latest (or given) checkpoint.
-  config: the run's config with resumable fields changed (e.g. temperature), else the saved one."""
+  config: the run's config with resumable fields changed (e.g. temperature), else the saved one.
+  trust_unverified: restore a checkpoint whose digests are missing (checkpoint.TRUST)."""
   config = config or load_config(workdir)
   family, model, stage1 = build(config, workdir)
   # The state's structure, shapes and dtypes (the same for any number of steps) without computing
@@ -495,7 +499,7 @@ def restore_run(workdir: str, step: int | None = None, config=None):
   device = jax.sharding.SingleDeviceSharding(jax.devices()[0])  # Where an eager init put it.
   target = jax.tree.map(lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=device),
                         abstract)
-  ckpt = open_checkpoints(workdir, config.run.keep_checkpoints)
+  ckpt = open_checkpoints(workdir, config.run.keep_checkpoints, trust_unverified)
   try:  # Closed on failure too: an open manager's threads print tracebacks at exit.
     if ckpt.latest_step() is None:
       raise CheckpointError(f"{workdir} holds no checkpoint yet; train it first")

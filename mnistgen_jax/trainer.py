@@ -85,27 +85,35 @@ def setup(config, num_examples: int, workdir: str | None = None) -> train_setup.
   return train_setup.prepare(config, family, model, num_examples, stage1)
 
 
-def train_and_evaluate(config, workdir: str, print_fn=print) -> dict:
+def train_and_evaluate(config, workdir: str, print_fn=print, trust_unverified: bool = False) -> dict:
   """Trains (or resumes) config in workdir; writes checkpoints, metrics, pictures and eval.json's
   training results (the test loss terms after the last epoch), and returns those results. The
-  workdir is locked meanwhile (runs.lock); SIGTERM / SIGINT save and raise Interrupted."""
+  workdir is locked meanwhile (runs.lock); SIGTERM / SIGINT save and raise Interrupted.
+  trust_unverified: resume from a checkpoint whose digests are missing (checkpoint.TRUST)."""
   # These refuse bad input before anything is written, the workdir and its lock included.
   datasets = train_setup.load_data(config)
   training = setup(config, len(datasets[0][0]), workdir)
   # Several hosts: all take part in every step; the first alone writes files, prints and locks.
   if jax.process_index() != 0:
-    return _train(training, workdir, datasets, primary=False, print_fn=lambda *args: None)
+    return _train(training, workdir, datasets, primary=False, print_fn=lambda *args: None,
+                  trust_unverified=trust_unverified)
   with runs.lock(workdir):
-    return _train(training, workdir, datasets, primary=True, print_fn=print_fn)
+    return _train(training, workdir, datasets, primary=True, print_fn=print_fn,
+                  trust_unverified=trust_unverified)
 
 
-def _train(training, workdir: str, datasets, *, primary: bool, print_fn) -> dict:
+def _train(training, workdir: str, datasets, *, primary: bool, print_fn,
+           trust_unverified: bool) -> dict:
   config = training.config
   runs.check_workdir(workdir, config)  # Under the lock: no other run can write it meanwhile.
-  ckpt = runs.open_checkpoints(workdir, config.run.keep_checkpoints)
+  ckpt = runs.open_checkpoints(workdir, config.run.keep_checkpoints, trust_unverified)
   loop = None
   try:  # Closed on every exit: an open manager's threads print tracebacks at exit.
     state = training.state
+    dropped = ckpt.drop_cut_off_save() if primary else None
+    if dropped is not None:
+      print_fn(f"checkpoint {dropped} was cut off while it was saved (no digest): set aside, "
+               "its steps are trained again")
     if ckpt.latest_step() is not None:
       state = ckpt.restore(state)
       runs.check_not_past_the_end(workdir, int(state.step), training.total_steps,

@@ -61,8 +61,10 @@ def test_sigkill_at_random_moments_then_resume_equals_an_uninterrupted_run(tmp_p
     steps = list(ckpt.manager.all_steps())
     ckpt.close()
     assert steps, f"no checkpoint after the kill (random seed {seed})"
-    for step in steps:  # Every checkpoint left behind is readable.
-      runs.restore_run(str(workdir), step)
+    digests = json.loads((workdir / "checkpoint_digests.json").read_text())
+    for step in steps:  # Every checkpoint left behind is readable, or its save was cut off
+      if digests.get(str(step)) != checkpoint.PENDING:  # before its digest (set aside on resume).
+        runs.restore_run(str(workdir), step)
 
   finish = subprocess.run(_train_cmd(workdir), cwd=ROOT, capture_output=True, text=True)
   assert finish.returncode == 0, finish.stderr[-2000:]
@@ -393,3 +395,19 @@ def test_evaluate_is_refused_in_one_line_while_training_holds_the_run(finished_r
   assert proc.returncode == 2 and len(lines) == 1 and "is in use by a run of PID" in lines[0], \
       proc.stderr[-2000:]
   assert (workdir / "eval.json").read_text() == before
+
+
+@pytest.mark.slow
+def test_resume_without_the_digests_file_is_refused_and_corrupted_weights_never_blessed(
+    finished_run, tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(finished_run, workdir)
+  os.truncate(_largest_data_file(str(workdir / "checkpoints" / "8")), 10)
+  os.remove(workdir / "checkpoint_digests.json")
+  config = tiny_config("vae", num_epochs=3)
+  with pytest.raises(checkpoint.CheckpointError, match="checkpoint_digests.json is missing"):
+    trainer.train_and_evaluate(config, str(workdir), print_fn=lambda s: None)
+  with pytest.raises(checkpoint.CheckpointError, match="checkpoint_digests.json is missing"):
+    runs.restore_run(str(workdir))
+  assert not (workdir / "checkpoint_digests.json").exists()
+  assert sorted(_checkpoint_steps(workdir)) == [4, 8]  # Nothing set aside or deleted.

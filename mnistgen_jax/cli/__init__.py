@@ -317,6 +317,16 @@ COMPILATION_CACHE_SETTINGS = {
 }
 
 
+def define_trust_flag() -> None:
+  """--trust_unverified_checkpoint: use checkpoints whose digests are missing or damaged."""
+  if "trust_unverified_checkpoint" in flags.FLAGS:
+    return  # Defined by another binary's module imported in the same process (the tests).
+  flags.DEFINE_bool(
+      "trust_unverified_checkpoint", False,
+      "use checkpoints that cannot be verified (checkpoint_digests.json missing, damaged, or "
+      "without their step), as they are; by default they are refused")
+
+
 def define_compilation_cache_flag() -> None:
   """--compilation_cache: where compiled computations are kept between runs ('' : nowhere)."""
   flags.DEFINE_string(

@@ -28,6 +28,7 @@ flags.DEFINE_bool("recalibrate", False, "compute the calibration rows anew, not 
 flags.DEFINE_bool("progress", True, "progress bars")
 cli.define_sampling_flags()
 cli.define_compilation_cache_flag()
+cli.define_trust_flag()
 flags.mark_flag_as_required("workdir")
 
 SAMPLE_COLUMNS = ["fid_lenet", "kid_lenet", "precision", "recall", "density", "coverage",
@@ -37,9 +38,8 @@ SAMPLE_COLUMNS = ["fid_lenet", "kid_lenet", "precision", "recall", "density", "c
 def main(argv):
   del argv
   logging.set_verbosity(logging.WARNING)
-  import jax
   cli.use_compilation_cache(FLAGS.compilation_cache)
-  from mnistgen_jax import evaluation, report
+  from mnistgen_jax import evaluation
   evaluation.check_num_samples(FLAGS.num_samples)
   if FLAGS.iwae_images < 0:
     raise ValueError(f"--iwae_images must be >= 0 (0: all test images), got {FLAGS.iwae_images}")
@@ -72,7 +72,8 @@ def _evaluate(config):
                                    iwae_images=FLAGS.iwae_images,
                                    iwae_decodes_per_pass=FLAGS.iwae_decodes_per_pass,
                                    reconstruction_images=FLAGS.reconstruction_images,
-                                   pictures=pictures)
+                                   pictures=pictures,
+                                   trust_unverified=FLAGS.trust_unverified_checkpoint)
   result["seconds"] = {"reference": round(reference_seconds, 2), **result["seconds"]}
   # How the samples were drawn (the run's own settings, or the flags that changed them).
   result["sampling"] = config.sampling.to_dict()

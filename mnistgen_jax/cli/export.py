@@ -23,6 +23,7 @@ flags.DEFINE_string("out", None, "file to write the serialised sampler to")
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")  # what jax.export lowers for
 flags.DEFINE_list("platforms", ["cpu", "cuda", "tpu"], "platforms to lower for")
 flags.DEFINE_bool("overwrite", False, "replace --out if it exists")
+cli.define_trust_flag()
 cli.define_sampling_flags()
 flags.mark_flags_as_required(["workdir", "out"])
 
@@ -40,7 +41,8 @@ def main(argv):
     raise ValueError(f"--platforms={','.join(FLAGS.platforms)}: {', '.join(unknown) or 'none'} "
                              f"is not a platform jax exports for; choose among {', '.join(PLATFORMS)}")
   config = cli.with_sampling_flags(runs.load_config(FLAGS.workdir))
-  config, _, model, state = runs.restore_run(FLAGS.workdir, config=config)
+  config, _, model, state = runs.restore_run(FLAGS.workdir, config=config,
+                                             trust_unverified=FLAGS.trust_unverified_checkpoint)
   if not supports(model, "sample"):
     raise ValueError(f"{FLAGS.workdir} holds a {config.family!r} run, which cannot sample")
   variables = state.variables()  # A fitted sampling prior, if any, is in the checkpoint.

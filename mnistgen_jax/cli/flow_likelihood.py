@@ -20,6 +20,7 @@ flags.DEFINE_integer("steps", 32, "ODE steps from the data back to the noise")
 flags.DEFINE_integer("probes", 1, "Rademacher probes of the trace estimator per image")
 flags.DEFINE_integer("batch_size", 250, "images per jitted call")
 flags.DEFINE_integer("seed", 0, "dequantization and probe seed")
+cli.define_trust_flag()
 flags.mark_flag_as_required("workdir")
 
 
@@ -34,7 +35,8 @@ def main(argv):
   for name in ("num", "steps", "probes", "batch_size"):
     if FLAGS[name].value <= 0:
       raise ValueError(f"--{name} must be a positive integer, got {FLAGS[name].value}")
-  config, _, model, state = runs.restore_run(FLAGS.workdir)
+  config, _, model, state = runs.restore_run(
+      FLAGS.workdir, trust_unverified=FLAGS.trust_unverified_checkpoint)
   if not supports(model, "log_density"):
     raise ValueError(f"{FLAGS.workdir} holds a {config.family!r} run, which has no ODE density; "
                              "this is for flow and cond_flow runs")

@@ -50,6 +50,7 @@ flags.DEFINE_string("interpolate", None, "i,j: a strip between test images i and
 flags.DEFINE_integer("steps", 10, "--interpolate: decoded points along the path")
 cli.define_sampling_flags()
 cli.define_compilation_cache_flag()
+cli.define_trust_flag()
 flags.mark_flag_as_required("workdir")
 
 
@@ -84,7 +85,8 @@ def main(argv):
 
   check_request()
   config = cli.with_sampling_flags(runs.load_config(FLAGS.workdir))
-  config, _, model, state = runs.restore_run(FLAGS.workdir, config=config)
+  config, _, model, state = runs.restore_run(FLAGS.workdir, config=config,
+                                             trust_unverified=FLAGS.trust_unverified_checkpoint)
   run = api.Run(FLAGS.workdir, config, model, state.variables(), int(state.step))
   if FLAGS.digit is not None:
     if not run.conditional:

@@ -13,6 +13,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_list("workdirs", None, "runs written by mnistgen-train, comma-separated")
 flags.DEFINE_string("out", "latent_space.png", "PNG to write")
 flags.DEFINE_integer("num", 5000, "test images to encode (the first N)")
+cli.define_trust_flag()
 flags.mark_flag_as_required("workdirs")
 
 
@@ -28,7 +29,8 @@ def main(argv):
   if FLAGS.num <= 0:
     raise ValueError(f"--num must be a positive integer, got {FLAGS.num}")
   for workdir in FLAGS.workdirs:
-    config, _, model, state = runs.restore_run(workdir)
+    config, _, model, state = runs.restore_run(
+        workdir, trust_unverified=FLAGS.trust_unverified_checkpoint)
     if not supports(model, "encode"):
       raise ValueError(f"{workdir} holds a {config.family!r} run, which has no encoder to plot")
     images, labels = data.load(config.data.dataset, "test", limit=FLAGS.num,

@@ -16,6 +16,7 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("workdir", None, "a finished run of an encoder family (ae, vae, ...)")
 flags.DEFINE_list("sigmas", ["0", "0.1", "0.2", "0.3"], "noise scales, in code standard deviations")
 flags.DEFINE_integer("num", 10000, "training images to encode and decode (the first N)")
+cli.define_trust_flag()
 flags.mark_flag_as_required("workdir")
 
 
@@ -33,7 +34,8 @@ def main(argv):
   sigmas = [float(s) for s in FLAGS.sigmas]
   if FLAGS.num <= 0 or any(s < 0 for s in sigmas):
     raise ValueError("--num must be positive and --sigmas >= 0")
-  config, _, model, state = runs.restore_run(FLAGS.workdir)
+  config, _, model, state = runs.restore_run(
+      FLAGS.workdir, trust_unverified=FLAGS.trust_unverified_checkpoint)
   if not (supports(model, "encode") and supports(model, "decode")):
     raise ValueError(f"{FLAGS.workdir} holds a {config.family!r} run, which has no codes to "
                              "decode; pass an encoder family's run")

@@ -23,6 +23,7 @@ flags.DEFINE_integer("batch_size", 1000, "samples per jitted sampler call")
 flags.DEFINE_bool("progress", True, "progress bars")
 cli.define_sampling_flags()  # --guidance, --solver (the default of --solvers), ...
 cli.define_compilation_cache_flag()
+cli.define_trust_flag()
 flags.DEFINE_string("name", "sampling_curve", "basename of the .json, .md and .png written")
 flags.mark_flag_as_required("workdir")
 
@@ -46,7 +47,8 @@ def measure(config, ref, num_samples, batch_size, progress):
   import jax.numpy as jnp
   from mnistgen_jax import cpu_compiler, evaluation, report, runs
 
-  _, _, model, state = runs.restore_run(FLAGS.workdir, config=config)
+  _, _, model, state = runs.restore_run(FLAGS.workdir, config=config,
+                                        trust_unverified=FLAGS.trust_unverified_checkpoint)
   variables = state.variables()
   sampler = report.make_sampler(model, cpu_compiler.of_config(config))
   # Compiled before the clock starts, for the batch shape that generate uses.

@@ -32,6 +32,7 @@ flags.DEFINE_integer("iwae_samples", 50, "importance samples of the IWAE bound (
 flags.DEFINE_integer("reconstruction_images", 0, "reconstruction FID of the first N test images "
                      "only (0: all; pixel-by-pixel decoders such as pixel_vae are slow)")
 cli.define_compilation_cache_flag()
+cli.define_trust_flag()
 flags.mark_flag_as_required("workdir")
 _CONFIG = cli.define_config_flag(
     "a family's config file, e.g. mnistgen_jax/configs/vae.py[:preset]; fields are set with "
@@ -58,11 +59,13 @@ def main(argv):
     from mnistgen_jax import two_stage
     two_stage.train_stage1(config, FLAGS.workdir, FLAGS.evaluate and not FLAGS.distributed,
                            FLAGS.eval_samples, FLAGS.reconstruction_images)
-  result = trainer.train_and_evaluate(config, FLAGS.workdir)
+  trust = FLAGS.trust_unverified_checkpoint
+  result = trainer.train_and_evaluate(config, FLAGS.workdir, trust_unverified=trust)
   evaluation = None
   if FLAGS.evaluate and not FLAGS.distributed:
     evaluation = evaluation_lib.evaluate_trained_run(
-        FLAGS.workdir, FLAGS.eval_samples, FLAGS.iwae_samples, FLAGS.reconstruction_images)
+        FLAGS.workdir, FLAGS.eval_samples, FLAGS.iwae_samples, FLAGS.reconstruction_images,
+        trust_unverified=trust)
   import jax
   if jax.process_index() != 0:
     return  # Several hosts: the first reports.
