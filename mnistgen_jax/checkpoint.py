@@ -190,6 +190,11 @@ class Checkpointer:
   def restore(self, target, step: int | None = None):
     """Restores into the structure of `target` (a freshly initialised state)."""
     step = self.manager.latest_step() if step is None else step
+    if step not in self.manager.all_steps():
+      kept = ", ".join(map(str, sorted(self.manager.all_steps()))) or "none"
+      raise CheckpointError(f"{self.directory} holds no checkpoint of step {step} (kept: {kept}; "
+                            "older ones are deleted as newer ones are saved, see "
+                            "--keep_checkpoints); pass one of those steps")
     try:
       self._verify(step)
       self._check_shapes(step, target)

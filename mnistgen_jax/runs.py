@@ -93,8 +93,71 @@ def check_same_run(workdir: str, saved, current) -> None:
                           "or another --workdir")
 
 
-def write_config(workdir: str, config) -> None:
+TRAINED_WITH = "trained_with.json"  # the fixed fields of the checkpoints, bound to config.json
+
+
+def _fixed_fields(config) -> dict:
+  """{name: value} of the fields a resumed run cannot change (all but RESUMABLE_SECTIONS'): the
+  network, its training and data, which the checkpoints were made with; JSON values."""
+  resumable = configs.resumable_fields(config)
+  return {"family": config.family, **{k: v for k, v in configs.fields(json.loads(
+      config.to_json())).items() if k not in resumable}}
+
+
+def check_trained_with(workdir: str, config) -> None:
+  """CheckpointError, in one line naming the fields, where config (config.json's) differs from
+  the fields the checkpoints were trained with (trained_with.json, written with config.json by
+  write_config): an edited config.json would build another network over the old weights.
+  Fields one of them lacks (a run of an older layout) are not compared."""
+  bound = _trained_with(workdir)
+  if bound is None:
+    return  # Written before this binding existed (or no checkpoint yet).
+  now = _fixed_fields(config)
+  diffs = [f"{k}={now[k]!r} (trained with {bound[k]!r})" for k in sorted(bound.keys() & now)
+           if bound[k] != now[k]]
+  if diffs:
+    raise CheckpointError(f"{config_path(workdir)} differs from what its checkpoints were trained "
+                          f"with: {', '.join(diffs)}; put those values back, or pass another "
+                          "--workdir")
+
+
+def _trained_with(workdir: str) -> dict | None:
+  path = os.path.join(workdir, TRAINED_WITH)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      bound = json.load(f)
+    if not isinstance(bound, dict):
+      raise ValueError("not an object")
+  except (OSError, ValueError) as e:
+    raise CheckpointError(f"{path} cannot be read ({str(e)[:80]}), so config.json cannot be "
+                          "checked against the checkpoints; pass another --workdir") from e
+  return bound
+
+
+def check_devices(workdir: str, devices: int, allow_change: bool = False) -> None:
+  """CheckpointError (one line) for a resume on another number of devices than the run was
+  trained on (trained_with.json): the batch would be split and its gradients summed in another
+  order, so the run would not be bit-identical to a straight one. allow_change: resume anyway
+  (--allow_device_change)."""
+  trained = (_trained_with(workdir) or {}).get("devices")
+  if trained is None or trained == devices or allow_change:
+    return
+  raise CheckpointError(
+      f"{workdir} was trained on {trained} device(s), and this run has {devices}: resumed, it "
+      "would not be bit-identical to a straight run (the gradients are summed in another order); "
+      f"pass --num_devices={trained} where this machine has that many, --allow_device_change to "
+      "resume anyway, or another --workdir")
+
+
+def write_config(workdir: str, config, devices: int | None = None) -> None:
+  """config.json, and with its first writing trained_with.json (check_trained_with; with the
+  number of devices the run trains on, check_devices)."""
   os.makedirs(workdir, exist_ok=True)
+  bound = os.path.join(workdir, TRAINED_WITH)
+  if not os.path.exists(bound):
+    write_json(bound, {**_fixed_fields(config), "devices": devices})
   path, text = config_path(workdir), config.to_json(indent=2)
   if os.path.exists(path):
     with open(path) as f:
@@ -445,10 +508,12 @@ def _saved_config(workdir: str):
   if saved is None:
     return None
   try:
-    return configs.from_saved(saved)
+    config = configs.from_saved(saved)
   except ValueError as e:
     raise CheckpointError(f"{config_path(workdir)} is not a valid config ({e}); "
                                      "pass another --workdir") from e
+  check_trained_with(workdir, config)
+  return config
 
 
 def check_workdir(workdir: str, config) -> None:

@@ -85,25 +85,27 @@ def setup(config, num_examples: int, workdir: str | None = None) -> train_setup.
   return train_setup.prepare(config, family, model, num_examples, stage1)
 
 
-def train_and_evaluate(config, workdir: str, print_fn=print, trust_unverified: bool = False) -> dict:
+def train_and_evaluate(config, workdir: str, print_fn=print, trust_unverified: bool = False,
+                       allow_device_change: bool = False) -> dict:
   """Trains (or resumes) config in workdir; writes checkpoints, metrics, pictures and eval.json's
   training results (the test loss terms after the last epoch), and returns those results. The
   workdir is locked meanwhile (runs.lock); SIGTERM / SIGINT save and raise Interrupted.
-  trust_unverified: resume from a checkpoint whose digests are missing (checkpoint.TRUST)."""
+  trust_unverified: resume from a checkpoint whose digests are missing (checkpoint.TRUST);
+  allow_device_change: resume on another device count (runs.check_devices)."""
   # These refuse bad input before anything is written, the workdir and its lock included.
   datasets = train_setup.load_data(config)
   training = setup(config, len(datasets[0][0]), workdir)
   # Several hosts: all take part in every step; the first alone writes files, prints and locks.
   if jax.process_index() != 0:
     return _train(training, workdir, datasets, primary=False, print_fn=lambda *args: None,
-                  trust_unverified=trust_unverified)
+                  trust_unverified=trust_unverified, allow_device_change=allow_device_change)
   with runs.lock(workdir):
     return _train(training, workdir, datasets, primary=True, print_fn=print_fn,
-                  trust_unverified=trust_unverified)
+                  trust_unverified=trust_unverified, allow_device_change=allow_device_change)
 
 
 def _train(training, workdir: str, datasets, *, primary: bool, print_fn,
-           trust_unverified: bool) -> dict:
+           trust_unverified: bool, allow_device_change: bool) -> dict:
   config = training.config
   runs.check_workdir(workdir, config)  # Under the lock: no other run can write it meanwhile.
   ckpt = runs.open_checkpoints(workdir, config.run.keep_checkpoints, trust_unverified)
@@ -115,6 +117,7 @@ def _train(training, workdir: str, datasets, *, primary: bool, print_fn,
       print_fn(f"checkpoint {dropped} was cut off while it was saved (no digest): set aside, "
                "its steps are trained again")
     if ckpt.latest_step() is not None:
+      runs.check_devices(workdir, training.mesh.size, allow_device_change)
       state = ckpt.restore(state)
       runs.check_not_past_the_end(workdir, int(state.step), training.total_steps,
                                   training.steps_per_epoch, config.run.num_epochs)
@@ -123,7 +126,7 @@ def _train(training, workdir: str, datasets, *, primary: bool, print_fn,
       # refused workdir keeps its own) or just before the first save, so a run that fails before
       # any checkpoint (a diverging learning rate, say) never locks the workdir to its settings.
       if primary:
-        runs.write_config(workdir, config)
+        runs.write_config(workdir, config, training.mesh.size)
     loop = Loop.start(training, workdir, ckpt, datasets, state, primary, print_fn)
     loop.run()
   finally:
@@ -269,7 +272,7 @@ class Loop:
     if self.primary and not self.config_written:
       if self.setup.stage1 is not None:  # The prior decodes with what its own workdir stores.
         runs.write_stage1_config(self.workdir, self.setup.stage1)
-      runs.write_config(self.workdir, self.setup.config)
+      runs.write_config(self.workdir, self.setup.config, self.setup.mesh.size)
       self.config_written = True
     self.ckpt.save(step, self.state, metrics=self.eval_metrics)
 

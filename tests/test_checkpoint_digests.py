@@ -97,3 +97,10 @@ def test_every_save_is_marked_pending_before_it_starts(tmp_path, monkeypatch):
   ckpt.save(2, {"w": STATE["w"] * 2}, metrics={"loss": 8.0})
   ckpt.close()
   assert seen[0]["2"] == checkpoint.PENDING and isinstance(seen[0]["1"], dict)
+
+
+def test_a_step_that_is_not_kept_is_named_with_the_steps_that_are(tmp_path):
+  _saved(tmp_path, steps=(1, 2, 3, 4))  # keep=3: step 1 deleted when 4 was saved
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"holds no checkpoint of step 1 \(kept: 2, 3, 4; older ones"):
+    _restore(tmp_path, 1)

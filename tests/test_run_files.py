@@ -135,3 +135,39 @@ def test_evaluation_is_refused_in_one_line_while_another_process_holds_the_run(t
     with pytest.raises(CheckpointError, match="is in use by a run of PID") as e:
       evaluation.evaluate_trained_run(str(tmp_path), 100, 0, progress=False)
   assert "\n" not in str(e.value)
+
+
+def test_a_hand_edited_config_json_is_refused_naming_the_fields(tmp_path):
+  runs.write_config(str(tmp_path), configs.get_config("vae"))
+  assert runs.load_config(str(tmp_path)).model.activation == "relu"
+  path = tmp_path / "config.json"
+  saved = json.loads(path.read_text())
+  saved["run"]["num_epochs"] = 20  # A resumable field: not bound to the checkpoints.
+  path.write_text(json.dumps(saved))
+  assert runs.load_config(str(tmp_path)).run.num_epochs == 20
+  saved["model"]["activation"], saved["model"]["latent_dim"] = "tanh", 2
+  path.write_text(json.dumps(saved))
+  with pytest.raises(CheckpointError, match=r"config.json differs from what its checkpoints were "
+                     r"trained with: activation='tanh' \(trained with 'relu'\), latent_dim=2 "
+                     r"\(trained with 20\); put those values back") as e:
+    runs.load_config(str(tmp_path))
+  assert "\n" not in str(e.value)
+  # A run of an older layout has no trained_with.json: its config.json is taken as it is.
+  (tmp_path / runs.TRAINED_WITH).unlink()
+  assert runs.load_config(str(tmp_path)).model.latent_dim == 2
+
+
+def test_resuming_on_another_device_count_is_refused_unless_allowed(tmp_path):
+  runs.write_config(str(tmp_path), configs.get_config("vae"), devices=1)
+  runs.check_devices(str(tmp_path), 1)
+  with pytest.raises(CheckpointError, match=r"trained on 1 device\(s\), and this run has 8: .* "
+                     r"pass --num_devices=1 .* --allow_device_change") as e:
+    runs.check_devices(str(tmp_path), 8)
+  assert "\n" not in str(e.value)
+  runs.check_devices(str(tmp_path), 8, allow_change=True)
+  # A run saved before the count was recorded resumes as before.
+  bound = json.loads((tmp_path / runs.TRAINED_WITH).read_text())
+  assert bound["devices"] == 1 and bound["family"] == "vae"
+  del bound["devices"]
+  runs.write_json(str(tmp_path / runs.TRAINED_WITH), bound)
+  runs.check_devices(str(tmp_path), 8)

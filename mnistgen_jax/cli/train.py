@@ -33,6 +33,8 @@ flags.DEFINE_integer("reconstruction_images", 0, "reconstruction FID of the firs
                      "only (0: all; pixel-by-pixel decoders such as pixel_vae are slow)")
 cli.define_compilation_cache_flag()
 cli.define_trust_flag()
+flags.DEFINE_bool("allow_device_change", False, "resume a run trained on another number of "
+                  "devices (it is then not bit-identical to a straight run)")
 flags.mark_flag_as_required("workdir")
 _CONFIG = cli.define_config_flag(
     "a family's config file, e.g. mnistgen_jax/configs/vae.py[:preset]; fields are set with "
@@ -60,7 +62,8 @@ def main(argv):
     two_stage.train_stage1(config, FLAGS.workdir, FLAGS.evaluate and not FLAGS.distributed,
                            FLAGS.eval_samples, FLAGS.reconstruction_images)
   trust = FLAGS.trust_unverified_checkpoint
-  result = trainer.train_and_evaluate(config, FLAGS.workdir, trust_unverified=trust)
+  result = trainer.train_and_evaluate(config, FLAGS.workdir, trust_unverified=trust,
+                                      allow_device_change=FLAGS.allow_device_change)
   evaluation = None
   if FLAGS.evaluate and not FLAGS.distributed:
     evaluation = evaluation_lib.evaluate_trained_run(
