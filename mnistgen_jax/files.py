@@ -6,9 +6,11 @@ compiled computations.
 """
 from __future__ import annotations
 
+import glob
 import math
 import numbers
 import os
+import time
 
 
 def write_atomically(path: str, write) -> None:
@@ -17,6 +19,7 @@ def write_atomically(path: str, write) -> None:
   name carries the process id: two processes writing the same cache file never write into one."""
   base, ext = os.path.splitext(path)
   tmp = f"{base}.tmp{os.getpid()}{ext}"  # Same extension: writers that pick a format by it still can.
+  remove_orphans(path)
   try:
     write(tmp)
     os.replace(tmp, path)
@@ -24,6 +27,37 @@ def write_atomically(path: str, write) -> None:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+ORPHAN_AGE_SECONDS = 600  # younger temporary files may be another host's write in progress
+
+
+def remove_orphans(path: str) -> list[str]:
+  """Deletes the temporary files of `path` (write_atomically's) left by writers that were killed
+  (SIGKILL, a lost machine): those whose process is gone and that are older than
+  ORPHAN_AGE_SECONDS (a process id is only this host's). Returns what it deleted."""
+  base, ext = os.path.splitext(path)
+  removed = []
+  for tmp in glob.glob(glob.escape(base) + ".tmp*" + glob.escape(ext)):
+    pid = tmp[len(base) + len(".tmp"):len(tmp) - len(ext)]
+    try:
+      old = time.time() - os.path.getmtime(tmp) > ORPHAN_AGE_SECONDS
+      if pid.isdigit() and old and not _alive(int(pid)):
+        os.remove(tmp)
+        removed.append(tmp)
+    except OSError:
+      pass  # Gone meanwhile, or not ours to delete: left alone.
+  return removed
+
+
+def _alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:
+    return True  # Another user's process.
+  return True
 
 
 def cache_dir() -> str:

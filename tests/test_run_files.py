@@ -3,6 +3,10 @@ lines, strict JSON everywhere, eval.json that cannot be merged into, the evaluat
 digests, and sampling settings that would make a silent wrong answer."""
 import json
 import math
+import os
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -171,3 +175,20 @@ def test_resuming_on_another_device_count_is_refused_unless_allowed(tmp_path):
   del bound["devices"]
   runs.write_json(str(tmp_path / runs.TRAINED_WITH), bound)
   runs.check_devices(str(tmp_path), 8)
+
+
+def test_temporary_files_of_killed_writers_are_removed_by_the_next_write(tmp_path):
+  dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                        capture_output=True, text=True, check=True).stdout.strip()
+  target = tmp_path / "sampler.jaxexport"
+  orphan = tmp_path / f"sampler.tmp{dead}.jaxexport"         # its writer killed long ago
+  recent = tmp_path / f"sampler.tmp{int(dead) + 1}.jaxexport"  # too young to tell: kept
+  live = tmp_path / f"sampler.tmp{os.getppid()}.jaxexport"     # a running writer's: kept
+  for path in (orphan, recent, live):
+    path.write_text("partial")
+  long_ago = time.time() - 2 * files.ORPHAN_AGE_SECONDS
+  for path in (orphan, live):
+    os.utime(path, (long_ago, long_ago))
+  files.write_atomically(str(target), lambda tmp: open(tmp, "w").write("whole"))
+  assert target.read_text() == "whole" and not orphan.exists()
+  assert recent.exists() and live.exists()
