@@ -411,3 +411,27 @@ def test_resume_without_the_digests_file_is_refused_and_corrupted_weights_never_
     runs.restore_run(str(workdir))
   assert not (workdir / "checkpoint_digests.json").exists()
   assert sorted(_checkpoint_steps(workdir)) == [4, 8]  # Nothing set aside or deleted.
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_an_evaluation_is_one_line_and_keeps_the_earlier_results(finished_run,
+                                                                              tmp_path):
+  workdir = tmp_path / "run"
+  shutil.copytree(finished_run, workdir)
+  before = (workdir / "eval.json").read_text()
+  proc = subprocess.Popen([sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}",
+                           "--num_samples=200000", "--iwae_samples=0", "--nocalibration"],
+                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  lines = []
+  for line in proc.stderr:  # Interrupted once it is drawing samples (progress on stderr).
+    lines.append(line)
+    if line.startswith("sampling"):
+      proc.send_signal(signal.SIGINT)
+      break
+  lines += proc.stderr.readlines()
+  assert proc.wait() == 130, "".join(lines)[-2000:]
+  assert not any("Traceback" in line for line in lines), "".join(lines)[-2000:]
+  assert lines[-1].startswith("stopped: interrupted (Ctrl-C) before finishing")
+  assert (workdir / "eval.json").read_text() == before
+  assert not glob.glob(str(workdir / "*.tmp*"))
