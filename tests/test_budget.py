@@ -68,21 +68,21 @@ def test_budget_trains_evaluates_and_writes_the_table(tmp_path):
   root = tmp_path / "budget"
   proc = subprocess.run(
       [sys.executable, "-m", "experiments.budget", f"--root={root}",
-       "--families=ae,vqvae_prior,latent_flow", "--num_epochs=1", "--train_size=512", "--test_size=200", "--eval_samples=300",
-       "--log_every=4"], cwd=ROOT, capture_output=True, text=True)
+       "--families=ae,latent_flow", "--num_epochs=1", "--train_size=512", "--test_size=200",
+       "--eval_samples=300", "--log_every=4"], cwd=ROOT, capture_output=True, text=True)
   assert proc.returncode == 0, proc.stderr[-3000:]
   results = json.loads((root / "budget.json").read_text())["results"]
-  assert set(results) == {"ae", "vqvae_prior", "latent_flow"}
-  stage1 = json.loads((root / "vqvae" / "eval.json").read_text())
-  prior = json.loads((root / "vqvae_prior" / "eval.json").read_text())
+  assert set(results) == {"ae", "latent_flow"}
+  stage1 = json.loads((root / "conv_vae" / "eval.json").read_text())
+  prior = json.loads((root / "latent_flow" / "eval.json").read_text())
   # The prior row's time is stage 1's plus the prior's; its count includes stage 1's parameters.
-  assert results["vqvae_prior"]["train_seconds"] == pytest.approx(
+  assert results["latent_flow"]["train_seconds"] == pytest.approx(
       stage1["train_seconds"] + prior["train_seconds"], abs=0.02)
-  assert results["vqvae_prior"]["num_params"] == prior["num_params"] > stage1["num_params"]
+  assert results["latent_flow"]["num_params"] == prior["num_params"] > stage1["num_params"]
   for name, r in results.items():
     assert np.isfinite(r["fid_samples"]) and np.isfinite(r["fid_reconstructions"])
     # The latent flow's small prior and guide (0.15 M) come on top of its 1 M stage 1 (conv_vae).
     budget = 1_000_000 + (150_000 if name == "latent_flow" else 0)
     assert abs(r["num_params"] - budget) <= 30_000
   table = (root / "budget.md").read_text()
-  assert "| ae | 999,004 | 1 |" in table and "| vqvae_prior | " in table
+  assert "| ae | 999,004 | 1 |" in table and "| latent_flow | " in table
