@@ -16,6 +16,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as policies
 
 from mnistgen_jax.errors import UserError
+from mnistgen_jax.files import write_atomically
 
 
 
@@ -83,10 +84,10 @@ class Checkpointer:
     return digests
 
   def _write(self, digests: dict) -> None:
-    tmp = self.digests_path + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump(digests, f, indent=1)
-    os.replace(tmp, self.digests_path)  # Atomic: a crash leaves the old file.
+    def write(tmp):
+      with open(tmp, "w") as f:
+        json.dump(digests, f, indent=1)
+    write_atomically(self.digests_path, write)  # A crash leaves the old file.
 
   def _kept_digests(self) -> dict:
     kept = {str(s) for s in self.manager.all_steps()}

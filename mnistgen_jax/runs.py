@@ -122,18 +122,9 @@ def check_trained_with(workdir: str, config) -> None:
 
 
 def _trained_with(workdir: str) -> dict | None:
-  path = os.path.join(workdir, TRAINED_WITH)
-  if not os.path.exists(path):
-    return None
-  try:
-    with open(path) as f:
-      bound = json.load(f)
-    if not isinstance(bound, dict):
-      raise ValueError("not an object")
-  except (OSError, ValueError) as e:
-    raise CheckpointError(f"{path} cannot be read ({str(e)[:80]}), so config.json cannot be "
-                          "checked against the checkpoints; pass another --workdir") from e
-  return bound
+  return _json_object(os.path.join(workdir, TRAINED_WITH),
+                      "config.json cannot be checked against the checkpoints; pass another "
+                      "--workdir")
 
 
 def check_devices(workdir: str, devices: int, allow_change: bool = False) -> None:
@@ -198,22 +189,26 @@ def read_eval_json(workdir: str) -> dict:
   return saved if isinstance(saved, dict) else {}
 
 
-def saved_eval_json(workdir: str) -> dict:
-  """workdir/eval.json as written ({} where there is none); CheckpointError, in one line, where
-  it is not a JSON object: it is never silently replaced (it may hold hours of evaluation)."""
-  path = eval_json_path(workdir)
+def _json_object(path: str, fix: str) -> dict | None:
+  """The JSON object in the run file at path (None where there is none); CheckpointError, in one
+  line ending with `fix`, where it cannot be read or holds something else."""
   if not os.path.exists(path):
-    return {}
+    return None
   try:
     with open(path) as f:
       saved = json.load(f)
   except (OSError, ValueError) as e:
-    raise CheckpointError(f"{path} cannot be read ({str(e)[:120]}); move it away (it is not "
-                          "replaced), then run again") from e
+    raise CheckpointError(f"{path} cannot be read ({str(e)[:120]}); {fix}") from e
   if not isinstance(saved, dict):
-    raise CheckpointError(f"{path} holds a JSON {type(saved).__name__}, not the results object; "
-                          "move it away (it is not replaced), then run again")
+    raise CheckpointError(f"{path} holds a JSON {type(saved).__name__}, not an object; {fix}")
   return saved
+
+
+def saved_eval_json(workdir: str) -> dict:
+  """workdir/eval.json as written ({} where there is none); CheckpointError, in one line, where
+  it is not a JSON object: it is never silently replaced (it may hold hours of evaluation)."""
+  return _json_object(eval_json_path(workdir),
+                      "move it away (it is not replaced), then run again") or {}
 
 
 def update_eval_json(workdir: str, blocks: dict) -> str:
@@ -481,11 +476,18 @@ def latest_checkpoint_step(workdir: str) -> int | None:
   return max(steps, default=None)
 
 
-def is_finished_run(workdir: str) -> bool:
-  """Whether workdir holds a run trained to the end of its epochs (is_finished)."""
-  step, config = latest_checkpoint_step(workdir), _saved_config(workdir)
-  return step is not None and config is not None and is_finished(workdir, step,
-                                                                 config.run.num_epochs)
+def is_finished_run(workdir: str, num_epochs: int | None = None) -> bool:
+  """Whether workdir holds a run trained to the end of num_epochs epochs (is_finished; None: the
+  epochs its own config.json asks)."""
+  step = latest_checkpoint_step(workdir)
+  if step is None:
+    return False
+  if num_epochs is None:
+    config = _saved_config(workdir)
+    if config is None:
+      return False
+    num_epochs = config.run.num_epochs
+  return is_finished(workdir, step, num_epochs)
 
 
 def is_evaluated(workdir: str) -> bool:

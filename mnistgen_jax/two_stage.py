@@ -16,9 +16,8 @@ def train_stage1(config, workdir: str, evaluate: bool = True, eval_samples: int 
     return
   stage1_dir = runs.stage1_workdir(config, workdir)
   stage1_config = configs.stage1_config(config)
-  step = runs.latest_checkpoint_step(stage1_dir)
   # Finished for the epochs asked now: a stage 1 trained for fewer is resumed to them.
-  if step is None or not runs.is_finished(stage1_dir, step, stage1_config.run.num_epochs):
+  if not runs.is_finished_run(stage1_dir, stage1_config.run.num_epochs):
     print_fn(f"stage 1: {config.model.stage1} in {stage1_dir}")
     trainer.train_and_evaluate(stage1_config, stage1_dir, print_fn=print_fn)
   if evaluate and not runs.is_evaluated(stage1_dir):
