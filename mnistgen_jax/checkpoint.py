@@ -4,6 +4,7 @@ The run's config.json beside them (what they were trained with) is runs.py's con
 """
 from __future__ import annotations
 
+import glob
 import hashlib
 import json
 import logging
@@ -53,7 +54,7 @@ class Checkpointer:
   half-deleted step folder that still counts as a checkpoint and fails its digests."""
 
   def __init__(self, workdir: str, keep: int, best_metric: str = "loss",
-               trust_unverified: bool = False):
+               trust_unverified: bool = False, writer: bool = False):
     policy = policies.AnyPreservationPolicy([
         policies.LatestN(n=keep),
         policies.BestN(get_metric_fn=lambda m: m[best_metric], reverse=True, n=1,
@@ -61,7 +62,10 @@ class Checkpointer:
     ])
     options = ocp.CheckpointManagerOptions(
         preservation_policy=policy, enable_async_checkpointing=False, create=True,
-        todelete_subdir=DELETED_SUBDIR)
+        todelete_subdir=DELETED_SUBDIR,
+        # The writer (training, which holds the run's lock) removes the unfinished save folders
+        # a kill left; a reader must not: they may be a running save's.
+        cleanup_tmp_directories=writer)
     self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     self.manager = ocp.CheckpointManager(self.directory, options=options)
     self.best_metric = best_metric
@@ -148,8 +152,15 @@ class Checkpointer:
     self._empty_deleted()  # A kill may have left a half-emptied one; a rename into it needs room.
     if jax.process_index() == 0:  # Marked before the save: a kill before its digest is known.
       self._write({**self._kept_digests(), str(step): PENDING})
-    self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
-    self.manager.wait_until_finished()
+    try:
+      self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+      self.manager.wait_until_finished()
+    except BaseException:  # A second Ctrl-C, SIGTERM, a full disk: no unfinished folder left.
+      if jax.process_index() == 0:
+        for unfinished in glob.glob(os.path.join(glob.escape(self.directory),
+                                                 f"{step}.orbax-checkpoint-tmp*")):
+          shutil.rmtree(unfinished, ignore_errors=True)
+      raise
     self._write_digests(step)
     self._empty_deleted()
 

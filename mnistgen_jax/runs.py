@@ -160,11 +160,12 @@ def write_config(workdir: str, config, devices: int | None = None) -> None:
   write_atomically(path, write)  # Never a half-written config.
 
 
-def open_checkpoints(workdir: str, keep: int,
-                     trust_unverified: bool = False) -> checkpoint.Checkpointer:
+def open_checkpoints(workdir: str, keep: int, trust_unverified: bool = False,
+                     writer: bool = False) -> checkpoint.Checkpointer:
   """The workdir's checkpoints (the last `keep` and the best by test loss, with digests checked
-  before each restore unless trust_unverified: --trust_unverified_checkpoint)."""
-  return checkpoint.Checkpointer(workdir, keep, trust_unverified=trust_unverified)
+  before each restore unless trust_unverified: --trust_unverified_checkpoint). writer: training,
+  under the run's lock (it clears what killed saves left)."""
+  return checkpoint.Checkpointer(workdir, keep, trust_unverified=trust_unverified, writer=writer)
 
 
 def write_json(path: str, obj) -> None:
@@ -408,7 +409,7 @@ def load_stage1(config, family, workdir: str | None = None) -> models.Stage1 | N
   try:
     saved = _saved_config(stage1_dir)
   except CheckpointError as e:
-    raise ValueError(f"stage 1 at {stage1_dir}: {e}") from e
+    raise _stage1_error(config, stage1_dir, e) from e
   if saved is None:
     raise ValueError(f"--stage1_workdir={stage1_dir} holds no run (no config.json); train one "
                      f"with {accepted} there first")
@@ -422,13 +423,22 @@ def load_stage1(config, family, workdir: str | None = None) -> models.Stage1 | N
   try:
     stage1_config, _, stage1_model, state = restore_run(stage1_dir)
   except CheckpointError as e:
-    raise ValueError(f"stage 1 at {stage1_dir}: {e}") from e
+    raise _stage1_error(config, stage1_dir, e) from e
   if not is_finished(stage1_dir, int(state.step), stage1_config.run.num_epochs):
     raise ValueError(
         f"--stage1_workdir={stage1_dir} holds an unfinished run (its latest checkpoint, "
         f"step {int(state.step)}, is not the end of its {stage1_config.run.num_epochs} "
         f"epochs); finish it first: mnistgen-train --workdir={stage1_dir} resumes it")
   return models.Stage1(stage1_dir, stage1_config, stage1_model, state.variables())
+
+
+def _stage1_error(config, stage1_dir: str, error: Exception) -> ValueError:
+  """A stage-1 run's failure, said of the stage 1: its messages offer "another --workdir", which
+  for a prior is the flag that names the stage 1."""
+  flag = ("--stage1_workdir" if config.model.stage1_workdir
+          else "--workdir (whose stage1/ is this stage 1)")
+  return ValueError(f"stage 1 at {stage1_dir}: "
+                    + str(error).replace("another --workdir", f"another {flag}"))
 
 
 def _stored_stage1(config, workdir: str) -> models.Stage1:

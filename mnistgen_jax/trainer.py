@@ -108,7 +108,8 @@ def _train(training, workdir: str, datasets, *, primary: bool, print_fn,
            trust_unverified: bool, allow_device_change: bool) -> dict:
   config = training.config
   runs.check_workdir(workdir, config)  # Under the lock: no other run can write it meanwhile.
-  ckpt = runs.open_checkpoints(workdir, config.run.keep_checkpoints, trust_unverified)
+  ckpt = runs.open_checkpoints(workdir, config.run.keep_checkpoints, trust_unverified,
+                               writer=True)
   loop = None
   try:  # Closed on every exit: an open manager's threads print tracebacks at exit.
     state = training.state

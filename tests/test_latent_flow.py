@@ -2,6 +2,8 @@
 
 (Training, bitwise resume and the sampler are covered for every family by test_families.py.)"""
 import json
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -205,9 +207,18 @@ def test_bad_stage1_workdirs_are_refused_before_anything_is_written(runs, tmp_pa
     json.dump({**saved, "data": {**saved["data"], "dataset": "fashion_mnist"}}, f)
   _interrupted_copy(runs / "ae", tmp_path / "unfinished")
   cases[str(tmp_path / "unfinished")] = "holds an unfinished run (its latest checkpoint, step 4"
+  # A damaged stage 1 is named as the stage 1, with the flag that replaces it.
+  shutil.copytree(runs / "ae", tmp_path / "bad_config")
+  (tmp_path / "bad_config" / "config.json").write_text("{}")
+  cases[str(tmp_path / "bad_config")] = (
+      f"stage 1 at {tmp_path / 'bad_config'}: {tmp_path / 'bad_config' / 'config.json'} names no "
+      "model; pass another --stage1_workdir")
+  shutil.copytree(runs / "ae", tmp_path / "no_digests")
+  os.remove(tmp_path / "no_digests" / "checkpoint_digests.json")
+  cases[str(tmp_path / "no_digests")] = f"stage 1 at {tmp_path / 'no_digests'}: "
   for stage1, message in cases.items():
     workdir = tmp_path / "flow"
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=re.escape(message)):
       trainer.train_and_evaluate(tiny_config("latent_flow", stage1_workdir=stage1), str(workdir),
                                  print_fn=_quiet)
     assert not workdir.exists()

@@ -435,3 +435,111 @@ def test_ctrl_c_during_an_evaluation_is_one_line_and_keeps_the_earlier_results(f
   assert lines[-1].startswith("stopped: interrupted (Ctrl-C) before finishing")
   assert (workdir / "eval.json").read_text() == before
   assert not glob.glob(str(workdir / "*.tmp*"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_generate_is_one_line_and_leaves_the_old_file(finished_run, tmp_path,
+                                                                       signum):
+  out = tmp_path / "samples.npz"
+  out.write_bytes(b"an earlier file")
+  proc = subprocess.Popen([sys.executable, "-m", "mnistgen_jax.cli.generate",
+                           f"--workdir={finished_run}", "--num=2000000", f"--npy={out}",
+                           f"--out={tmp_path / 'grid.png'}"],
+                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  lines = []
+  for line in proc.stderr:  # Signalled once it is drawing samples (progress on stderr).
+    lines.append(line)
+    if line.startswith("sampling"):
+      proc.send_signal(signum)
+      break
+  lines += proc.stderr.readlines()
+  assert proc.wait() == 128 + signum, "".join(lines)[-2000:]
+  assert not any("Traceback" in line for line in lines), "".join(lines)[-2000:]
+  what = "SIGTERM received" if signum == signal.SIGTERM else "interrupted (Ctrl-C)"
+  assert lines[-1] == f"stopped: {what} before finishing; nothing partial was kept\n"
+  assert out.read_bytes() == b"an earlier file"
+  assert sorted(os.listdir(tmp_path)) == ["samples.npz"]  # No temporary file, no grid.
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_export_writes_is_one_line_and_leaves_no_file(finished_run, tmp_path,
+                                                                     signum):
+  out = tmp_path / "sampler.jaxexport"
+  # The signal comes while the file is half written, the worst moment.
+  script = (
+      "import os, sys\n"
+      "from mnistgen_jax import files\n"
+      "write_atomically = files.write_atomically\n"
+      "def signalled(path, write):\n"
+      "  def half_then_signal(tmp):\n"
+      "    with open(tmp, 'wb') as f:\n"
+      "      f.write(b'half')\n"
+      f"    os.kill(os.getpid(), {int(signum)})\n"
+      "    write(tmp)\n"
+      "  write_atomically(path, half_then_signal)\n"
+      "files.write_atomically = signalled\n"
+      f"sys.argv = ['export', '--workdir={finished_run}', '--out={out}', '--platforms=cpu']\n"
+      "from mnistgen_jax.cli import export\n"
+      "export.run()\n")
+  proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True,
+                        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  assert proc.returncode == 128 + signum, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1].startswith("stopped: ")
+  assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.slow
+def test_an_unreadable_compilation_cache_entry_is_replaced_with_one_line(tmp_path):
+  script = (
+      "from mnistgen_jax import cli\n"
+      "import jax, jax.numpy as jnp\n"
+      f"cli.use_compilation_cache({str(tmp_path)!r})\n"
+      "print(float(jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((64, 64))).sum()))\n")
+  env = {**os.environ, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+  run = lambda: subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                               text=True, env=env)
+  first = run()
+  entries = sorted(glob.glob(str(tmp_path / "*-cache")))
+  assert first.returncode == 0 and entries, first.stderr[-2000:]
+  for entry in entries:  # Damaged on disk, as by a kill mid-write or a bad sector.
+    with open(entry, "wb") as f:
+      f.write(b"not a compiled computation")
+  second = run()
+  assert second.returncode == 0 and second.stdout == first.stdout, second.stderr[-2000:]
+  assert second.stderr.strip().splitlines() == [
+      f"warning: unreadable entries of the compilation cache {tmp_path} are deleted as they are "
+      "met; their computations are compiled again and stored"]
+  assert sorted(glob.glob(str(tmp_path / "*-cache"))) == entries  # Stored afresh.
+  third = run()
+  assert third.returncode == 0 and third.stderr == "", third.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_a_second_ctrl_c_inside_a_save_leaves_no_unfinished_folder(tmp_path):
+  # The first Ctrl-C asks for a stop after the chunk; a second one lands inside orbax's save,
+  # here at the moment its temporary folder would be renamed into place.
+  workdir = tmp_path / "run"
+  script = (
+      "import sys\n"
+      "from orbax.checkpoint._src.path import atomicity\n"
+      "finalize = atomicity.AtomicRenameTemporaryPath.finalize\n"
+      "async def interrupted(self, *args, **kwargs):\n"
+      "  raise KeyboardInterrupt\n"
+      "atomicity.AtomicRenameTemporaryPath.finalize = interrupted\n"
+      f"sys.argv = ['train'] + {_train_cmd(workdir)[3:]!r}\n"
+      "from experiments import train\n"
+      "train.run()\n")
+  proc = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 130, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr
+  assert proc.stderr.strip().splitlines()[-1] == (
+      "stopped: interrupted (Ctrl-C) before finishing; nothing partial was kept")
+  assert os.listdir(workdir / "checkpoints") == []
+  # What a SIGKILL mid-save leaves is cleared by the next training run, which then finishes.
+  (workdir / "checkpoints" / "7.orbax-checkpoint-tmp-1").mkdir()
+  subprocess.run(_train_cmd(workdir), cwd=ROOT, check=True, capture_output=True)
+  assert sorted(os.listdir(workdir / "checkpoints")) == ["188", "192"]

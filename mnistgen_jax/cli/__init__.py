@@ -1,6 +1,6 @@
 """The binaries (one module each in this package, console scripts `mnistgen-*`) and their shared
-plumbing: run_binary (every expected error as one line on stderr, exit status 2; Ctrl-C as a
-clean stop), the config flag, the sampling flags, output paths, the compilation cache.
+plumbing: run_binary (every expected error as one line on stderr, exit status 2; Ctrl-C and
+SIGTERM as a clean stop), the config flag, the sampling flags, output paths, the compilation cache.
 
 `--config=mnistgen_jax/configs/vae.py[:preset] --config.model.latent_dim=2` is the ml_collections
 way (google/flax examples). Short forms, rewritten to it before absl parses the command line:
@@ -14,8 +14,12 @@ from __future__ import annotations
 
 import difflib
 import errno
+import glob
 import os
+import signal
 import sys
+import threading
+import warnings
 
 from absl import flags
 from ml_collections import config_flags
@@ -23,7 +27,6 @@ from ml_collections import config_flags
 from mnistgen_jax import configs, errors, files
 
 EXIT_ERROR = 2      # an expected failure (bad input, a run that cannot be used as asked)
-EXIT_INTERRUPTED = 130  # Ctrl-C outside training's own handler (128 + SIGINT)
 ALIASES = {"vqvae_workdir": "stage1_workdir"}
 
 
@@ -125,20 +128,22 @@ def run_binary(main, then: str = "run the same command again", flags_parser=None
   """absl's app.run(main) for a console script: an expected error (errors.expected_error_line:
   ValueError, errors.UserError, an OS error however wrapped) is one line on stderr and exit
   status 2; training's Interrupted (SIGTERM/SIGINT, a checkpoint saved) `stopped: ...` and
-  128 + the signal; Ctrl-C anywhere else `stopped` and 130. Anything else is a bug: its traceback
-  shows. then: what to do after freeing disk space."""
+  128 + the signal; Ctrl-C or SIGTERM anywhere else `stopped` and 130 or 143. Anything else is a
+  bug: its traceback shows. then: what to do after freeing disk space."""
   from absl import app
 
   def guarded(argv):
+    _terminate_as_interrupt()
     try:
       return main(argv)
     except errors.Interrupted as e:  # The shell's convention: 128 + the signal's number.
       print(f"stopped: {e}", file=sys.stderr)
       sys.exit(128 + e.signum)
-    except KeyboardInterrupt:
-      print("stopped: interrupted (Ctrl-C) before finishing; nothing partial was kept",
-            file=sys.stderr)
-      sys.exit(EXIT_INTERRUPTED)
+    except KeyboardInterrupt as e:
+      signum = e.args[0] if e.args and e.args[0] == signal.SIGTERM else signal.SIGINT
+      what = "SIGTERM received" if signum == signal.SIGTERM else "interrupted (Ctrl-C)"
+      print(f"stopped: {what} before finishing; nothing partial was kept", file=sys.stderr)
+      sys.exit(128 + signum)
     except Exception as e:
       line = errors.expected_error_line(e, then)
       if line is None:
@@ -146,6 +151,18 @@ def run_binary(main, then: str = "run the same command again", flags_parser=None
       fail(line)
 
   app.run(guarded, flags_parser=flags_parser or parse_plain_flags)
+
+
+def _terminate_as_interrupt() -> None:
+  """SIGTERM (`kill`, a batch system's preemption) unwinds like Ctrl-C, so what is being written
+  is cleaned up (files.write_atomically) and the binary says so in one line, instead of dying
+  where it stands. Training replaces it with its own handler while it runs (trainer.StopSignals:
+  finish the chunk, save, stop)."""
+  def raise_interrupt(signum, frame):
+    del frame
+    raise KeyboardInterrupt(signum)
+  if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, raise_interrupt)
 
 
 HELP_ARGS = ("--help", "--helpshort", "-h", "-?")
@@ -365,7 +382,40 @@ def use_compilation_cache(path: str | None) -> str | None:
   for name, value in COMPILATION_CACHE_SETTINGS.items():
     if name.upper() not in os.environ:
       jax.config.update(name, value)
+  _drop_unreadable_cache_entries(path)
   return path
+
+
+def _drop_unreadable_cache_entries(path: str) -> None:
+  """A cache entry that cannot be read (cut by a kill, damaged on disk) makes JAX warn and
+  recompile, and it never replaces an entry that exists, so the warning came back on every run.
+  Here the entry is deleted when its read fails, JAX's write then stores the fresh compile, and the
+  warning becomes one line. JAX has no public hook for this: the wrapped function is private, and
+  where it is missing nothing changes."""
+  from jax._src import compilation_cache  # pylint: disable=g-import-not-at-top
+  read = getattr(compilation_cache, "get_executable_and_time", None)
+  if read is None or getattr(read, "drops_unreadable", False):
+    return
+
+  dropped = []
+
+  def read_or_drop(cache_key, *args, **kwargs):
+    try:
+      return read(cache_key, *args, **kwargs)
+    except Exception:  # what JAX itself turns into a warning and a recompile
+      for entry in glob.glob(os.path.join(glob.escape(path), glob.escape(cache_key) + "-*")):
+        try:
+          os.remove(entry)
+        except OSError:
+          pass
+      if not dropped:
+        print(f"warning: unreadable entries of the compilation cache {path} are deleted as they "
+              "are met; their computations are compiled again and stored", file=sys.stderr)
+      dropped.append(cache_key)
+      raise
+  read_or_drop.drops_unreadable = True
+  compilation_cache.get_executable_and_time = read_or_drop
+  warnings.filterwarnings("ignore", message="Error reading persistent compilation cache entry")
 
 
 def compilation_cache_dir() -> str:
