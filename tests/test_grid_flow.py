@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import compile_once, init_variables, tiny_config
-from mnistgen_jax import api, configs, models, runs, trainer, two_stage
+from mnistgen_jax import api, configs, errors, models, runs, trainer, two_stage
 from mnistgen_jax import train as train_lib
 from mnistgen_jax.models import latent_flow, pixel_flow
 
@@ -135,6 +135,54 @@ def test_grid_codes_are_standardised_per_channel():
   assert np.count_nonzero(scale - np.diag(np.diag(scale))) == 0
   white = (np.asarray(codes) - mean) / np.diag(scale)
   np.testing.assert_allclose(white.reshape(-1, 3).std(0), 1.0, rtol=1e-4)
+
+
+def test_global_whitening_is_one_scale_that_keeps_the_channels_relative_sizes():
+  channel_mean, channel_std = jnp.array([1.0, -2.0, 0.5]), jnp.array([0.5, 3.0, 1.0])
+  grid = jax.random.normal(jax.random.PRNGKey(0), (512, 7, 7, 3)) * channel_std + channel_mean
+  codes = grid.reshape(512, -1)
+  mean = np.asarray(latent_flow.code_mean(codes, "global", (7, 7, 3)))
+  scale = np.asarray(latent_flow.code_scale(codes, "global", (7, 7, 3)))
+  flat = np.asarray(grid).reshape(-1, 3)
+  np.testing.assert_allclose(mean.reshape(49, 3), np.broadcast_to(flat.mean(0), (49, 3)),
+                             rtol=1e-5, atol=1e-6)
+  spread = np.sqrt(((flat - flat.mean(0)) ** 2).mean())  # ~ sqrt((0.25 + 9 + 1) / 3)
+  np.testing.assert_allclose(scale, spread * np.eye(147), rtol=1e-4)
+  white = (np.asarray(codes) - mean) / np.diag(scale)
+  np.testing.assert_allclose(white.reshape(-1, 3).std(0), np.asarray(channel_std) / spread,
+                             rtol=0.02)
+  np.testing.assert_allclose((white ** 2).mean(), 1.0, rtol=1e-4)
+  # Flat codes (no grid): the mean is per dimension, the scale still one number.
+  flat_codes = jax.random.normal(jax.random.PRNGKey(1), (256, 5)) * 2.0 + jnp.arange(5.0)
+  np.testing.assert_allclose(latent_flow.code_mean(flat_codes, "global"), flat_codes.mean(0),
+                             rtol=1e-5)
+  assert np.count_nonzero(np.asarray(latent_flow.code_scale(flat_codes, "global"))
+                          - np.diag(np.diag(latent_flow.code_scale(flat_codes, "global")))) == 0
+
+
+def test_prior_network_mlp_puts_the_flat_velocity_over_grid_codes(mnist_slice):
+  _, model, stage1, x = _prior(mnist_slice, prior_network="mlp", prior_width=32, prior_layers=2,
+                               guide_width=8, sample_steps=2, code_whitening="global")
+  y = jnp.asarray(mnist_slice[1][:8])
+  assert model.code_shape == (7, 7, 2) and not model.grid_velocity
+  variables = compile_once(lambda: model.init(
+      {"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, x, y,
+      method="losses"))()
+  mlp = latent_flow.VelocityMLP(98, 32, 2)
+  shapes = jax.eval_shape(lambda: mlp.init(jax.random.PRNGKey(0), jnp.zeros((1, 98)),
+                                           jnp.zeros(1), jnp.zeros(1, jnp.int32)))["params"]
+  assert (jax.tree.map(jnp.shape, variables["params"]["velocity"])
+          == jax.tree.map(lambda s: s.shape, shapes))
+  sample = compile_once(lambda v: model.apply(v, y[:4], method="sample",
+                                              rngs={"sample": jax.random.PRNGKey(3)}))(
+      _perturbed(variables))
+  assert sample.shape == (4, 28, 28, 1)
+  # The U-Net needs a grid: over flat codes it is refused in one line.
+  flat_stage1 = models.get("ae").build(tiny_config("ae"))
+  with pytest.raises(errors.UserError, match="--prior_network=unet needs grid codes"):
+    models.get("latent_flow").build(
+        tiny_config("latent_flow", stage1_workdir="unused", prior_network="unet"),
+        models.Stage1("", tiny_config("ae"), flat_stage1, None))
 
 
 def test_a_conditional_prior_over_an_unconditional_stage1_follows_the_label(mnist_slice):

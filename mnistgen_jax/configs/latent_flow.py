@@ -10,7 +10,7 @@ PRESETS = {"1m": dict(prior_width=96, prior_layers=2)}
 # dimension, conditional exactly when stage 1 is.
 ABSENT_IN_OLDER_RUNS = {"guide_width": 0, "guide_layers": 1, "autoguidance": 1.0,
                         "stage1": "", "stage1_args": "", "conditional": False, "prior_channels": (64,),
-                        "prior_attention": True}
+                        "prior_attention": True, "prior_network": "auto"}
 
 
 def get_config(preset: str = ""):
@@ -25,13 +25,16 @@ def get_config(preset: str = ""):
   config.train.batch_size = 512                # large batches: the regression targets are noisy
   config.train.learning_rate = 2e-3
   config.train.lr_schedule = "cosine"
-  config.model.prior_width = 192               # flat codes: velocity MLP width
-  config.model.prior_layers = 3                # flat codes: its residual blocks
+  config.model.prior_network = "auto"          # auto | mlp | unet: the velocity network (auto:
+                                               # the U-Net for grid codes, the MLP for flat ones)
+  config.model.prior_width = 192               # the MLP: its width
+  config.model.prior_layers = 3                # the MLP: its residual blocks
   config.model.prior_channels = (64,)          # grid codes: the U-Net's widths per resolution
   config.model.prior_attention = True          # grid codes: self-attention at its lowest one
-  config.model.code_whitening = "auto"  # auto | diagonal | channel | full: codes standardised
-                                        # per dimension, per grid channel, or whitened (auto:
-                                        # channel for grid codes, else diagonal)
+  config.model.code_whitening = "auto"  # auto | diagonal | channel | global | full: codes
+                                        # standardised per dimension, per grid channel, by one
+                                        # scale, or whitened (auto: channel for grid codes,
+                                        # else diagonal)
   config.model.time_sampling = "logit_normal"  # uniform | logit_normal (more weight mid-path)
   config.model.label_dropout = 0.1  # conditional prior: share of labels dropped (guidance)
   config.model.ema_decay = 0.999  # EMA of the velocity weights used for sampling (0: none)
@@ -56,7 +59,8 @@ def validate(config):
       config.model.guide_width > 0 or config.sampling.autoguidance == 1.0,
       f"--autoguidance={config.sampling.autoguidance} needs a guide network, which this run has "
       "not (--guide_width=0); pass --autoguidance=1, or train with --guide_width > 0")
-  base.check_choice(config, "code_whitening", ("auto", "diagonal", "channel", "full"))
+  base.check_choice(config, "prior_network", ("auto", "mlp", "unet"))
+  base.check_choice(config, "code_whitening", ("auto", "diagonal", "channel", "global", "full"))
   base.check_widths(config, "prior_channels", 1, 3)
   base.check(not (config.model.stage1 and config.model.stage1_workdir),
              f"--stage1={config.model.stage1} trains stage 1 into <workdir>/stage1, "

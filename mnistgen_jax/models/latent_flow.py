@@ -41,6 +41,7 @@ import optax
 
 from mnistgen_jax import cpu_compiler, data, flow
 from mnistgen_jax import train as train_lib
+from mnistgen_jax.errors import UserError
 from mnistgen_jax.models.interface import Family, Training
 from mnistgen_jax.models.nets import ConvChoice
 from mnistgen_jax.models.pixel_flow import UNet
@@ -94,7 +95,8 @@ class LatentFlow(nn.Module):
   layers: int = 3
   time_sampling: str = "logit_normal"
   code_whitening: str = "diagonal"  # how code_stats' scale_tril was fitted (code_scale)
-  code_shape: tuple = ()       # (h, w, C) of grid codes (the U-Net velocity); () for flat codes
+  code_shape: tuple = ()       # (h, w, C) of grid codes; () for flat codes
+  grid_velocity: bool = False  # the U-Net over code_shape (else the MLP over the flat codes)
   channels: tuple = (64,)      # grid codes: the U-Net's widths, one per resolution
   attention: bool = True       # grid codes: self-attention at the U-Net's lowest resolution
   label_dropout: float = 0.1
@@ -112,7 +114,7 @@ class LatentFlow(nn.Module):
 
   def setup(self):
     num_labels = self.num_classes if self.conditional else 0
-    if self.code_shape:  # The guide: a one-level U-Net guide_width wide, without attention.
+    if self.grid_velocity:  # The guide: a one-level U-Net guide_width wide, without attention.
       self.velocity = GridVelocity(self.code_shape, self.channels, self.attention, num_labels)
       if self.guide_width:
         self.guide = GridVelocity(self.code_shape, (self.guide_width,), False, num_labels)
@@ -132,7 +134,7 @@ class LatentFlow(nn.Module):
     matmul."""
     centred = codes - self.code_mean.value
     scale = self.code_scale.value
-    if self.code_whitening in ("diagonal", "channel"):
+    if self.code_whitening in ("diagonal", "channel", "global"):
       return centred / jnp.diag(scale)
     inverse = jax.scipy.linalg.solve_triangular(scale, jnp.eye(self.code_dim, dtype=scale.dtype),
                                                 lower=True)
@@ -246,8 +248,9 @@ def code_whitening(config, code_shape: tuple) -> str:
 
 
 def code_mean(codes, whitening: str, code_shape: tuple = ()):
-  """(d,) mean of the codes (N, d): per dimension, or per channel of the grid ('channel')."""
-  if whitening != "channel":
+  """(d,) mean of the codes (N, d): per channel of a grid ('channel', and 'global' over grid
+  codes), else per dimension."""
+  if not code_shape or whitening not in ("channel", "global"):
     return codes.mean(0)
   channels = codes.reshape(-1, code_shape[-1])
   return jnp.tile(channels.mean(0), codes.shape[1] // code_shape[-1])
@@ -256,7 +259,13 @@ def code_mean(codes, whitening: str, code_shape: tuple = ()):
 def code_scale(codes, whitening: str, code_shape: tuple = ()):
   """Lower-triangular L with codes ~ mean + L z, z white: the Cholesky factor of the codes'
   covariance ('full'), the diagonal of their standard deviations ('diagonal'), or of their
-  standard deviation per grid channel over all positions ('channel', code_shape (h, w, C))."""
+  standard deviation per grid channel over all positions ('channel', code_shape (h, w, C)), or
+  one standard deviation for every dimension ('global', latent diffusion's single scale factor:
+  the dimensions keep their relative scales, so a nearly unused channel stays small and weighs
+  little in the loss)."""
+  if whitening == "global":
+    spread = jnp.sqrt(jnp.mean((codes - code_mean(codes, whitening, code_shape)) ** 2))
+    return spread * jnp.eye(codes.shape[1], dtype=codes.dtype)
   if whitening == "channel":
     channels = codes.reshape(-1, code_shape[-1])
     variance = jnp.var(channels, axis=0)
@@ -288,10 +297,16 @@ def code_dim(stage1) -> int:
 def build(config, stage1):
   fields, sampling = config.model, config.sampling
   grid = code_grid(stage1.model)
+  network = fields.prior_network
+  if network == "unet" and not grid:
+    raise UserError("--prior_network=unet needs grid codes (a stage 1 such as spatial_vae); "
+                    "this stage 1's codes are flat: pass --prior_network=mlp (or auto)")
   return LatentFlow(
       stage1.model, code_dim(stage1), data.info(config.data.dataset).num_classes,
       conditional=bool(fields.conditional or stage1.model.conditional), width=fields.prior_width,
-      layers=fields.prior_layers, code_shape=grid, channels=tuple(fields.prior_channels),
+      layers=fields.prior_layers, code_shape=grid,
+      grid_velocity=network == "unet" or (network == "auto" and bool(grid)),
+      channels=tuple(fields.prior_channels),
       attention=fields.prior_attention, time_sampling=fields.time_sampling,
       code_whitening=code_whitening(config, grid),
       label_dropout=fields.label_dropout, guide_width=fields.guide_width,
