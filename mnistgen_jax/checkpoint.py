@@ -4,19 +4,23 @@ The run's config.json beside them (what they were trained with) is runs.py's con
 """
 from __future__ import annotations
 
+import contextlib
 import glob
 import hashlib
+import io
 import json
 import logging
 import os
 import shutil
+import sys
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging as absl_logging
 from orbax.checkpoint import checkpoint_managers as policies
 
-from mnistgen_jax.errors import UserError
+from mnistgen_jax.errors import UserError, expected_error_line, os_error_in
 from mnistgen_jax.files import write_atomically
 
 
@@ -25,6 +29,37 @@ DELETED_SUBDIR = ".deleted"
 PENDING = "pending"  # A step's digests entry while it is being saved.
 TRUST = ("pass --trust_unverified_checkpoint to use them as they are (at your own risk), or "
          "another --workdir")
+
+
+@contextlib.contextmanager
+def _failure_noise_held_back():
+  """What orbax and tensorstore print while a save runs (a full disk: its error logged with a
+  traceback by each of orbax's threads, then tracebacks of callbacks into closed event loops),
+  held back: passed on when the save succeeds, or fails for an unexpected reason (a bug), and
+  dropped when it fails for an expected one, which the binary then says in one line."""
+  held, stderr = io.StringIO(), sys.stderr
+  absl_handler = absl_logging.get_absl_handler().python_handler
+  sys.stderr, absl_stream = held, absl_handler.setStream(held)
+  shown = True
+  try:
+    yield
+  except BaseException as e:
+    shown = isinstance(e, Exception) and expected_error_line(e) is None
+    if not shown:  # Its failed asyncio tasks log "exception was never retrieved" when collected.
+      logging.getLogger("asyncio").addFilter(_expected_failures_of_tasks_dropped)
+    raise
+  finally:
+    sys.stderr = stderr
+    absl_handler.setStream(absl_stream)
+    if shown and held.getvalue():
+      stderr.write(held.getvalue())
+
+
+def _expected_failures_of_tasks_dropped(record: logging.LogRecord) -> bool:
+  """asyncio's log of a collected task that failed for an expected reason: dropped (the binary
+  has said it in one line)."""
+  error = record.exc_info[1] if record.exc_info else None
+  return not (isinstance(error, Exception) and expected_error_line(error) is not None)
 
 
 class CheckpointError(UserError):
@@ -153,13 +188,17 @@ class Checkpointer:
     if jax.process_index() == 0:  # Marked before the save: a kill before its digest is known.
       self._write({**self._kept_digests(), str(step): PENDING})
     try:
-      self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
-      self.manager.wait_until_finished()
-    except BaseException:  # A second Ctrl-C, SIGTERM, a full disk: no unfinished folder left.
+      with _failure_noise_held_back():
+        self.manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+        self.manager.wait_until_finished()
+    except BaseException as e:  # A second Ctrl-C, SIGTERM, a full disk: no unfinished folder.
       if jax.process_index() == 0:
         for unfinished in glob.glob(os.path.join(glob.escape(self.directory),
                                                  f"{step}.orbax-checkpoint-tmp*")):
           shutil.rmtree(unfinished, ignore_errors=True)
+      os_error = os_error_in(e) if isinstance(e, Exception) else None
+      if os_error is not None and not os_error.filename:  # Some of orbax's writes name no file.
+        raise OSError(os_error.errno, os_error.strerror, self.directory) from e
       raise
     self._write_digests(step)
     self._empty_deleted()

@@ -3,6 +3,8 @@ fix (cli.run_binary prints it and exits with status 2). Imports nothing of the p
 from __future__ import annotations
 
 import errno
+import os
+import re
 
 
 class UserError(RuntimeError):
@@ -38,9 +40,22 @@ def os_error_line(error: OSError, then: str) -> str:
   return line
 
 
+# tensorstore (under orbax) reports a failed write as a ValueError whose message names the file
+# and ends with the OS error's code, e.g. 'RESOURCE_EXHAUSTED: Error writing "x" ... at local
+# file "DIR/...": ... No space left on device [os_error_code='28']' or 'RESOURCE_EXHAUSTED:
+# Failed writing: "DIR/...": ...'.
+_TENSORSTORE_FULL_DISK = re.compile(
+    r'(?:local file|Failed writing:) "(?P<path>[^"]*)".*\[os_error_code=.?%d.?\]' % errno.ENOSPC,
+    re.DOTALL)
+
+
 def expected_error_line(error: BaseException, then: str = "run the same command again") -> str | None:
-  """The one line for an expected failure (bad input, a UserError, an OS error however wrapped),
-  None for anything else (a bug: its traceback is worth seeing)."""
+  """The one line for an expected failure (bad input, a UserError, an OS error however wrapped,
+  a full disk under tensorstore), None for anything else (a bug: its traceback is worth seeing)."""
+  full = _TENSORSTORE_FULL_DISK.search(str(error))
+  if full:  # Said of the checkpoints folder, not orbax's temporary one inside it.
+    where = re.sub(r"/[^/]*\.orbax-checkpoint-tmp.*$", "", full["path"].rstrip("/"))
+    return os_error_line(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), where), then)
   if isinstance(error, (ValueError, UserError)):
     return str(error)
   os_error = os_error_in(error)

@@ -23,9 +23,11 @@ def write_atomically(path: str, write) -> None:
   try:
     write(tmp)
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     if os.path.exists(tmp):
       os.remove(tmp)
+    if isinstance(e, OSError) and not e.filename:  # A full disk fails at the flush, unnamed.
+      raise OSError(e.errno, e.strerror, path) from e
     raise
 
 

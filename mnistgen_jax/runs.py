@@ -299,6 +299,7 @@ class MetricsLog:
       from tensorboardX import SummaryWriter  # purge_step hides events of a run's lost steps.
       self.tensorboard = SummaryWriter(os.path.join(workdir, "tensorboard"),
                                        purge_step=resume_step + 1)
+      _drop_events_that_cannot_be_written(self.tensorboard)
 
   def _keep(self, record: dict) -> None:
     self._train_seconds = max(self._train_seconds, record.get("train_seconds", 0.0))
@@ -322,8 +323,11 @@ class MetricsLog:
       self._keep(r)
     if not self.writes:
       return
-    with open(self.path, "a") as f:
-      f.writelines(json.dumps(strict_json(r), allow_nan=False) + "\n" for r in records)
+    try:
+      with open(self.path, "a") as f:
+        f.writelines(json.dumps(strict_json(r), allow_nan=False) + "\n" for r in records)
+    except OSError as e:  # A full disk fails at the flush, which names no file.
+      raise OSError(e.errno, e.strerror, self.path) from e
     for r in records:
       for k, v in r.items():
         if k not in ("step", "epoch", "split") and isinstance(v, float):
@@ -341,6 +345,28 @@ class MetricsLog:
 
   def train_seconds(self) -> float:
     return self._train_seconds
+
+
+def _drop_events_that_cannot_be_written(writer) -> None:
+  """TensorBoard's events are a view of metrics.jsonl: when they cannot be written (a full disk)
+  they are dropped quietly, where tensorboardX's writer thread and its exit handler would print a
+  traceback each; the run stops with one line at its own failing write. (tensorboardX has no
+  option for this: its file writer is wrapped, and left as it is if its layout changes.)"""
+  records = writer._get_file_writer().event_writer  # pylint: disable=protected-access
+  records = getattr(getattr(records, "_ev_writer", None), "_py_recordio_writer", None)
+  for name in ("write", "flush", "close"):
+    method = getattr(records, name, None)
+    if method is not None:
+      setattr(records, name, _ignoring_os_errors(method))
+
+
+def _ignoring_os_errors(method):
+  def call(*args, **kwargs):
+    try:
+      return method(*args, **kwargs)
+    except OSError:
+      return None
+  return call
 
 
 def _metrics_record(line: str) -> dict | None:

@@ -543,3 +543,40 @@ def test_a_second_ctrl_c_inside_a_save_leaves_no_unfinished_folder(tmp_path):
   (workdir / "checkpoints" / "7.orbax-checkpoint-tmp-1").mkdir()
   subprocess.run(_train_cmd(workdir), cwd=ROOT, check=True, capture_output=True)
   assert sorted(os.listdir(workdir / "checkpoints")) == ["188", "192"]
+
+
+def _mount_small_disk(path, size: str) -> bool:
+  """A tmpfs of `size` at path (a real full disk for orbax and tensorstore); False where this
+  machine does not allow mounting (not root, or in a container without the right)."""
+  path.mkdir()
+  if os.geteuid() != 0 or shutil.which("mount") is None:
+    return False
+  return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)],
+                        capture_output=True).returncode == 0
+
+
+@pytest.mark.slow
+def test_a_really_full_disk_is_one_line_then_the_run_resumes_once_there_is_room(tmp_path):
+  disk = tmp_path / "small"
+  if not _mount_small_disk(disk, "3300k"):  # About two checkpoints of this run, then full.
+    pytest.skip("needs a small filesystem: mount (as root) is not allowed here")
+  try:
+    workdir = disk / "run"
+    proc = subprocess.run(_train_cmd(workdir), cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    progress = ("step ", "epoch ", "vae: ", "config: ")
+    said = [line for line in proc.stderr.splitlines() if not line.startswith(progress)]
+    assert len(said) == 1, "\n".join(said)[-3000:]
+    assert said[0].startswith(f"error: No space left on device: {workdir}"), said[0]
+    assert said[0].endswith("; free some space, then run the same command again: it resumes "
+                            "from its last checkpoint")
+    assert not glob.glob(str(workdir / "checkpoints" / "*orbax-checkpoint-tmp*"))
+    saved = runs.latest_checkpoint_step(str(workdir))
+    subprocess.run(["mount", "-o", "remount,size=20m", str(disk)], check=True)
+    resumed = subprocess.run(_train_cmd(workdir), cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resumed from {workdir / 'checkpoints'} at step {saved}" in resumed.stderr + \
+        resumed.stdout
+    assert runs.latest_checkpoint_step(str(workdir)) == 192
+  finally:
+    subprocess.run(["umount", str(disk)], capture_output=True)
