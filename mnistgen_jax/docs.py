@@ -157,10 +157,12 @@ class Table:
 
 
 # Rows of the tables: record names (experiments/results/records/<name>.json).
-_RESULTS = ("vae", "conv_vae", "cond_vae", "ae", "pixel_vae_accelerator", "vqvae",
-            "vqvae_cond_prior", "latent_flow_conv_vae", "latent_flow_cond_vae", "flow_cpu",
+_RESULTS = ("vae", "conv_vae", "cond_vae", "spatial_vae", "ae", "pixel_vae_accelerator", "vqvae",
+            "vqvae_cond_prior", "latent_flow_conv_vae", "latent_flow_cond_vae", "latent_flow_grid",
+            "latent_flow_grid_cond", "flow_cpu",
             "cond_flow_cpu", "flow_accelerator", "cond_flow_accelerator", "dcgan", "cond_dcgan")
-_SAMPLERS = ("latent_flow_conv_vae", "latent_flow_cond_vae", "vqvae_cond_prior", "flow_cpu",
+_SAMPLERS = ("latent_flow_grid", "latent_flow_grid_cond", "latent_flow_conv_vae",
+             "latent_flow_cond_vae", "vqvae_cond_prior", "flow_cpu",
              "cond_flow_cpu", "flow_accelerator", "cond_flow_accelerator", "dcgan", "cond_dcgan")
 _LIKELIHOODS = ("iwae1_vae_k1", "iwae1_iwae_k5", "iwae2_iwae_k50_accelerator",
                 "pixel_vae_accelerator")
@@ -171,6 +173,10 @@ _GPU_BENCHMARKS = tuple(f"benchmark_h100_{family}" for family in
 _PEERS = tuple(f"peers_{family}" for family in "vae conv_vae vqvae dcgan".split())
 _CALIBRATION = tuple(f"calibration_{row}" for row in (
     "train", "noise01", "blur", "noise03", "pure"))
+
+_GRID_PRIORS = ("grid_ab_unet", "grid_ab_mlp", "grid_ab_mlp_global", "grid_ab_mlp_global_c2",
+                "latent_flow_grid", "latent_flow_grid_cond")
+_GRID_STEPS = (4, 8, 16, 25, 50)
 
 _NLL = Column("−ELBO / NLL (nats)", "nll", number(2))
 _FID = Column("sample fid_lenet", "fid_samples", number(2))
@@ -186,7 +192,26 @@ TABLES = {
         (Column("command", "record:command", lambda c: f"`{c}`"),
          Column("wall time", "wall_seconds", seconds), _FID,
          Column("digit read as asked", "label_accuracy", number(1, 100, " %")), _HARDWARE),
-        ("best_cpu_digits",)),
+        ("latent_flow_grid_cond", "best_cpu_digits")),
+    "grid_prior": Table(
+        (Column("prior over a spatial_vae's 7x7 grid", "record:what"),
+         Column("stage-1 reconstruction fid_lenet", "fid_reconstructions", number(2)), _FID,
+         Column("precision", "precision", number(2)), Column("recall", "recall", number(2)),
+         Column("digit read as asked", "label_accuracy", number(1, 100, " %")),
+         Column("prior training", "train_seconds", seconds), _HARDWARE),
+        _GRID_PRIORS),
+    "grid_time": Table(
+        (Column("command", "record:command", lambda c: f"`{c}`"),
+         Column("stage-1 training", "stage1_train_seconds", seconds),
+         Column("prior training", "train_seconds", seconds),
+         Column("whole command", "wall_seconds", seconds), _FID, _HARDWARE),
+        ("latent_flow_grid_cond", "latent_flow_grid")),
+    "grid_steps": Table(
+        (Column("run", "record:what"),
+         *(Column(f"fid_lenet, {n} steps", f"fid_{n}", number(2)) for n in _GRID_STEPS),
+         *(Column(f"samples/s, {n} steps", f"rate_{n}", number(0)) for n in (4, 25)),
+         _HARDWARE),
+        ("latent_flow_grid_cond_steps",)),
     "sample_quality": Table(
         (Column("family", "record:family"), Column("run", "record:what"), _FID,
          Column("KID x1000", "kid_samples", number(1)),

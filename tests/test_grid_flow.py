@@ -82,7 +82,8 @@ def _prior(mnist_slice, conditional=False, **fields):
   # padding test's.
   # 16 channels: GroupNorm keeps two a group (with one, it would remove the label and time
   # offsets the blocks add).
-  fields = {"prior_channels": (16,), "prior_attention": False, "guide_width": 4, **fields}
+  fields = {"prior_network": "unet", "prior_channels": (16,), "prior_attention": False,
+            "guide_width": 4, **fields}
   config = tiny_config("latent_flow", stage1_workdir="unused", conditional=conditional, **fields)
   model = models.get("latent_flow").build(config, stage1)
   return config, model, stage1, x
@@ -91,7 +92,7 @@ def _prior(mnist_slice, conditional=False, **fields):
 def test_grid_codes_get_the_pixel_flows_unet_and_train_it_alone(mnist_slice):
   _, model, stage1, x = _prior(mnist_slice, sample_steps=2)
   y = jnp.asarray(mnist_slice[1][:8])
-  assert model.code_shape == (7, 7, 2) and model.code_whitening == "channel"
+  assert model.code_shape == (7, 7, 2) and model.code_whitening == "global"
   variables = compile_once(lambda: model.init(
       {"params": jax.random.PRNGKey(0), "sample": jax.random.PRNGKey(1)}, x, y,
       method="losses"))()
@@ -296,3 +297,14 @@ def test_the_prior_decodes_with_what_its_workdir_stores(two_stage_run, tmp_path)
   # The one command again: nothing to train, stage 1 is not needed.
   _train_both(_two_stage_config(), workdir)
   assert not os.path.exists(stage1_dir)
+
+
+@pytest.mark.parametrize("preset", ["grid", "grid_accelerator"])
+def test_the_grid_presets_train_a_spatial_stage1_then_an_mlp_prior(preset):
+  config = configs.get_config("latent_flow", preset=preset)
+  assert config.model.stage1 == "spatial_vae" and config.model.prior_network == "mlp"
+  stage1 = configs.stage1_config(config)  # --stage1_args parsed and validated
+  assert stage1.family == "spatial_vae" and stage1.model.latent_channels == 2
+  assert stage1.run.num_epochs == (5 if preset == "grid" else 20)
+  grid = models.get("spatial_vae").build(stage1).code_shape
+  assert grid == (7, 7, 2) and latent_flow.code_whitening(config, grid) == "global"

@@ -239,11 +239,13 @@ def velocity_networks(config) -> tuple[str, ...]:
 
 
 def code_whitening(config, code_shape: tuple) -> str:
-  """config.model.code_whitening with 'auto' resolved: per channel for grid codes, per dimension
-  ('diagonal') for flat ones."""
+  """config.model.code_whitening with 'auto' resolved: one scale ('global') for grid codes, whose
+  nearly unused channels then stay small, per dimension ('diagonal') for flat ones. (A diagonal
+  scale is applied the same way whichever fitted it: runs that fitted theirs per channel read
+  their stored statistics unchanged.)"""
   whitening = config.model.code_whitening
   if whitening == "auto":
-    return "channel" if code_shape else "diagonal"
+    return "global" if code_shape else "diagonal"
   return whitening
 
 
