@@ -175,7 +175,7 @@ _CALIBRATION = tuple(f"calibration_{row}" for row in (
     "train", "noise01", "blur", "noise03", "pure"))
 
 _GRID_PRIORS = ("grid_ab_unet", "grid_ab_mlp", "grid_ab_mlp_global", "grid_ab_mlp_global_c2",
-                "latent_flow_grid", "latent_flow_grid_cond")
+                "latent_flow_grid", "latent_flow_grid_cond", "latent_flow_grid_cond_60")
 _GRID_STEPS = (4, 8, 16, 25, 50)
 
 _NLL = Column("−ELBO / NLL (nats)", "nll", number(2))
@@ -205,7 +205,7 @@ TABLES = {
          Column("stage-1 training", "stage1_train_seconds", seconds),
          Column("prior training", "train_seconds", seconds),
          Column("whole command", "wall_seconds", seconds), _FID, _HARDWARE),
-        ("latent_flow_grid_cond", "latent_flow_grid")),
+        ("latent_flow_grid_cond", "latent_flow_grid", "latent_flow_grid_cond_60")),
     "grid_steps": Table(
         (Column("run", "record:what"),
          *(Column(f"fid_lenet, {n} steps", f"fid_{n}", number(2)) for n in _GRID_STEPS),

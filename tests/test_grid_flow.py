@@ -122,15 +122,25 @@ def test_grid_codes_get_the_pixel_flows_unet_and_train_it_alone(mnist_slice):
   assert sample.shape == (4, 28, 28, 1) and 0 <= float(sample.min()) <= float(sample.max()) <= 1
 
 
-def test_grid_codes_are_standardised_per_channel():
-  channel_mean, channel_std = jnp.array([1.0, -2.0, 0.5]), jnp.array([0.5, 3.0, 1.0])
-  grid = jax.random.normal(jax.random.PRNGKey(0), (512, 7, 7, 3)) * channel_std + channel_mean
+CHANNEL_STD = np.array([0.5, 3.0, 1.0])
+
+
+def _fitted_grid_codes(whitening):
+  """(codes, per-channel values, fitted mean, fitted scale) of 512 random 7x7x3 grids whose three
+  channels have their own means and CHANNEL_STD; the mean is checked: per channel."""
+  grid = jax.random.normal(jax.random.PRNGKey(0), (512, 7, 7, 3)) * CHANNEL_STD + jnp.array(
+      [1.0, -2.0, 0.5])
   codes = grid.reshape(512, -1)
-  mean = np.asarray(latent_flow.code_mean(codes, "channel", (7, 7, 3)))
-  scale = np.asarray(latent_flow.code_scale(codes, "channel", (7, 7, 3)))
+  mean = np.asarray(latent_flow.code_mean(codes, whitening, (7, 7, 3)))
+  scale = np.asarray(latent_flow.code_scale(codes, whitening, (7, 7, 3)))
   flat = np.asarray(grid).reshape(-1, 3)
   np.testing.assert_allclose(mean.reshape(49, 3), np.broadcast_to(flat.mean(0), (49, 3)),
                              rtol=1e-5, atol=1e-6)
+  return codes, flat, mean, scale
+
+
+def test_grid_codes_are_standardised_per_channel():
+  codes, flat, mean, scale = _fitted_grid_codes("channel")
   np.testing.assert_allclose(np.diag(scale).reshape(49, 3),
                              np.broadcast_to(flat.std(0), (49, 3)), rtol=1e-4)
   assert np.count_nonzero(scale - np.diag(np.diag(scale))) == 0
@@ -139,18 +149,11 @@ def test_grid_codes_are_standardised_per_channel():
 
 
 def test_global_whitening_is_one_scale_that_keeps_the_channels_relative_sizes():
-  channel_mean, channel_std = jnp.array([1.0, -2.0, 0.5]), jnp.array([0.5, 3.0, 1.0])
-  grid = jax.random.normal(jax.random.PRNGKey(0), (512, 7, 7, 3)) * channel_std + channel_mean
-  codes = grid.reshape(512, -1)
-  mean = np.asarray(latent_flow.code_mean(codes, "global", (7, 7, 3)))
-  scale = np.asarray(latent_flow.code_scale(codes, "global", (7, 7, 3)))
-  flat = np.asarray(grid).reshape(-1, 3)
-  np.testing.assert_allclose(mean.reshape(49, 3), np.broadcast_to(flat.mean(0), (49, 3)),
-                             rtol=1e-5, atol=1e-6)
+  codes, flat, mean, scale = _fitted_grid_codes("global")
   spread = np.sqrt(((flat - flat.mean(0)) ** 2).mean())  # ~ sqrt((0.25 + 9 + 1) / 3)
   np.testing.assert_allclose(scale, spread * np.eye(147), rtol=1e-4)
   white = (np.asarray(codes) - mean) / np.diag(scale)
-  np.testing.assert_allclose(white.reshape(-1, 3).std(0), np.asarray(channel_std) / spread,
+  np.testing.assert_allclose(white.reshape(-1, 3).std(0), CHANNEL_STD / spread,
                              rtol=0.02)
   np.testing.assert_allclose((white ** 2).mean(), 1.0, rtol=1e-4)
   # Flat codes (no grid): the mean is per dimension, the scale still one number.

@@ -413,24 +413,33 @@ def test_resume_without_the_digests_file_is_refused_and_corrupted_weights_never_
   assert sorted(_checkpoint_steps(workdir)) == [4, 8]  # Nothing set aside or deleted.
 
 
+def _signalled_while_sampling(args, signum):
+  """(exit status, stderr lines) of `python ARGS` sent `signum` once it is drawing samples (its
+  progress, on stderr, says so). The child gets Ctrl-C's default handler back (a background
+  job's shell would ignore SIGINT)."""
+  proc = subprocess.Popen([sys.executable, *args], cwd=ROOT, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True,
+                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  lines = []
+  for line in proc.stderr:
+    lines.append(line)
+    if line.startswith("sampling"):
+      proc.send_signal(signum)
+      break
+  lines += proc.stderr.readlines()
+  return proc.wait(), lines
+
+
 @pytest.mark.slow
 def test_ctrl_c_during_an_evaluation_is_one_line_and_keeps_the_earlier_results(finished_run,
                                                                               tmp_path):
   workdir = tmp_path / "run"
   shutil.copytree(finished_run, workdir)
   before = (workdir / "eval.json").read_text()
-  proc = subprocess.Popen([sys.executable, "-m", "experiments.evaluate", f"--workdir={workdir}",
-                           "--num_samples=200000", "--iwae_samples=0", "--nocalibration"],
-                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-  lines = []
-  for line in proc.stderr:  # Interrupted once it is drawing samples (progress on stderr).
-    lines.append(line)
-    if line.startswith("sampling"):
-      proc.send_signal(signal.SIGINT)
-      break
-  lines += proc.stderr.readlines()
-  assert proc.wait() == 130, "".join(lines)[-2000:]
+  status, lines = _signalled_while_sampling(
+      ["-m", "experiments.evaluate", f"--workdir={workdir}", "--num_samples=200000",
+       "--iwae_samples=0", "--nocalibration"], signal.SIGINT)
+  assert status == 130, "".join(lines)[-2000:]
   assert not any("Traceback" in line for line in lines), "".join(lines)[-2000:]
   assert lines[-1].startswith("stopped: interrupted (Ctrl-C) before finishing")
   assert (workdir / "eval.json").read_text() == before
@@ -443,19 +452,10 @@ def test_a_signal_during_generate_is_one_line_and_leaves_the_old_file(finished_r
                                                                        signum):
   out = tmp_path / "samples.npz"
   out.write_bytes(b"an earlier file")
-  proc = subprocess.Popen([sys.executable, "-m", "mnistgen_jax.cli.generate",
-                           f"--workdir={finished_run}", "--num=2000000", f"--npy={out}",
-                           f"--out={tmp_path / 'grid.png'}"],
-                          cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                          preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-  lines = []
-  for line in proc.stderr:  # Signalled once it is drawing samples (progress on stderr).
-    lines.append(line)
-    if line.startswith("sampling"):
-      proc.send_signal(signum)
-      break
-  lines += proc.stderr.readlines()
-  assert proc.wait() == 128 + signum, "".join(lines)[-2000:]
+  status, lines = _signalled_while_sampling(
+      ["-m", "mnistgen_jax.cli.generate", f"--workdir={finished_run}", "--num=2000000",
+       f"--npy={out}", f"--out={tmp_path / 'grid.png'}"], signum)
+  assert status == 128 + signum, "".join(lines)[-2000:]
   assert not any("Traceback" in line for line in lines), "".join(lines)[-2000:]
   what = "SIGTERM received" if signum == signal.SIGTERM else "interrupted (Ctrl-C)"
   assert lines[-1] == f"stopped: {what} before finishing; nothing partial was kept\n"
