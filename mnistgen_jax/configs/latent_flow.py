@@ -4,7 +4,7 @@ from mnistgen_jax.configs import base
 from mnistgen_jax.configs import flow as flow_fields
 
 # 1m: a small prior (0.15 M with its guide) on top of its stage 1, the 1 M run of its own family.
-# grid: the CPU recipe over a spatial_vae's 7x7 code grid (both stages, about 11 minutes on 2
+# grid: the CPU recipe over a spatial_vae's 7x7 code grid (both stages, about 9 minutes on 2
 # cores; docs/families.md): stage 1 trained first into <workdir>/stage1, a wider MLP prior (the
 # grid's codes flattened) with a wider guide, extrapolated less (1.5: the best FID measured).
 # grid_accelerator: the same shape at accelerator scale (more stage-1 epochs, a larger, longer
