@@ -20,7 +20,7 @@ import orbax.checkpoint as ocp
 from absl import logging as absl_logging
 from orbax.checkpoint import checkpoint_managers as policies
 
-from mnistgen_jax.errors import UserError, expected_error_line, os_error_in
+from mnistgen_jax.errors import UserError, expected_error_line, naming, os_error_in
 from mnistgen_jax.files import write_atomically
 
 
@@ -198,7 +198,7 @@ class Checkpointer:
           shutil.rmtree(unfinished, ignore_errors=True)
       os_error = os_error_in(e) if isinstance(e, Exception) else None
       if os_error is not None and not os_error.filename:  # Some of orbax's writes name no file.
-        raise OSError(os_error.errno, os_error.strerror, self.directory) from e
+        raise naming(os_error, self.directory) from e
       raise
     self._write_digests(step)
     self._empty_deleted()

@@ -31,6 +31,12 @@ def os_error_in(error: BaseException) -> OSError | None:
   return None
 
 
+def naming(error: OSError, path: str) -> OSError:
+  """The OS error as it is where it names its file, else the same error naming `path` (a full
+  disk fails at a flush or in a library's write, which name none): the one line then says where."""
+  return error if error.filename else OSError(error.errno, error.strerror, path)
+
+
 def os_error_line(error: OSError, then: str) -> str:
   """One line for a failed write or read: what, where, and for a full disk what to do `then`."""
   where = f": {error.filename}" if error.filename else ""

@@ -12,6 +12,8 @@ import numbers
 import os
 import time
 
+from mnistgen_jax.errors import naming
+
 
 def write_atomically(path: str, write) -> None:
   """write(tmp) then an atomic rename onto `path`: a crash or a failure (a full disk) leaves the
@@ -26,8 +28,8 @@ def write_atomically(path: str, write) -> None:
   except BaseException as e:
     if os.path.exists(tmp):
       os.remove(tmp)
-    if isinstance(e, OSError) and not e.filename:  # A full disk fails at the flush, unnamed.
-      raise OSError(e.errno, e.strerror, path) from e
+    if isinstance(e, OSError) and not e.filename:
+      raise naming(e, path) from e
     raise
 
 

@@ -24,6 +24,7 @@ import jax
 
 from mnistgen_jax import checkpoint, configs, models, train_setup
 from mnistgen_jax.checkpoint import CheckpointError
+from mnistgen_jax.errors import naming
 from mnistgen_jax.files import strict_json, write_atomically
 
 
@@ -326,8 +327,10 @@ class MetricsLog:
     try:
       with open(self.path, "a") as f:
         f.writelines(json.dumps(strict_json(r), allow_nan=False) + "\n" for r in records)
-    except OSError as e:  # A full disk fails at the flush, which names no file.
-      raise OSError(e.errno, e.strerror, self.path) from e
+    except OSError as e:
+      if e.filename:
+        raise
+      raise naming(e, self.path) from e
     for r in records:
       for k, v in r.items():
         if k not in ("step", "epoch", "split") and isinstance(v, float):
